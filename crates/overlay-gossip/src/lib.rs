@@ -1,0 +1,21 @@
+//! Peer-to-peer topology gossip for overlay networks.
+//!
+//! `overlay-gossip` keeps every peer's view of the cluster topology. It
+//! depends only on `overlay-core`:
+//!
+//! ```text
+//! examples -> { overlay-cni, overlay-gossip, overlay-ipam, overlay-netlink } -> overlay-core
+//! ```
+//!
+//! The protocol is a sans-IO state machine (peer records, versioned merge,
+//! route computation, named channels) with time passed in; a thin tokio driver
+//! owns the sockets. A deterministic simulator drives thousands of peers in
+//! tests and benchmarks.
+//!
+//! ```
+//! // Time is always passed in; the crate never reads the wall clock itself.
+//! let now = std::time::Duration::from_millis(1500);
+//! assert_eq!(now.as_secs(), 1);
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]

@@ -1,0 +1,4 @@
+//! Example binaries for the overlay SDK.
+//!
+//! The binaries in `src/bin/` only wire the library crates together; anything
+//! reusable lives in a crate.
