@@ -1,0 +1,319 @@
+//! Finding plugin executables on `CNI_PATH` and running them.
+//!
+//! This is the layer shared by IPAM delegation ([`crate::delegate`]) and the
+//! runtime side ([`crate::runtime`]): it starts a plugin with an environment
+//! and a configuration on stdin, lets its stderr through to ours, and turns
+//! a non-zero exit into the plugin's [`CniError`] (or into
+//! [`ExecError::Failed`] when the plugin printed no valid error JSON).
+//!
+//! ```no_run
+//! use overlay_cni::exec::{find_in_path, split_path};
+//!
+//! let dirs = split_path("/opt/cni/bin:/usr/lib/cni");
+//! let bridge = find_in_path("bridge", &dirs).unwrap();
+//! println!("{}", bridge.display());
+//! ```
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+use crate::error::CniError;
+use crate::result::ResultError;
+use crate::version::VersionInfo;
+
+/// Why running a plugin failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The plugin type is empty or contains a path separator.
+    #[error("invalid plugin type {plugin:?}: must be a non-empty file name")]
+    InvalidPluginName {
+        /// The rejected name.
+        plugin: String,
+    },
+    /// No executable of that name in any `CNI_PATH` directory.
+    #[error("failed to find plugin {plugin:?} in path {path:?}")]
+    NotFound {
+        /// The plugin type.
+        plugin: String,
+        /// The directories searched.
+        path: Vec<PathBuf>,
+    },
+    /// The executable could not be started.
+    #[error("cannot start plugin {}: {source}", plugin.display())]
+    Spawn {
+        /// The executable.
+        plugin: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Talking to the plugin over its stdin/stdout failed.
+    #[error("I/O with plugin {}: {source}", plugin.display())]
+    Io {
+        /// The executable.
+        plugin: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The plugin failed and printed a CNI error object.
+    #[error("plugin {} failed: {error}", plugin.display())]
+    Plugin {
+        /// The executable.
+        plugin: PathBuf,
+        /// The error it printed.
+        error: CniError,
+    },
+    /// The plugin failed without printing a valid CNI error object.
+    #[error("plugin {} failed ({status}) without a CNI error on stdout: {stdout:?}", plugin.display())]
+    Failed {
+        /// The executable.
+        plugin: PathBuf,
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it printed on stdout (lossily decoded).
+        stdout: String,
+    },
+    /// The plugin succeeded but its result could not be read or converted.
+    #[error("plugin {} printed an invalid result: {source}", plugin.display())]
+    BadResult {
+        /// The executable.
+        plugin: PathBuf,
+        /// What was wrong.
+        source: ResultError,
+    },
+    /// The plugin's answer to `VERSION` is not a valid version object.
+    #[error("plugin {} printed an invalid VERSION answer: {source}", plugin.display())]
+    BadVersionInfo {
+        /// The executable.
+        plugin: PathBuf,
+        /// What was wrong.
+        source: serde_json::Error,
+    },
+}
+
+impl ExecError {
+    /// The CNI error a plugin printed, if that is what this is.
+    pub fn cni_error(&self) -> Option<&CniError> {
+        match self {
+            ExecError::Plugin { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<ExecError> for CniError {
+    /// A delegated plugin's own error passes through unchanged (code, message
+    /// and details), so `?` in a plugin reports what the IPAM plugin said;
+    /// every other failure becomes [`crate::error::ErrorCode::Internal`].
+    fn from(err: ExecError) -> Self {
+        match err {
+            ExecError::Plugin { error, .. } => error,
+            other => CniError::internal(&other),
+        }
+    }
+}
+
+/// Split a `CNI_PATH` value (colon-separated) into directories, skipping empty parts.
+///
+/// ```
+/// let dirs = overlay_cni::exec::split_path("/opt/cni/bin::/usr/lib/cni");
+/// assert_eq!(dirs.len(), 2);
+/// ```
+pub fn split_path(cni_path: &str) -> Vec<PathBuf> {
+    cni_path
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Find the executable for `plugin` in the first directory of `path` that has it.
+///
+/// `plugin` must be a plain file name; a name with `/` is rejected, so a
+/// configuration cannot point outside the plugin directories.
+pub fn find_in_path(plugin: &str, path: &[PathBuf]) -> Result<PathBuf, ExecError> {
+    if plugin.is_empty() || plugin.contains('/') || plugin == "." || plugin == ".." {
+        return Err(ExecError::InvalidPluginName {
+            plugin: plugin.to_owned(),
+        });
+    }
+    path.iter()
+        .map(|dir| dir.join(plugin))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| ExecError::NotFound {
+            plugin: plugin.to_owned(),
+            path: path.to_vec(),
+        })
+}
+
+/// Run the plugin at `plugin` with extra environment variables `env` (added
+/// to this process's environment, replacing same-named ones) and `stdin`.
+///
+/// Returns its stdout on a zero exit. Its stderr goes to this process's stderr.
+pub fn exec_plugin(
+    plugin: &Path,
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> Result<Vec<u8>, ExecError> {
+    let mut command = Command::new(plugin);
+    command
+        .envs(
+            env.iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command.spawn().map_err(|source| ExecError::Spawn {
+        plugin: plugin.to_owned(),
+        source,
+    })?;
+    let io_err = |source| ExecError::Io {
+        plugin: plugin.to_owned(),
+        source,
+    };
+    let output = std::thread::scope(|scope| {
+        let writer = child.stdin.take().map(|mut pipe| {
+            scope.spawn(move || {
+                // A plugin may exit without reading stdin (VERSION): a broken
+                // pipe is not our failure then; its exit status tells.
+                match pipe.write_all(stdin) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                    other => other,
+                }
+            })
+        });
+        let output = child.wait_with_output();
+        if let Some(writer) = writer {
+            match writer.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        output
+    })
+    .map_err(io_err)?;
+    if output.status.success() {
+        return Ok(output.stdout);
+    }
+    match serde_json::from_slice::<CniError>(&output.stdout) {
+        Ok(error) => Err(ExecError::Plugin {
+            plugin: plugin.to_owned(),
+            error,
+        }),
+        Err(_) => Err(ExecError::Failed {
+            plugin: plugin.to_owned(),
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        }),
+    }
+}
+
+/// Ask the plugin at `plugin` which versions it supports (`CNI_COMMAND=VERSION`).
+///
+/// Like libcni, this sets dummy values for `CNI_NETNS`, `CNI_IFNAME` and
+/// `CNI_PATH` for plugins built with old runners that require them, and sends
+/// `{"cniVersion": "<latest>"}` on stdin. A plugin that prints no
+/// `supportedVersions` (spec 0.1.0) is reported as supporting 0.1.0.
+pub fn version_info(plugin: &Path) -> Result<VersionInfo, ExecError> {
+    let stdin = format!(r#"{{"cniVersion":"{}"}}"#, crate::version::Version::LATEST);
+    let stdout = exec_plugin(
+        plugin,
+        &[
+            ("CNI_COMMAND", "VERSION"),
+            ("CNI_NETNS", "dummy"),
+            ("CNI_IFNAME", "dummy"),
+            ("CNI_PATH", "dummy"),
+        ],
+        stdin.as_bytes(),
+    )?;
+    let mut info: VersionInfo =
+        serde_json::from_slice(&stdout).map_err(|source| ExecError::BadVersionInfo {
+            plugin: plugin.to_owned(),
+            source,
+        })?;
+    if info.supported_versions.is_empty() {
+        info.supported_versions = vec![crate::version::Version::V0_1_0];
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_rejects_names_with_separators() {
+        for bad in ["", "../bridge", "/bin/sh", ".", ".."] {
+            assert!(matches!(
+                find_in_path(bad, &[PathBuf::from("/usr/lib/cni")]),
+                Err(ExecError::InvalidPluginName { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn find_reports_the_searched_path() {
+        let dirs = split_path("/nonexistent-a:/nonexistent-b");
+        match find_in_path("bridge", &dirs) {
+            Err(ExecError::NotFound { plugin, path }) => {
+                assert_eq!(plugin, "bridge");
+                assert_eq!(path, dirs);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn find_takes_the_first_directory_that_has_an_executable() {
+        let dirs = split_path("/nonexistent:/bin:/usr/bin");
+        let sh = find_in_path("sh", &dirs).unwrap();
+        assert_eq!(sh, PathBuf::from("/bin/sh"));
+    }
+
+    #[test]
+    fn exec_returns_stdout_and_passes_stdin_and_env() {
+        let out = exec_plugin(Path::new("/bin/sh"), &[("CNI_COMMAND", "ADD")], b"hello");
+        // /bin/sh reads the script from stdin: "hello" is not a command.
+        assert!(out.is_err());
+        let out = exec_plugin(
+            Path::new("/bin/sh"),
+            &[("CNI_COMMAND", "ADD")],
+            b"printf '%s' \"$CNI_COMMAND\"",
+        )
+        .unwrap();
+        assert_eq!(out, b"ADD");
+    }
+
+    #[test]
+    fn exec_parses_a_plugin_error_object() {
+        let err = exec_plugin(
+            Path::new("/bin/sh"),
+            &[],
+            br#"echo '{"code":11,"msg":"later"}'; exit 1"#,
+        )
+        .unwrap_err();
+        let cni: CniError = err.into();
+        assert_eq!(cni.code, crate::error::ErrorCode::TryAgainLater);
+        assert_eq!(cni.msg, "later");
+    }
+
+    #[test]
+    fn exec_reports_failure_without_error_json() {
+        let err = exec_plugin(Path::new("/bin/sh"), &[], b"echo oops; exit 3").unwrap_err();
+        match err {
+            ExecError::Failed { stdout, status, .. } => {
+                assert_eq!(stdout, "oops\n");
+                assert_eq!(status.code(), Some(3));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

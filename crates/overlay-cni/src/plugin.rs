@@ -1,0 +1,638 @@
+//! The plugin side: a runner that turns a process invocation into a call on
+//! a [`Plugin`] (the equivalent of Go's `skel`).
+//!
+//! [`run`] reads the `CNI_*` environment and stdin, validates them as libcni's
+//! runner does, negotiates the version, calls the plugin, prints the result
+//! (converted to the configuration's version) or the error JSON on stdout,
+//! and exits with status 0 or 1. [`dispatch`] is the same logic without the
+//! process around it, for tests.
+//!
+//! | check | error code |
+//! |-------|------------|
+//! | `CNI_COMMAND` or a variable the command needs is missing | 4 |
+//! | unknown `CNI_COMMAND` | 4 |
+//! | stdin is not a JSON object, or a field has the wrong type | 6 |
+//! | network name missing or invalid | 7 |
+//! | container ID empty / invalid (ADD, DEL, CHECK) | 3 / 4 |
+//! | `CNI_IFNAME` invalid (ADD, DEL, CHECK) | 4 |
+//! | `cniVersion` not supported by the plugin | 1 |
+//! | `CHECK` below 0.4.0, `GC` or `STATUS` below 1.1.0 | 1 |
+//!
+//! Variables required per command: `ADD` and `CHECK` need `CNI_CONTAINERID`,
+//! `CNI_NETNS`, `CNI_IFNAME` and `CNI_PATH`; `DEL` the same except
+//! `CNI_NETNS`; `GC` and `STATUS` need `CNI_PATH`; `VERSION` needs nothing.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use overlay_cni::error::CniError;
+//! use overlay_cni::plugin::{dispatch, Plugin, Request};
+//! use overlay_cni::result::{CniResult, IpConfig};
+//!
+//! struct Static;
+//! impl Plugin for Static {
+//!     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+//!         let mut result = CniResult::new(req.version);
+//!         result.ips.push(IpConfig::new("198.51.100.7/24".parse().unwrap()));
+//!         Ok(result)
+//!     }
+//!     fn del(&self, _req: &Request) -> Result<(), CniError> { Ok(()) }
+//!     fn check(&self, _req: &Request) -> Result<(), CniError> { Ok(()) }
+//! }
+//!
+//! let env: HashMap<String, String> = [
+//!     ("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", "/run/netns/p"),
+//!     ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/opt/cni/bin"),
+//! ].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+//! let out = dispatch(&Static, &env, br#"{"cniVersion":"0.4.0","name":"n","type":"static"}"#);
+//! assert_eq!(out.exit_code, 0);
+//! let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+//! assert_eq!(json["ips"][0]["version"], "4"); // converted to the config's 0.4.0
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use crate::config::{GcAttachment, NetworkConfig};
+use crate::error::{CniError, ErrorCode};
+use crate::result::{CniResult, ResultError};
+use crate::validate;
+use crate::version::{SUPPORTED_VERSIONS, Version, VersionInfo};
+
+/// A CNI command (`CNI_COMMAND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Command {
+    /// Attach a container to the network.
+    Add,
+    /// Detach a container; must succeed when already detached.
+    Del,
+    /// Verify an attachment (0.4.0 and later).
+    Check,
+    /// Report supported versions.
+    Version,
+    /// Report whether the plugin is ready (1.1.0 and later).
+    Status,
+    /// Remove resources of attachments not in a valid list (1.1.0 and later).
+    Gc,
+}
+
+impl Command {
+    /// The command as written in `CNI_COMMAND`.
+    ///
+    /// ```
+    /// assert_eq!(overlay_cni::plugin::Command::Gc.as_str(), "GC");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Version => "VERSION",
+            Command::Status => "STATUS",
+            Command::Gc => "GC",
+        }
+    }
+
+    /// The `CNI_*` variables (besides `CNI_COMMAND`) this command requires.
+    ///
+    /// ```
+    /// use overlay_cni::plugin::Command;
+    /// assert!(!Command::Del.required_vars().contains(&"CNI_NETNS"));
+    /// assert_eq!(Command::Status.required_vars(), &["CNI_PATH"]);
+    /// ```
+    pub fn required_vars(self) -> &'static [&'static str] {
+        match self {
+            Command::Add | Command::Check => {
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]
+            }
+            Command::Del => &["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"],
+            Command::Status | Command::Gc => &["CNI_PATH"],
+            Command::Version => &[],
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `CNI_COMMAND` value that is not a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown CNI_COMMAND: {0}")]
+pub struct UnknownCommand(pub String);
+
+impl FromStr for Command {
+    type Err = UnknownCommand;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "VERSION" => Command::Version,
+            "STATUS" => Command::Status,
+            "GC" => Command::Gc,
+            other => return Err(UnknownCommand(other.to_owned())),
+        })
+    }
+}
+
+/// The `CNI_*` variables of an invocation (empty when unset).
+///
+/// Delegation ([`crate::delegate`]) passes these on to the delegate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CniEnv {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_NETNS`.
+    pub netns: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `CNI_ARGS`.
+    pub args: String,
+    /// `CNI_PATH`.
+    pub path: String,
+}
+
+impl CniEnv {
+    /// Read the variables through `lookup` (for example `std::env::var`).
+    ///
+    /// ```
+    /// let env = overlay_cni::plugin::CniEnv::from_lookup(|k| (k == "CNI_IFNAME").then(|| "eth0".to_owned()));
+    /// assert_eq!(env.ifname, "eth0");
+    /// assert_eq!(env.netns, "");
+    /// ```
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str| lookup(k).unwrap_or_default();
+        CniEnv {
+            container_id: get("CNI_CONTAINERID"),
+            netns: get("CNI_NETNS"),
+            ifname: get("CNI_IFNAME"),
+            args: get("CNI_ARGS"),
+            path: get("CNI_PATH"),
+        }
+    }
+
+    /// The variables as `(name, value)` pairs, with `CNI_COMMAND` set to `command`.
+    pub fn vars(&self, command: Command) -> [(&'static str, &str); 6] {
+        [
+            ("CNI_COMMAND", command.as_str()),
+            ("CNI_CONTAINERID", &self.container_id),
+            ("CNI_NETNS", &self.netns),
+            ("CNI_IFNAME", &self.ifname),
+            ("CNI_ARGS", &self.args),
+            ("CNI_PATH", &self.path),
+        ]
+    }
+
+    /// The directories of `CNI_PATH`.
+    pub fn path_dirs(&self) -> Vec<PathBuf> {
+        crate::exec::split_path(&self.path)
+    }
+
+    /// `CNI_ARGS` as key/value pairs (`K1=V1;K2=V2`).
+    ///
+    /// ```
+    /// let env = overlay_cni::plugin::CniEnv { args: "IgnoreUnknown=1;K8S_POD_NAME=web".into(), ..Default::default() };
+    /// assert_eq!(env.cni_args().unwrap()[1], ("K8S_POD_NAME".to_owned(), "web".to_owned()));
+    /// ```
+    pub fn cni_args(&self) -> Result<Vec<(String, String)>, CniError> {
+        parse_cni_args(&self.args)
+    }
+}
+
+/// Parse a `CNI_ARGS` string: `;`-separated `KEY=VALUE` pairs.
+///
+/// Fails with [`ErrorCode::InvalidEnvironmentVariables`] on a pair without `=`.
+pub fn parse_cni_args(args: &str) -> Result<Vec<(String, String)>, CniError> {
+    args.split(';')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| {
+                    CniError::new(
+                        ErrorCode::InvalidEnvironmentVariables,
+                        "invalid CNI_ARGS pair",
+                    )
+                    .with_details(format!("{pair:?} has no '='"))
+                })
+        })
+        .collect()
+}
+
+/// One validated invocation, as given to a [`Plugin`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The command.
+    pub command: Command,
+    /// The `CNI_*` variables.
+    pub env: CniEnv,
+    /// The parsed configuration from stdin.
+    pub config: NetworkConfig,
+    /// The configuration exactly as read from stdin (pass it to delegates).
+    pub config_bytes: Vec<u8>,
+    /// The negotiated version (the configuration's `cniVersion`).
+    pub version: Version,
+}
+
+impl Request {
+    /// `CNI_CONTAINERID`.
+    pub fn container_id(&self) -> &str {
+        &self.env.container_id
+    }
+
+    /// `CNI_IFNAME`.
+    pub fn ifname(&self) -> &str {
+        &self.env.ifname
+    }
+
+    /// `CNI_NETNS`, or `None` when unset (allowed for `DEL`).
+    pub fn netns(&self) -> Option<&Path> {
+        (!self.env.netns.is_empty()).then(|| Path::new(&self.env.netns))
+    }
+
+    /// The network name.
+    pub fn network_name(&self) -> &str {
+        self.config.name.as_deref().unwrap_or_default()
+    }
+
+    /// The previous result (`prevResult`) converted to [`Request::version`], if any.
+    pub fn prev_result(&self) -> Option<Result<CniResult, ResultError>> {
+        self.config.prev_result()
+    }
+}
+
+/// A CNI plugin: one method per command.
+///
+/// A plugin is a short-lived process, so the trait is synchronous. The runner
+/// has validated the environment and the configuration before any method is
+/// called, and converts [`Plugin::add`]'s result to the configuration's
+/// version itself (build it in any version, [`Request::version`] is simplest).
+pub trait Plugin {
+    /// The versions this plugin accepts; every version this crate implements by default.
+    fn supported_versions(&self) -> &[Version] {
+        SUPPORTED_VERSIONS
+    }
+
+    /// A one-line description printed on stderr when run without `CNI_COMMAND`.
+    /// `None` makes that case an error (code 4).
+    fn about(&self) -> Option<&str> {
+        None
+    }
+
+    /// `ADD`: attach the container and return the result.
+    fn add(&self, req: &Request) -> Result<CniResult, CniError>;
+
+    /// `DEL`: detach the container and release its resources.
+    ///
+    /// **DEL is idempotent by contract**: it must succeed when called twice,
+    /// when `ADD` never ran or failed half-way, and when the network namespace
+    /// ([`Request::netns`] may be `None`) or the interface is already gone.
+    /// Release what can be released and return `Ok`.
+    fn del(&self, req: &Request) -> Result<(), CniError>;
+
+    /// `CHECK`: verify the attachment described by `prevResult` (0.4.0 and later).
+    fn check(&self, req: &Request) -> Result<(), CniError>;
+
+    /// `STATUS` (1.1.0): `Ok` when ready to serve `ADD`; otherwise an error
+    /// with code 50 or 51. Ready by default.
+    fn status(&self, req: &Request) -> Result<(), CniError> {
+        let _ = req;
+        Ok(())
+    }
+
+    /// `GC` (1.1.0): release resources of every attachment of this network
+    /// that is not in `valid` (read from `cni.dev/valid-attachments` or
+    /// `cni.dev/attachments`; empty when the runtime sent neither, as in
+    /// libcni). Nothing to collect by default.
+    fn gc(&self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
+        let _ = (req, valid);
+        Ok(())
+    }
+}
+
+/// What a plugin invocation produced: the bytes for stdout and stderr and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Bytes for stdout (result JSON, version JSON or error JSON).
+    pub stdout: Vec<u8>,
+    /// Bytes for stderr (only the `about` text).
+    pub stderr: Vec<u8>,
+    /// The process exit code: 0 on success, 1 on error.
+    pub exit_code: i32,
+}
+
+impl Output {
+    fn ok(stdout: Vec<u8>) -> Self {
+        Output {
+            stdout,
+            stderr: Vec::new(),
+            exit_code: 0,
+        }
+    }
+
+    fn error(err: CniError) -> Self {
+        Output {
+            stdout: err.to_json(),
+            stderr: Vec::new(),
+            exit_code: 1,
+        }
+    }
+
+    /// The error object, when this output is a failure.
+    pub fn cni_error(&self) -> Option<CniError> {
+        (self.exit_code != 0)
+            .then(|| serde_json::from_slice(&self.stdout).ok())
+            .flatten()
+    }
+}
+
+/// Run `plugin` for one invocation described by an environment map and stdin.
+///
+/// This is [`run`] without the process: no environment, stdio or exit is
+/// touched, so it can be unit-tested.
+pub fn dispatch<P: Plugin + ?Sized>(
+    plugin: &P,
+    env: &HashMap<String, String>,
+    stdin: &[u8],
+) -> Output {
+    dispatch_with(plugin, |k| env.get(k).cloned(), stdin)
+}
+
+/// Like [`dispatch`], reading variables through `lookup`.
+pub fn dispatch_with<P: Plugin + ?Sized>(
+    plugin: &P,
+    lookup: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Output {
+    let highest = plugin
+        .supported_versions()
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or(Version::LATEST);
+    let command = lookup("CNI_COMMAND").unwrap_or_default();
+    if command.is_empty()
+        && let Some(about) = plugin.about()
+    {
+        let versions = join_versions(plugin.supported_versions());
+        return Output {
+            stdout: Vec::new(),
+            stderr: format!("{about}\nCNI protocol versions supported: {versions}\n").into_bytes(),
+            exit_code: 0,
+        };
+    }
+    match dispatch_inner(plugin, &command, &lookup, stdin) {
+        Ok(stdout) => Output::ok(stdout),
+        Err((err, version)) => {
+            let version = err.cni_version.or(version).unwrap_or(highest);
+            Output::error(err.with_version(version))
+        }
+    }
+}
+
+type Failure = (CniError, Option<Version>);
+
+fn join_versions(versions: &[Version]) -> String {
+    versions
+        .iter()
+        .map(Version::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn dispatch_inner<P: Plugin + ?Sized>(
+    plugin: &P,
+    command: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<Vec<u8>, Failure> {
+    let fail = |err: CniError| (err, None);
+    let parsed = command.parse::<Command>();
+    // Missing variables first, as libcni's runner does.
+    let mut missing: Vec<&str> = Vec::new();
+    if command.is_empty() {
+        missing.push("CNI_COMMAND");
+    }
+    if let Ok(cmd) = parsed {
+        missing.extend(
+            cmd.required_vars()
+                .iter()
+                .filter(|var| lookup(var).is_none_or(|v| v.is_empty())),
+        );
+    }
+    if !missing.is_empty() {
+        return Err(fail(CniError::new(
+            ErrorCode::InvalidEnvironmentVariables,
+            format!("required env variables [{}] missing", missing.join(",")),
+        )));
+    }
+    let cmd = parsed.map_err(|e| {
+        fail(CniError::new(
+            ErrorCode::InvalidEnvironmentVariables,
+            e.to_string(),
+        ))
+    })?;
+    let env = CniEnv::from_lookup(lookup);
+
+    if cmd == Command::Version {
+        return Ok(version_answer(plugin, stdin));
+    }
+
+    // The configuration: JSON object, name, then the attachment variables.
+    let value: Value = serde_json::from_slice(stdin).map_err(|e| {
+        fail(
+            CniError::new(
+                ErrorCode::DecodingFailure,
+                "error unmarshalling network config",
+            )
+            .with_details(e.to_string()),
+        )
+    })?;
+    let Value::Object(object) = &value else {
+        return Err(fail(
+            CniError::new(
+                ErrorCode::DecodingFailure,
+                "error unmarshalling network config",
+            )
+            .with_details("the network configuration is not a JSON object"),
+        ));
+    };
+    let name = object.get("name").and_then(Value::as_str).unwrap_or("");
+    validate::network_name(name).map_err(fail)?;
+    if matches!(cmd, Command::Add | Command::Del | Command::Check) {
+        validate::container_id(&env.container_id).map_err(fail)?;
+        validate::interface_name(&env.ifname).map_err(fail)?;
+    }
+
+    // Version negotiation.
+    let version = match object.get("cniVersion") {
+        None => Ok(Version::V0_1_0),
+        Some(Value::String(s)) => s.parse::<Version>().map_err(|_| s.clone()),
+        Some(other) => Err(other.to_string()),
+    }
+    .ok()
+    .filter(|v| plugin.supported_versions().contains(v))
+    .ok_or_else(|| {
+        let written = object
+            .get("cniVersion")
+            .map_or_else(|| "0.1.0".to_owned(), Value::to_string);
+        fail(
+            CniError::new(
+                ErrorCode::IncompatibleCniVersion,
+                "incompatible CNI versions",
+            )
+            .with_details(format!(
+                "config is {written}, plugin supports [{}]",
+                join_versions(plugin.supported_versions())
+            )),
+        )
+    })?;
+    let with_version = |err: CniError| (err, Some(version));
+    let config: NetworkConfig = serde_json::from_value(value).map_err(|e| {
+        with_version(
+            CniError::new(
+                ErrorCode::DecodingFailure,
+                "error unmarshalling network config",
+            )
+            .with_details(e.to_string()),
+        )
+    })?;
+    let needs = |min: Version, ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(with_version(
+                CniError::new(
+                    ErrorCode::IncompatibleCniVersion,
+                    format!("config version does not allow {cmd}"),
+                )
+                .with_details(format!(
+                    "{cmd} needs cniVersion {min} or later, config is {version}"
+                )),
+            ))
+        }
+    };
+    match cmd {
+        Command::Check => needs(Version::V0_4_0, version.supports_check())?,
+        Command::Gc | Command::Status => needs(Version::V1_1_0, version.supports_gc_and_status())?,
+        _ => {}
+    }
+    let req = Request {
+        command: cmd,
+        env,
+        config,
+        config_bytes: stdin.to_vec(),
+        version,
+    };
+    match cmd {
+        Command::Add => {
+            let result = plugin.add(&req).map_err(with_version)?;
+            let converted = result.convert(version).map_err(|e| {
+                with_version(
+                    CniError::new(ErrorCode::Internal, "cannot convert the plugin's result")
+                        .with_details(e.to_string()),
+                )
+            })?;
+            // Only strings and numbers: serialisation cannot fail.
+            Ok(serde_json::to_vec_pretty(&converted).unwrap_or_default())
+        }
+        Command::Del => plugin.del(&req).map(|()| Vec::new()).map_err(with_version),
+        Command::Check => plugin
+            .check(&req)
+            .map(|()| Vec::new())
+            .map_err(with_version),
+        Command::Status => plugin
+            .status(&req)
+            .map(|()| Vec::new())
+            .map_err(with_version),
+        Command::Gc => {
+            let valid = req
+                .config
+                .valid_attachments()
+                .map_err(|e| {
+                    with_version(
+                        CniError::new(
+                            ErrorCode::DecodingFailure,
+                            "invalid cni.dev/valid-attachments",
+                        )
+                        .with_details(e.to_string()),
+                    )
+                })?
+                .unwrap_or_default();
+            plugin
+                .gc(&req, &valid)
+                .map(|()| Vec::new())
+                .map_err(with_version)
+        }
+        Command::Version => Ok(version_answer(plugin, stdin)),
+    }
+}
+
+/// The `VERSION` answer: the plugin's versions, in the version the caller
+/// asked for on stdin when the plugin supports it, else the plugin's highest.
+fn version_answer<P: Plugin + ?Sized>(plugin: &P, stdin: &[u8]) -> Vec<u8> {
+    let supported = plugin.supported_versions();
+    let requested = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v.get("cniVersion")?.as_str()?.parse::<Version>().ok())
+        .filter(|v| supported.contains(v));
+    let info = VersionInfo {
+        cni_version: requested
+            .or_else(|| supported.iter().max().copied())
+            .unwrap_or(Version::LATEST),
+        supported_versions: supported.to_vec(),
+    };
+    // Only strings: serialisation cannot fail.
+    serde_json::to_vec(&info).unwrap_or_default()
+}
+
+/// Run `plugin` as this process: read the environment and stdin, write
+/// stdout/stderr, and exit with the right status. Never returns.
+///
+/// For `VERSION`, stdin is not read (like libcni's runner), so the plugin
+/// answers even when stdin is a terminal.
+///
+/// ```no_run
+/// # use overlay_cni::{error::CniError, plugin::{Plugin, Request}, result::CniResult};
+/// struct Noop;
+/// impl Plugin for Noop {
+///     fn add(&self, req: &Request) -> Result<CniResult, CniError> { Ok(CniResult::new(req.version)) }
+///     fn del(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+///     fn check(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+/// }
+/// fn main() {
+///     overlay_cni::plugin::run(&Noop);
+/// }
+/// ```
+pub fn run<P: Plugin + ?Sized>(plugin: &P) -> ! {
+    let lookup = |k: &str| std::env::var(k).ok();
+    let mut stdin = Vec::new();
+    let is_version = lookup("CNI_COMMAND").as_deref() == Some("VERSION");
+    let output = if !is_version {
+        match std::io::stdin().read_to_end(&mut stdin) {
+            Ok(_) => dispatch_with(plugin, lookup, &stdin),
+            Err(e) => Output::error(
+                CniError::new(ErrorCode::IoFailure, "error reading from stdin")
+                    .with_details(e.to_string())
+                    .with_version(Version::LATEST),
+            ),
+        }
+    } else {
+        dispatch_with(plugin, lookup, &stdin)
+    };
+    let mut out = std::io::stdout().lock();
+    // If stdout is gone, the runtime cannot read anything anyway; the exit
+    // status still tells it what happened.
+    let _ = out.write_all(&output.stdout).and_then(|()| out.flush());
+    let _ = std::io::stderr().write_all(&output.stderr);
+    std::process::exit(output.exit_code)
+}
