@@ -1,7 +1,7 @@
 //! Finding plugin executables on `CNI_PATH` and running them.
 //!
 //! This is the layer shared by IPAM delegation ([`crate::delegate`]) and the
-//! runtime side ([`crate::runtime`]): it starts a plugin with an environment
+//! runtime side: it starts a plugin with an environment
 //! and a configuration on stdin, lets its stderr through to ours, and turns
 //! a non-zero exit into the plugin's [`CniError`] (or into
 //! [`ExecError::Failed`] when the plugin printed no valid error JSON).
