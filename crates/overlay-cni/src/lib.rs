@@ -12,6 +12,8 @@
 //! - [`plugin`]: the plugin runner (Go's `skel`) and the [`plugin::Plugin`] trait;
 //! - [`delegate`]: IPAM delegation;
 //! - [`exec`]: finding and running plugin executables;
+//! - [`runtime`]: loading conflists, running chains, GC and STATUS;
+//! - [`cache`]: libcni's on-disk result cache.
 //!
 //! It sits beside the other overlay crates:
 //!
@@ -56,12 +58,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod config;
 pub mod delegate;
 pub mod error;
 pub mod exec;
 pub mod plugin;
 pub mod result;
+pub mod runtime;
 pub mod validate;
 pub mod version;
 
