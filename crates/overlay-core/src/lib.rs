@@ -12,10 +12,65 @@
 //! encapsulations themselves (VXLAN, Geneve), written as zero-copy views over
 //! caller-owned buffers.
 //!
+//! * [`PeerId`]: the stable 128-bit identity of a node.
+//! * [`MacAddr`]: Ethernet addresses.
+//! * [`wire`]: `Packet` views and validated `Repr`s for Ethernet, IPv4,
+//!   IPv6, UDP, VXLAN and Geneve, plus the Internet checksum. Parsing never
+//!   panics on untrusted input.
+//! * [`encap`]: the [`Encapsulation`](encap::Encapsulation) trait with
+//!   [`VxlanEncap`](encap::VxlanEncap) and [`GeneveEncap`](encap::GeneveEncap),
+//!   which write outer headers in place in front of an inner frame.
+//!
+//! Addresses are [`std::net::IpAddr`] and networks [`ipnet::IpNet`]
+//! everywhere: IPv4 and IPv6 are equally supported.
+//!
+//! # Example: encapsulate and decapsulate in place
+//!
 //! ```
-//! // The crate is a plain library: depend on it and use its types.
-//! let net: ipnet::IpNet = "10.32.0.0/12".parse().unwrap();
-//! assert_eq!(net.prefix_len(), 12);
+//! use std::net::Ipv4Addr;
+//! use overlay_core::{MacAddr, PeerId};
+//! use overlay_core::encap::{Encapsulation, OuterParams, TunnelHeader, VxlanEncap};
+//! use overlay_core::wire::Vni;
+//!
+//! // Who we are (from /etc/machine-id) and our pod network.
+//! let me = PeerId::from_machine_id("4f1c6b1e9d2a4c3b8e7f60a1b2c3d4e5").unwrap();
+//! let pods: ipnet::IpNet = "10.32.0.0/12".parse().unwrap();
+//! assert!(pods.contains(&"10.32.1.7".parse::<std::net::IpAddr>().unwrap()));
+//!
+//! let vxlan = VxlanEncap::new(Vni::new(4242).unwrap());
+//! let outer = OuterParams::new(
+//!     "02:00:00:00:00:01".parse().unwrap(),
+//!     "02:00:00:00:00:02".parse().unwrap(),
+//!     Ipv4Addr::new(198, 51, 100, 1).into(),
+//!     Ipv4Addr::new(198, 51, 100, 2).into(),
+//! );
+//!
+//! // An inner Ethernet frame received into a buffer that leaves headroom.
+//! let headroom = vxlan.headroom(&outer);
+//! let mut buf = vec![0u8; headroom + 64];
+//! buf[headroom..headroom + 12].copy_from_slice(&[0x0a, 0, 0, 0, 0, 2, 0x0a, 0, 0, 0, 0, 1]);
+//! buf[headroom + 12..headroom + 14].copy_from_slice(&[0x08, 0x00]);
+//!
+//! // Write Ethernet/IPv4/UDP/VXLAN in front of it; the frame is not copied.
+//! let packet = vxlan.encapsulate(&mut buf, headroom, 64, &outer).unwrap();
+//! let wire_bytes = &buf[packet];
+//!
+//! // The receiving peer gets the inner frame back as a sub-slice.
+//! let decap = vxlan.decapsulate(wire_bytes).unwrap();
+//! assert_eq!(decap.inner, &wire_bytes[headroom..]);
+//! assert_eq!(decap.tunnel.vni(), Vni::new(4242).unwrap());
+//! assert_eq!(decap.outer.ip.src_addr(), outer.src_ip);
+//! assert!((49152..=65535).contains(&decap.outer.udp.src_port));
+//! # let _ = me;
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
+
+pub mod encap;
+mod mac;
+mod peer;
+pub mod wire;
+
+pub use mac::{MacAddr, ParseMacAddrError};
+pub use peer::{ParsePeerIdError, PeerId};
+pub use wire::{Vni, VniError};

@@ -1,0 +1,734 @@
+//! Encapsulation of Ethernet frames in UDP tunnels, in place and zero-copy.
+//!
+//! An [`Encapsulation`] writes the outer Ethernet, IP (v4 or v6), UDP and
+//! tunnel headers into the *headroom* in front of an inner Ethernet frame that
+//! already sits in a caller-owned buffer, and parses them back off a received
+//! packet, returning the inner frame as a sub-slice. The inner frame is never
+//! copied; encapsulation reads only the few header bytes that
+//! [`flow_hash`] needs — unless the UDP checksum is enabled, which by nature
+//! sums every byte. That is why the defaults follow Linux: a zero UDP checksum
+//! over IPv4 (the fast path) and a computed one over IPv6, where RFC 8200
+//! requires it.
+//!
+//! Implementations: [`VxlanEncap`] (RFC 7348, with VXLAN-GBP) and
+//! [`GeneveEncap`] (RFC 8926, with options). Further encapsulations implement
+//! the same trait.
+//!
+//! # Example
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use overlay_core::MacAddr;
+//! use overlay_core::encap::{Encapsulation, OuterParams, TunnelHeader, VxlanEncap};
+//! use overlay_core::wire::Vni;
+//!
+//! let vxlan = VxlanEncap::new(Vni::new(42).unwrap());
+//! let outer = OuterParams::new(
+//!     MacAddr::new([0x02, 0, 0, 0, 0, 1]),
+//!     MacAddr::new([0x02, 0, 0, 0, 0, 2]),
+//!     Ipv4Addr::new(192, 0, 2, 1).into(),
+//!     Ipv4Addr::new(192, 0, 2, 2).into(),
+//! );
+//!
+//! // The caller receives the inner frame at `headroom` bytes into its buffer.
+//! let headroom = vxlan.headroom(&outer);
+//! assert_eq!(headroom, 50);
+//! let inner = [0xabu8; 60];
+//! let mut buf = vec![0u8; headroom + inner.len()];
+//! buf[headroom..].copy_from_slice(&inner);
+//!
+//! let packet = vxlan.encapsulate(&mut buf, headroom, inner.len(), &outer).unwrap();
+//! assert_eq!(packet, 0..110);
+//!
+//! let decap = vxlan.decapsulate(&buf[packet]).unwrap();
+//! assert_eq!(decap.inner, &inner[..]);
+//! assert_eq!(decap.outer.ip.dst_addr(), outer.dst_ip);
+//! assert!(matches!(decap.tunnel, TunnelHeader::Vxlan(h) if h.vni.get() == 42));
+//! ```
+
+mod geneve;
+mod hash;
+mod vxlan;
+
+use std::net::IpAddr;
+use std::ops::{Range, RangeInclusive};
+
+pub use geneve::GeneveEncap;
+pub use hash::{flow_hash, source_port};
+pub use vxlan::VxlanEncap;
+
+use crate::MacAddr;
+use crate::wire::ethernet::{self, EtherType, VlanTag};
+use crate::wire::{IpProtocol, Layer, Vni, WireError, geneve as geneve_wire, ipv4, ipv6, udp};
+
+/// A tunnel encapsulation that works in place on caller-owned buffers.
+///
+/// Implementations must never panic in [`decapsulate`](Self::decapsulate),
+/// whatever the input, and must not copy or modify the inner frame in
+/// [`encapsulate`](Self::encapsulate).
+pub trait Encapsulation {
+    /// Bytes needed in front of the inner frame for all outer headers.
+    fn headroom(&self, outer: &OuterParams) -> usize;
+
+    /// Writes the outer headers into `buf[inner_start - headroom..inner_start]`
+    /// for the inner Ethernet frame at `buf[inner_start..inner_start + inner_len]`,
+    /// and returns the range of `buf` that holds the complete packet.
+    ///
+    /// Bytes of `buf` outside the returned range are not touched, and neither
+    /// are the inner frame's bytes.
+    fn encapsulate(
+        &self,
+        buf: &mut [u8],
+        inner_start: usize,
+        inner_len: usize,
+        outer: &OuterParams,
+    ) -> Result<Range<usize>, EncapError>;
+
+    /// Parses and validates the outer headers of a received packet (starting
+    /// at its Ethernet header) and returns them with the inner frame as a
+    /// sub-slice of `packet`.
+    fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError>;
+}
+
+/// Per-packet (per-peer) outer addressing.
+///
+/// ```
+/// use std::net::Ipv6Addr;
+/// use overlay_core::MacAddr;
+/// use overlay_core::encap::OuterParams;
+/// use overlay_core::wire::ethernet::VlanTag;
+///
+/// let outer = OuterParams::new(
+///     MacAddr::new([0x02, 0, 0, 0, 0, 1]),
+///     MacAddr::new([0x02, 0, 0, 0, 0, 2]),
+///     "2001:db8::1".parse::<Ipv6Addr>().unwrap().into(),
+///     "2001:db8::2".parse::<Ipv6Addr>().unwrap().into(),
+/// )
+/// .with_vlan(VlanTag::new(0, false, 10).unwrap());
+/// assert!(outer.vlan.is_some());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct OuterParams {
+    /// Outer source MAC (the local underlay interface).
+    pub src_mac: MacAddr,
+    /// Outer destination MAC (the next hop towards the peer).
+    pub dst_mac: MacAddr,
+    /// Optional 802.1Q tag on the outer frame.
+    pub vlan: Option<VlanTag>,
+    /// Outer source IP (the local underlay address).
+    pub src_ip: IpAddr,
+    /// Outer destination IP (the peer's underlay address); same family as
+    /// `src_ip`.
+    pub dst_ip: IpAddr,
+    /// IPv4 identification field. Zero by default, which RFC 6864 permits
+    /// for atomic (DF) datagrams; set it per packet when DF is off.
+    pub ipv4_ident: u16,
+}
+
+impl OuterParams {
+    /// Outer addressing without VLAN tag and with IPv4 identification 0.
+    pub fn new(src_mac: MacAddr, dst_mac: MacAddr, src_ip: IpAddr, dst_ip: IpAddr) -> Self {
+        OuterParams {
+            src_mac,
+            dst_mac,
+            vlan: None,
+            src_ip,
+            dst_ip,
+            ipv4_ident: 0,
+        }
+    }
+
+    /// Adds an 802.1Q tag to the outer frame.
+    pub fn with_vlan(mut self, tag: VlanTag) -> Self {
+        self.vlan = Some(tag);
+        self
+    }
+
+    /// Sets the IPv4 identification.
+    pub fn with_ipv4_ident(mut self, ident: u16) -> Self {
+        self.ipv4_ident = ident;
+        self
+    }
+
+    fn ip_header_len(&self) -> usize {
+        match self.src_ip {
+            IpAddr::V4(_) => ipv4::HEADER_LEN,
+            IpAddr::V6(_) => ipv6::HEADER_LEN,
+        }
+    }
+
+    fn eth_header_len(&self) -> usize {
+        if self.vlan.is_some() {
+            ethernet::TAGGED_HEADER_LEN
+        } else {
+            ethernet::HEADER_LEN
+        }
+    }
+}
+
+/// Which outer UDP checksum encapsulation writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum UdpChecksumMode {
+    /// Zero over IPv4, computed over IPv6 (the Linux defaults:
+    /// `udpcsum off`, `udp6zerocsumtx off`).
+    #[default]
+    Auto,
+    /// Always computed. Reads every byte of the inner frame.
+    Compute,
+    /// Always zero. Over IPv6 only for receivers that accept it
+    /// (RFC 6935/6936; Linux `udp6zerocsumrx`).
+    Zero,
+}
+
+/// Outer UDP/IP settings shared by the UDP-based encapsulations.
+///
+/// ```
+/// use overlay_core::encap::{TunnelConfig, UdpChecksumMode};
+/// let cfg = TunnelConfig::new(4789).with_ttl(32).with_udp_checksum(UdpChecksumMode::Compute);
+/// assert_eq!(cfg.dst_port, 4789);
+/// assert_eq!(cfg.src_port_range, 49152..=65535);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct TunnelConfig {
+    /// UDP destination port written, and required on receipt.
+    pub dst_port: u16,
+    /// Range the flow-hashed UDP source port is mapped into. Defaults to the
+    /// IANA dynamic range 49152..=65535 (RFC 7348 section 5 recommends it;
+    /// Linux uses its `ip_local_port_range` unless `srcport` is set).
+    pub src_port_range: RangeInclusive<u16>,
+    /// Outer UDP checksum on transmission.
+    pub udp_checksum: UdpChecksumMode,
+    /// Outer IPv4 TTL / IPv6 hop limit (default 64).
+    pub ttl: u8,
+    /// Outer IPv4 don't-fragment bit (default set: the overlay MTU is sized so
+    /// that tunnel packets never need fragmenting).
+    pub dont_fragment: bool,
+    /// Outer IPv4 DSCP/ECN byte or IPv6 traffic class (default 0).
+    pub tos: u8,
+    /// Whether received non-zero UDP checksums are verified (default yes).
+    pub verify_udp_checksum: bool,
+    /// Whether received zero UDP checksums over IPv6 are accepted (default
+    /// no; RFC 6935/6936 tunnel exception, Linux `udp6zerocsumrx`).
+    pub allow_zero_udp_checksum_ipv6: bool,
+}
+
+impl TunnelConfig {
+    /// Defaults for the given UDP destination port.
+    pub fn new(dst_port: u16) -> Self {
+        TunnelConfig {
+            dst_port,
+            src_port_range: 49152..=65535,
+            udp_checksum: UdpChecksumMode::Auto,
+            ttl: 64,
+            dont_fragment: true,
+            tos: 0,
+            verify_udp_checksum: true,
+            allow_zero_udp_checksum_ipv6: false,
+        }
+    }
+
+    /// Sets the UDP destination port.
+    pub fn with_dst_port(mut self, port: u16) -> Self {
+        self.dst_port = port;
+        self
+    }
+
+    /// Sets the source port range.
+    pub fn with_src_port_range(mut self, range: RangeInclusive<u16>) -> Self {
+        self.src_port_range = range;
+        self
+    }
+
+    /// Sets the UDP checksum mode for transmission.
+    pub fn with_udp_checksum(mut self, mode: UdpChecksumMode) -> Self {
+        self.udp_checksum = mode;
+        self
+    }
+
+    /// Sets the TTL / hop limit.
+    pub fn with_ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the IPv4 don't-fragment bit.
+    pub fn with_dont_fragment(mut self, on: bool) -> Self {
+        self.dont_fragment = on;
+        self
+    }
+
+    /// Sets the TOS / traffic class byte.
+    pub fn with_tos(mut self, tos: u8) -> Self {
+        self.tos = tos;
+        self
+    }
+
+    /// Sets whether received UDP checksums are verified.
+    pub fn with_verify_udp_checksum(mut self, on: bool) -> Self {
+        self.verify_udp_checksum = on;
+        self
+    }
+
+    /// Sets whether zero UDP checksums over IPv6 are accepted on receipt.
+    pub fn with_allow_zero_udp_checksum_ipv6(mut self, on: bool) -> Self {
+        self.allow_zero_udp_checksum_ipv6 = on;
+        self
+    }
+
+    fn udp_parse_options(&self) -> udp::ParseOptions {
+        udp::ParseOptions::default()
+            .verify_checksum(self.verify_udp_checksum)
+            .allow_zero_checksum_ipv6(self.allow_zero_udp_checksum_ipv6)
+    }
+}
+
+/// Why a frame could not be encapsulated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncapError {
+    /// The inner frame starts too early in the buffer for the outer headers.
+    #[error(
+        "not enough headroom: outer headers need {needed} bytes, inner frame starts at {available}"
+    )]
+    NotEnoughHeadroom {
+        /// Headroom the outer headers need.
+        needed: usize,
+        /// Offset of the inner frame, i.e. the headroom available.
+        available: usize,
+    },
+    /// `inner_start + inner_len` runs past the end of the buffer.
+    #[error("inner frame {start}..{end} runs past the buffer of {buf_len} bytes")]
+    InnerOutOfBounds {
+        /// Start of the inner frame.
+        start: usize,
+        /// End of the inner frame.
+        end: usize,
+        /// Buffer length.
+        buf_len: usize,
+    },
+    /// Source and destination IP are of different families.
+    #[error("outer source {src} and destination {dst} are of different IP families")]
+    AddressFamilyMismatch {
+        /// Source address.
+        src: IpAddr,
+        /// Destination address.
+        dst: IpAddr,
+    },
+    /// The encapsulated packet would exceed the 16-bit IP/UDP length fields.
+    #[error("encapsulated packet too long: {len} bytes of {layer} length, maximum 65535")]
+    TooLong {
+        /// Layer whose length field overflows.
+        layer: Layer,
+        /// The length that does not fit.
+        len: usize,
+    },
+}
+
+/// Why a packet could not be decapsulated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecapError {
+    /// A header is malformed; the error says which and where.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The outer frame carries neither IPv4 nor IPv6.
+    #[error("outer frame carries EtherType {0}, not IPv4 or IPv6")]
+    NotIp(EtherType),
+    /// The outer IP packet is not UDP (IPv6 extension headers are not
+    /// supported either).
+    #[error("outer IP packet carries {0}, not UDP")]
+    NotUdp(IpProtocol),
+    /// The outer IPv4 packet is a fragment; reassemble first.
+    #[error("outer IPv4 packet is a fragment (offset {offset} x 8 bytes, more fragments: {more})")]
+    Fragmented {
+        /// Fragment offset in 8-byte units.
+        offset: u16,
+        /// More-fragments flag.
+        more: bool,
+    },
+    /// The UDP destination port is not the one configured.
+    #[error("UDP destination port {got} is not the tunnel port {expected}")]
+    UnexpectedPort {
+        /// Configured port.
+        expected: u16,
+        /// Port found.
+        got: u16,
+    },
+}
+
+/// The outer IP header of a decapsulated packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OuterIp {
+    /// IPv4 outer header.
+    V4(ipv4::Repr),
+    /// IPv6 outer header.
+    V6(ipv6::Repr),
+}
+
+impl OuterIp {
+    /// Source address.
+    pub fn src_addr(&self) -> IpAddr {
+        match self {
+            OuterIp::V4(r) => r.src_addr.into(),
+            OuterIp::V6(r) => r.src_addr.into(),
+        }
+    }
+
+    /// Destination address.
+    pub fn dst_addr(&self) -> IpAddr {
+        match self {
+            OuterIp::V4(r) => r.dst_addr.into(),
+            OuterIp::V6(r) => r.dst_addr.into(),
+        }
+    }
+
+    /// TTL (IPv4) or hop limit (IPv6).
+    pub fn ttl(&self) -> u8 {
+        match self {
+            OuterIp::V4(r) => r.ttl,
+            OuterIp::V6(r) => r.hop_limit,
+        }
+    }
+}
+
+/// The parsed outer Ethernet, IP and UDP headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OuterHeaders {
+    /// Outer Ethernet header (addresses and VLAN tag).
+    pub ethernet: ethernet::Repr,
+    /// Outer IP header.
+    pub ip: OuterIp,
+    /// Outer UDP header (ports).
+    pub udp: udp::Repr,
+}
+
+/// A Geneve header as decapsulation returns it: options stay borrowed.
+#[derive(Debug, Clone)]
+pub struct GeneveHeader<'a> {
+    /// O bit.
+    pub oam: bool,
+    /// C bit as received.
+    pub critical: bool,
+    /// Protocol type of the payload (`0x6558` for Ethernet).
+    pub protocol_type: EtherType,
+    /// The virtual network identifier.
+    pub vni: Vni,
+    /// The options, already validated: the iterator yields no errors.
+    pub options: geneve_wire::Options<'a>,
+}
+
+/// The tunnel header of a decapsulated packet.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TunnelHeader<'a> {
+    /// A VXLAN header.
+    Vxlan(crate::wire::vxlan::Repr),
+    /// A Geneve header.
+    Geneve(GeneveHeader<'a>),
+}
+
+impl TunnelHeader<'_> {
+    /// The VNI of either header.
+    pub fn vni(&self) -> Vni {
+        match self {
+            TunnelHeader::Vxlan(h) => h.vni,
+            TunnelHeader::Geneve(h) => h.vni,
+        }
+    }
+}
+
+/// The result of [`Encapsulation::decapsulate`].
+#[derive(Debug, Clone)]
+pub struct Decapsulated<'a> {
+    /// Outer Ethernet, IP and UDP headers.
+    pub outer: OuterHeaders,
+    /// Tunnel header.
+    pub tunnel: TunnelHeader<'a>,
+    /// Offset of the inner frame within the packet.
+    pub inner_offset: usize,
+    /// The inner frame: a sub-slice of the packet, bounded by the UDP length
+    /// (trailing link-layer padding excluded).
+    pub inner: &'a [u8],
+}
+
+/// Outer headers parsed by [`parse_outer`], with the UDP payload's place.
+struct ParsedOuter {
+    outer: OuterHeaders,
+    /// Range of the UDP payload (the tunnel header and inner frame).
+    udp_payload: Range<usize>,
+}
+
+/// Parses outer Ethernet, IPv4/IPv6 and UDP; never panics.
+fn parse_outer(packet: &[u8], cfg: &TunnelConfig) -> Result<ParsedOuter, DecapError> {
+    let eth_packet = ethernet::Packet::new_checked(packet)?;
+    let eth = ethernet::Repr::parse(&eth_packet)?;
+    let l3 = eth_packet.header_len();
+    let l3_bytes = eth_packet.clone().into_payload();
+    let (ip, l4, addrs, l4_bytes) = match eth.ethertype {
+        EtherType::Ipv4 => {
+            let p = ipv4::Packet::new_checked(l3_bytes)?;
+            let r = ipv4::Repr::parse(&p)?;
+            if r.more_frags || r.frag_offset != 0 {
+                return Err(DecapError::Fragmented {
+                    offset: r.frag_offset,
+                    more: r.more_frags,
+                });
+            }
+            if r.protocol != IpProtocol::Udp {
+                return Err(DecapError::NotUdp(r.protocol));
+            }
+            let addrs = udp::AddrPair::from((r.src_addr, r.dst_addr));
+            (OuterIp::V4(r), l3 + p.header_len(), addrs, p.into_payload())
+        }
+        EtherType::Ipv6 => {
+            let p = ipv6::Packet::new_checked(l3_bytes)?;
+            let r = ipv6::Repr::parse(&p)?;
+            if r.next_header != IpProtocol::Udp {
+                return Err(DecapError::NotUdp(r.next_header));
+            }
+            let addrs = udp::AddrPair::from((r.src_addr, r.dst_addr));
+            (
+                OuterIp::V6(r),
+                l3 + ipv6::HEADER_LEN,
+                addrs,
+                p.into_payload(),
+            )
+        }
+        other => return Err(DecapError::NotIp(other)),
+    };
+    let udp_packet = udp::Packet::new_checked(l4_bytes)?;
+    let udp = udp::Repr::parse(&udp_packet, &addrs, &cfg.udp_parse_options())?;
+    if udp.dst_port != cfg.dst_port {
+        return Err(DecapError::UnexpectedPort {
+            expected: cfg.dst_port,
+            got: udp.dst_port,
+        });
+    }
+    let start = l4 + udp::HEADER_LEN;
+    Ok(ParsedOuter {
+        outer: OuterHeaders {
+            ethernet: eth,
+            ip,
+            udp,
+        },
+        udp_payload: start..start + udp.payload_len,
+    })
+}
+
+/// Writes outer Ethernet/IP/UDP plus the pre-encoded `tunnel_header` in
+/// front of the inner frame. Shared by every UDP-based encapsulation.
+fn encapsulate_udp(
+    cfg: &TunnelConfig,
+    tunnel_header: &[u8],
+    buf: &mut [u8],
+    inner_start: usize,
+    inner_len: usize,
+    outer: &OuterParams,
+) -> Result<Range<usize>, EncapError> {
+    let addrs = udp::AddrPair::new(outer.src_ip, outer.dst_ip).ok_or(
+        EncapError::AddressFamilyMismatch {
+            src: outer.src_ip,
+            dst: outer.dst_ip,
+        },
+    )?;
+    let eth_len = outer.eth_header_len();
+    let ip_len = outer.ip_header_len();
+    let headroom = eth_len + ip_len + udp::HEADER_LEN + tunnel_header.len();
+    let start = inner_start
+        .checked_sub(headroom)
+        .ok_or(EncapError::NotEnoughHeadroom {
+            needed: headroom,
+            available: inner_start,
+        })?;
+    let end = inner_start
+        .checked_add(inner_len)
+        .filter(|&end| end <= buf.len())
+        .ok_or(EncapError::InnerOutOfBounds {
+            start: inner_start,
+            end: inner_start.saturating_add(inner_len),
+            buf_len: buf.len(),
+        })?;
+    let udp_payload_len = tunnel_header.len() + inner_len;
+    let udp_len = udp::HEADER_LEN + udp_payload_len;
+    let ip_total = match addrs {
+        udp::AddrPair::V4 { .. } => (ip_len + udp_len, Layer::Ipv4),
+        udp::AddrPair::V6 { .. } => (udp_len, Layer::Ipv6),
+    };
+    for (len, layer) in [(udp_len, Layer::Udp), ip_total] {
+        if len > usize::from(u16::MAX) {
+            return Err(EncapError::TooLong { layer, len });
+        }
+    }
+
+    let src_port = source_port(
+        flow_hash(&buf[inner_start..end]),
+        cfg.src_port_range.clone(),
+    );
+    let packet = &mut buf[start..end];
+    let (eth_buf, rest) = packet.split_at_mut(eth_len);
+    let (ip_buf, l4) = rest.split_at_mut(ip_len);
+    l4[udp::HEADER_LEN..udp::HEADER_LEN + tunnel_header.len()].copy_from_slice(tunnel_header);
+
+    let checksum = match (cfg.udp_checksum, addrs.is_ipv6()) {
+        (UdpChecksumMode::Compute, _) | (UdpChecksumMode::Auto, true) => udp::Checksum::Compute,
+        (UdpChecksumMode::Zero, _) | (UdpChecksumMode::Auto, false) => udp::Checksum::Zero,
+    };
+    udp::Repr {
+        src_port,
+        dst_port: cfg.dst_port,
+        payload_len: udp_payload_len,
+    }
+    .emit(&mut udp::Packet::new_unchecked(&mut *l4), &addrs, checksum);
+
+    let ethertype = match addrs {
+        udp::AddrPair::V4 { src, dst } => {
+            let mut ip = ipv4::Repr::new(src, dst, IpProtocol::Udp, udp_len);
+            ip.ttl = cfg.ttl;
+            ip.dont_frag = cfg.dont_fragment;
+            ip.dscp = cfg.tos >> 2;
+            ip.ecn = cfg.tos & 0x03;
+            ip.ident = outer.ipv4_ident;
+            ip.emit(&mut ipv4::Packet::new_unchecked(&mut *ip_buf));
+            EtherType::Ipv4
+        }
+        udp::AddrPair::V6 { src, dst } => {
+            let mut ip = ipv6::Repr::new(src, dst, IpProtocol::Udp, udp_len);
+            ip.hop_limit = cfg.ttl;
+            ip.traffic_class = cfg.tos;
+            ip.emit(&mut ipv6::Packet::new_unchecked(&mut *ip_buf));
+            EtherType::Ipv6
+        }
+    };
+    ethernet::Repr {
+        src_addr: outer.src_mac,
+        dst_addr: outer.dst_mac,
+        vlan: outer.vlan,
+        ethertype,
+    }
+    .emit(&mut ethernet::Packet::new_unchecked(&mut *eth_buf));
+    Ok(start..end)
+}
+
+/// Headroom of a UDP-based encapsulation with a tunnel header of `len` bytes.
+fn udp_headroom(outer: &OuterParams, tunnel_header_len: usize) -> usize {
+    outer.eth_header_len() + outer.ip_header_len() + udp::HEADER_LEN + tunnel_header_len
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    pub(crate) fn outer_v4() -> OuterParams {
+        OuterParams::new(
+            MacAddr::new([0x02, 0, 0, 0, 0, 1]),
+            MacAddr::new([0x02, 0, 0, 0, 0, 2]),
+            Ipv4Addr::new(192, 0, 2, 1).into(),
+            Ipv4Addr::new(192, 0, 2, 2).into(),
+        )
+    }
+
+    pub(crate) fn outer_v6() -> OuterParams {
+        OuterParams::new(
+            MacAddr::new([0x02, 0, 0, 0, 0, 1]),
+            MacAddr::new([0x02, 0, 0, 0, 0, 2]),
+            "2001:db8::1".parse::<Ipv6Addr>().unwrap().into(),
+            "2001:db8::2".parse::<Ipv6Addr>().unwrap().into(),
+        )
+    }
+
+    #[test]
+    fn mixed_address_families_are_refused() {
+        let mut outer = outer_v4();
+        outer.dst_ip = outer_v6().dst_ip;
+        let mut buf = [0u8; 200];
+        let err = encapsulate_udp(&TunnelConfig::new(4789), &[0; 8], &mut buf, 100, 50, &outer);
+        assert!(matches!(err, Err(EncapError::AddressFamilyMismatch { .. })));
+    }
+
+    #[test]
+    fn short_headroom_and_out_of_bounds_inner_are_refused_without_writing() {
+        let mut buf = [0u8; 200];
+        assert_eq!(
+            encapsulate_udp(
+                &TunnelConfig::new(4789),
+                &[0; 8],
+                &mut buf,
+                49,
+                50,
+                &outer_v4()
+            ),
+            Err(EncapError::NotEnoughHeadroom {
+                needed: 50,
+                available: 49
+            })
+        );
+        assert_eq!(
+            encapsulate_udp(
+                &TunnelConfig::new(4789),
+                &[0; 8],
+                &mut buf,
+                50,
+                151,
+                &outer_v4()
+            ),
+            Err(EncapError::InnerOutOfBounds {
+                start: 50,
+                end: 201,
+                buf_len: 200
+            })
+        );
+        assert_eq!(
+            encapsulate_udp(
+                &TunnelConfig::new(4789),
+                &[0; 8],
+                &mut buf,
+                50,
+                usize::MAX,
+                &outer_v4()
+            ),
+            Err(EncapError::InnerOutOfBounds {
+                start: 50,
+                end: usize::MAX,
+                buf_len: 200
+            })
+        );
+        assert!(buf.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn oversized_inner_frames_are_refused() {
+        let mut buf = vec![0u8; 70_000];
+        assert_eq!(
+            encapsulate_udp(
+                &TunnelConfig::new(4789),
+                &[0; 8],
+                &mut buf,
+                50,
+                65_520,
+                &outer_v4()
+            ),
+            Err(EncapError::TooLong {
+                layer: Layer::Udp,
+                len: 65_536
+            })
+        );
+        assert_eq!(
+            encapsulate_udp(
+                &TunnelConfig::new(4789),
+                &[0; 8],
+                &mut buf,
+                50,
+                65_500,
+                &outer_v4()
+            ),
+            Err(EncapError::TooLong {
+                layer: Layer::Ipv4,
+                len: 65_536
+            })
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! VXLAN over UDP.
+
+use std::ops::Range;
+
+use super::{
+    DecapError, Decapsulated, EncapError, Encapsulation, OuterParams, TunnelConfig, TunnelHeader,
+    encapsulate_udp, parse_outer, udp_headroom,
+};
+use crate::wire::vxlan::{self, Gbp};
+use crate::wire::{Vni, WireError};
+
+/// VXLAN encapsulation (RFC 7348), optionally with the group-policy
+/// extension.
+///
+/// Defaults: destination port 4789, zero UDP checksum over IPv4 and computed
+/// over IPv6, TTL 64, DF set, source port hashed into 49152..=65535 (see
+/// [`TunnelConfig`]).
+///
+/// Decapsulation checks the outer headers (IPv4 header checksum, UDP
+/// checksum as configured, UDP destination port), refuses outer IPv4
+/// fragments, and returns the VNI without filtering on it, so one instance
+/// can serve several VNIs.
+///
+/// ```
+/// use std::net::Ipv4Addr;
+/// use overlay_core::MacAddr;
+/// use overlay_core::encap::{Encapsulation, OuterParams, TunnelHeader, VxlanEncap};
+/// use overlay_core::wire::{Vni, vxlan::Gbp};
+///
+/// let vxlan = VxlanEncap::new(Vni::new(7).unwrap()).with_gbp(Gbp {
+///     dont_learn: false,
+///     policy_applied: false,
+///     group_policy_id: 100,
+/// });
+/// let outer = OuterParams::new(MacAddr::ZERO, MacAddr::BROADCAST,
+///     Ipv4Addr::new(198, 51, 100, 1).into(), Ipv4Addr::new(198, 51, 100, 2).into());
+/// let mut buf = vec![0u8; 2048];
+/// let inner_start = 128; // any offset with enough headroom
+/// let range = vxlan.encapsulate(&mut buf, inner_start, 60, &outer).unwrap();
+/// assert_eq!(range, 78..188);
+/// let TunnelHeader::Vxlan(header) = vxlan.decapsulate(&buf[range]).unwrap().tunnel else {
+///     unreachable!()
+/// };
+/// assert_eq!(header.gbp.unwrap().group_policy_id, 100);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VxlanEncap {
+    header: vxlan::Repr,
+    encoded: [u8; vxlan::HEADER_LEN],
+    config: TunnelConfig,
+}
+
+impl VxlanEncap {
+    /// VXLAN for `vni` with the default [`TunnelConfig`] on port 4789.
+    pub fn new(vni: Vni) -> Self {
+        Self::from_parts(
+            vxlan::Repr { vni, gbp: None },
+            TunnelConfig::new(vxlan::DEFAULT_PORT),
+        )
+    }
+
+    fn from_parts(header: vxlan::Repr, config: TunnelConfig) -> Self {
+        let mut encoded = [0u8; vxlan::HEADER_LEN];
+        header.emit(&mut vxlan::Packet::new_unchecked(&mut encoded[..]));
+        VxlanEncap {
+            header,
+            encoded,
+            config,
+        }
+    }
+
+    /// Adds the group-policy extension to every packet sent.
+    pub fn with_gbp(self, gbp: Gbp) -> Self {
+        let header = vxlan::Repr {
+            gbp: Some(gbp),
+            ..self.header
+        };
+        Self::from_parts(header, self.config)
+    }
+
+    /// Replaces the outer UDP/IP settings.
+    pub fn with_config(self, config: TunnelConfig) -> Self {
+        Self::from_parts(self.header, config)
+    }
+
+    /// The VXLAN header written on every packet.
+    pub fn header(&self) -> &vxlan::Repr {
+        &self.header
+    }
+
+    /// The outer UDP/IP settings.
+    pub fn config(&self) -> &TunnelConfig {
+        &self.config
+    }
+}
+
+impl Encapsulation for VxlanEncap {
+    fn headroom(&self, outer: &OuterParams) -> usize {
+        udp_headroom(outer, vxlan::HEADER_LEN)
+    }
+
+    fn encapsulate(
+        &self,
+        buf: &mut [u8],
+        inner_start: usize,
+        inner_len: usize,
+        outer: &OuterParams,
+    ) -> Result<Range<usize>, EncapError> {
+        encapsulate_udp(
+            &self.config,
+            &self.encoded,
+            buf,
+            inner_start,
+            inner_len,
+            outer,
+        )
+    }
+
+    fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
+        let parsed = parse_outer(packet, &self.config)?;
+        let payload = packet
+            .get(parsed.udp_payload.clone())
+            .ok_or(WireError::Truncated {
+                layer: crate::wire::Layer::Udp,
+                needed: parsed.udp_payload.end,
+                got: packet.len(),
+            })?;
+        let header = vxlan::Repr::parse(&vxlan::Packet::new_checked(payload)?)?;
+        let inner_offset = parsed.udp_payload.start + vxlan::HEADER_LEN;
+        Ok(Decapsulated {
+            outer: parsed.outer,
+            tunnel: TunnelHeader::Vxlan(header),
+            inner_offset,
+            inner: payload.get(vxlan::HEADER_LEN..).unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{outer_v4, outer_v6};
+    use super::super::{OuterIp, UdpChecksumMode};
+    use super::*;
+    use crate::wire::{Layer, ipv4, udp};
+    use proptest::prelude::*;
+
+    fn inner_frame(len: usize) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        if len >= 14 {
+            f[12..14].copy_from_slice(&[0x08, 0x00]);
+        }
+        f
+    }
+
+    fn encap_roundtrip(vxlan: &VxlanEncap, outer: &OuterParams, inner: &[u8]) -> Vec<u8> {
+        let headroom = vxlan.headroom(outer);
+        let mut buf = vec![0u8; headroom + inner.len()];
+        buf[headroom..].copy_from_slice(inner);
+        let range = vxlan
+            .encapsulate(&mut buf, headroom, inner.len(), outer)
+            .unwrap();
+        assert_eq!(range, 0..buf.len());
+        buf
+    }
+
+    #[test]
+    fn ipv4_default_writes_zero_udp_checksum_and_valid_ip_checksum() {
+        let vxlan = VxlanEncap::new(Vni::new(5001).unwrap());
+        let buf = encap_roundtrip(&vxlan, &outer_v4(), &inner_frame(60));
+        let ip = ipv4::Packet::new_checked(&buf[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert!(ip.dont_frag());
+        assert_eq!(ip.ttl(), 64);
+        let udp = udp::Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(udp.checksum(), 0);
+        assert_eq!(udp.dst_port(), 4789);
+        assert!((49152..=65535).contains(&udp.src_port()));
+        let decap = vxlan.decapsulate(&buf).unwrap();
+        assert_eq!(decap.inner, &inner_frame(60)[..]);
+        assert_eq!(decap.inner_offset, 50);
+        assert_eq!(decap.tunnel.vni().get(), 5001);
+    }
+
+    #[test]
+    fn ipv6_default_computes_udp_checksum() {
+        let vxlan = VxlanEncap::new(Vni::new(1).unwrap());
+        let outer = outer_v6();
+        assert_eq!(vxlan.headroom(&outer), 70);
+        let buf = encap_roundtrip(&vxlan, &outer, &inner_frame(100));
+        let decap = vxlan.decapsulate(&buf).unwrap();
+        assert_eq!(decap.inner, &inner_frame(100)[..]);
+        assert!(matches!(decap.outer.ip, OuterIp::V6(r) if r.hop_limit == 64));
+        let udp = udp::Packet::new_checked(&buf[54..]).unwrap();
+        assert_ne!(udp.checksum(), 0);
+    }
+
+    #[test]
+    fn ipv6_zero_checksum_needs_the_receiver_opt_in() {
+        let tx = VxlanEncap::new(Vni::new(1).unwrap())
+            .with_config(TunnelConfig::new(4789).with_udp_checksum(UdpChecksumMode::Zero));
+        let buf = encap_roundtrip(&tx, &outer_v6(), &inner_frame(60));
+        assert_eq!(
+            VxlanEncap::new(Vni::new(1).unwrap())
+                .decapsulate(&buf)
+                .unwrap_err(),
+            DecapError::Wire(WireError::ZeroUdpChecksumIpv6)
+        );
+        let rx = VxlanEncap::new(Vni::new(1).unwrap())
+            .with_config(TunnelConfig::new(4789).with_allow_zero_udp_checksum_ipv6(true));
+        assert!(rx.decapsulate(&buf).is_ok());
+    }
+
+    #[test]
+    fn corrupted_inner_byte_is_caught_when_udp_checksum_is_on() {
+        let vxlan = VxlanEncap::new(Vni::new(1).unwrap())
+            .with_config(TunnelConfig::new(4789).with_udp_checksum(UdpChecksumMode::Compute));
+        let mut buf = encap_roundtrip(&vxlan, &outer_v4(), &inner_frame(60));
+        buf[80] ^= 0x10;
+        assert!(matches!(
+            vxlan.decapsulate(&buf),
+            Err(DecapError::Wire(WireError::BadChecksum {
+                layer: Layer::Udp,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn wrong_port_non_udp_and_fragments_are_refused() {
+        let vxlan = VxlanEncap::new(Vni::new(1).unwrap());
+        let buf = encap_roundtrip(&vxlan, &outer_v4(), &inner_frame(60));
+        let other = VxlanEncap::new(Vni::new(1).unwrap()).with_config(TunnelConfig::new(8472));
+        assert_eq!(
+            other.decapsulate(&buf).unwrap_err(),
+            DecapError::UnexpectedPort {
+                expected: 8472,
+                got: 4789
+            }
+        );
+        let mut frag = buf.clone();
+        let mut ip = ipv4::Packet::new_unchecked(&mut frag[14..]);
+        ip.set_flags_and_frag_offset(false, true, 0);
+        ip.fill_checksum();
+        assert_eq!(
+            vxlan.decapsulate(&frag).unwrap_err(),
+            DecapError::Fragmented {
+                offset: 0,
+                more: true
+            }
+        );
+        let mut tcp = buf.clone();
+        let mut ip = ipv4::Packet::new_unchecked(&mut tcp[14..]);
+        ip.set_protocol(crate::wire::IpProtocol::Tcp);
+        ip.fill_checksum();
+        assert_eq!(
+            vxlan.decapsulate(&tcp).unwrap_err(),
+            DecapError::NotUdp(crate::wire::IpProtocol::Tcp)
+        );
+        let mut arp = buf;
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(
+            vxlan.decapsulate(&arp).unwrap_err(),
+            DecapError::NotIp(crate::wire::ethernet::EtherType::Arp)
+        );
+    }
+
+    #[test]
+    fn encapsulation_leaves_bytes_outside_the_packet_and_the_inner_frame_alone() {
+        let vxlan = VxlanEncap::new(Vni::new(9).unwrap());
+        let mut buf = vec![0xeeu8; 300];
+        let inner = inner_frame(80);
+        buf[100..180].copy_from_slice(&inner);
+        let range = vxlan.encapsulate(&mut buf, 100, 80, &outer_v4()).unwrap();
+        assert_eq!(range, 50..180);
+        assert!(buf[..50].iter().all(|&b| b == 0xee));
+        assert!(buf[180..].iter().all(|&b| b == 0xee));
+        assert_eq!(&buf[100..180], &inner[..]);
+    }
+
+    proptest! {
+        #[test]
+        fn encapsulate_then_decapsulate_returns_the_exact_inner_slice(
+            inner in proptest::collection::vec(any::<u8>(), 0..1600),
+            extra_headroom in 0usize..64,
+            v6 in any::<bool>(),
+            vlan in proptest::option::of(crate::wire::ethernet::tests::arb_vlan()),
+            gbp in proptest::option::of(crate::wire::vxlan::tests::arb_gbp()),
+            csum in prop_oneof![Just(UdpChecksumMode::Auto), Just(UdpChecksumMode::Compute)],
+            vni in 0u32..=0xff_ffff,
+        ) {
+            let mut vxlan = VxlanEncap::new(Vni::new(vni).unwrap())
+                .with_config(TunnelConfig::new(4789).with_udp_checksum(csum));
+            if let Some(gbp) = gbp {
+                vxlan = vxlan.with_gbp(gbp);
+            }
+            let mut outer = if v6 { outer_v6() } else { outer_v4() };
+            outer.vlan = vlan;
+            let start = vxlan.headroom(&outer) + extra_headroom;
+            let mut buf = vec![0u8; start + inner.len()];
+            buf[start..].copy_from_slice(&inner);
+            let range = vxlan.encapsulate(&mut buf, start, inner.len(), &outer).unwrap();
+            prop_assert_eq!(range.clone(), extra_headroom..buf.len());
+            let decap = vxlan.decapsulate(&buf[range.clone()]).unwrap();
+            prop_assert_eq!(decap.inner, &inner[..]);
+            prop_assert_eq!(decap.inner_offset + range.start, start);
+            prop_assert_eq!(decap.outer.ethernet.vlan, vlan);
+            prop_assert_eq!(decap.outer.ip.src_addr(), outer.src_ip);
+            prop_assert_eq!(decap.outer.udp.dst_port, 4789);
+            let TunnelHeader::Vxlan(h) = decap.tunnel else { panic!("not VXLAN") };
+            prop_assert_eq!(h, vxlan::Repr { vni: Vni::new(vni).unwrap(), gbp });
+        }
+
+        #[test]
+        fn decapsulate_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = VxlanEncap::new(Vni::new(1).unwrap()).decapsulate(&bytes);
+        }
+
+        #[test]
+        fn decapsulate_never_panics_on_truncated_or_corrupted_packets(
+            cut in 0usize..200, flip in 0usize..200, bit in 0u8..8, v6 in any::<bool>(),
+        ) {
+            let vxlan = VxlanEncap::new(Vni::new(1).unwrap())
+                .with_config(TunnelConfig::new(4789).with_verify_udp_checksum(false));
+            let outer = if v6 { outer_v6() } else { outer_v4() };
+            let mut buf = encap_roundtrip(&vxlan, &outer, &inner_frame(100));
+            let _ = vxlan.decapsulate(&buf[..cut.min(buf.len())]);
+            if cut < buf.len() - 100 {
+                prop_assert!(vxlan.decapsulate(&buf[..cut]).is_err());
+            }
+            let at = flip % buf.len();
+            buf[at] ^= 1 << bit;
+            let _ = vxlan.decapsulate(&buf);
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! IPv4 headers (RFC 791), with the header checksum.
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |Version|  IHL  |    DSCP   |ECN|          Total Length         |
+//! |         Identification        |Flags|     Fragment Offset     |
+//! |  Time to Live |    Protocol   |         Header Checksum       |
+//! |                       Source Address                          |
+//! |                    Destination Address                        |
+//! |                    Options (IHL > 5)                          |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! ```
+//!
+//! **Options are preserved**: [`Repr`] carries them byte-exact in an inline
+//! [`Options`] value (at most 40 bytes, no allocation), so a parsed header
+//! emits back to the same bytes. They are not interpreted.
+//!
+//! [`Packet::check_len`] checks the IHL and the total length against the
+//! buffer; the payload is bounded by the total length, so Ethernet padding
+//! after the datagram is excluded. [`Repr::parse`] additionally checks the
+//! version and verifies the header checksum. Fragments parse (the fields are
+//! in the `Repr`); it is up to the caller to refuse them.
+//!
+//! # Panic contract
+//!
+//! [`Packet::new_checked`] and [`Repr::parse`] never panic. After
+//! [`Packet::check_len`] succeeded no accessor panics. [`Repr::emit`] never
+//! panics on a buffer of at least [`Repr::buffer_len`] bytes.
+//!
+//! # Example
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use overlay_core::wire::{IpProtocol, ipv4::{Packet, Repr}};
+//!
+//! let repr = Repr::new(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2), IpProtocol::Udp, 8);
+//! let mut buf = vec![0u8; repr.buffer_len() + 8];
+//! repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+//! let packet = Packet::new_checked(&buf[..]).unwrap();
+//! assert!(packet.verify_checksum());
+//! assert_eq!(Repr::parse(&packet).unwrap(), repr);
+//! ```
+
+use std::net::Ipv4Addr;
+
+use super::{IpProtocol, Layer, WireError, checksum, need};
+
+mod field {
+    use std::ops::Range;
+    pub(super) const VER_IHL: usize = 0;
+    pub(super) const DSCP_ECN: usize = 1;
+    pub(super) const LENGTH: Range<usize> = 2..4;
+    pub(super) const IDENT: Range<usize> = 4..6;
+    pub(super) const FLG_OFF: Range<usize> = 6..8;
+    pub(super) const TTL: usize = 8;
+    pub(super) const PROTOCOL: usize = 9;
+    pub(super) const CHECKSUM: Range<usize> = 10..12;
+    pub(super) const SRC_ADDR: Range<usize> = 12..16;
+    pub(super) const DST_ADDR: Range<usize> = 16..20;
+    pub(super) const OPTIONS_START: usize = 20;
+}
+
+/// Length of an IPv4 header without options.
+pub const HEADER_LEN: usize = field::OPTIONS_START;
+/// Largest option area (IHL 15 means 60 header bytes).
+pub const MAX_OPTIONS_LEN: usize = 40;
+
+/// Raw IPv4 options, kept inline (at most 40 bytes, a multiple of 4).
+///
+/// ```
+/// use overlay_core::wire::ipv4::Options;
+/// // Router Alert (RFC 2113) padded to 4 bytes.
+/// let opts = Options::new(&[0x94, 0x04, 0x00, 0x00]).unwrap();
+/// assert_eq!(opts.as_bytes(), &[0x94, 0x04, 0x00, 0x00]);
+/// assert!(Options::new(&[1, 1, 1]).is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Options {
+    bytes: [u8; MAX_OPTIONS_LEN],
+    len: u8,
+}
+
+impl Options {
+    /// No options.
+    pub const EMPTY: Options = Options {
+        bytes: [0; MAX_OPTIONS_LEN],
+        len: 0,
+    };
+
+    /// Copies option bytes, checking that they fit the IHL field: a multiple
+    /// of 4 bytes, at most 40.
+    pub fn new(bytes: &[u8]) -> Result<Options, WireError> {
+        if bytes.len() > MAX_OPTIONS_LEN {
+            return Err(WireError::ValueOutOfRange {
+                layer: Layer::Ipv4,
+                field: "options",
+                value: bytes.len(),
+                max: MAX_OPTIONS_LEN,
+            });
+        }
+        if !bytes.len().is_multiple_of(4) {
+            return Err(WireError::NotWordAligned {
+                layer: Layer::Ipv4,
+                field: "options",
+                value: bytes.len(),
+            });
+        }
+        let mut out = Options::EMPTY;
+        out.bytes[..bytes.len()].copy_from_slice(bytes);
+        // bytes.len() <= 40 was checked above.
+        out.len = bytes.len() as u8;
+        Ok(out)
+    }
+
+    /// The option bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// True if there are no options.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::EMPTY
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Options").field(&self.as_bytes()).finish()
+    }
+}
+
+/// A read/write view of an IPv4 packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps a buffer without checking it.
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wraps a buffer and runs [`check_len`](Self::check_len).
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, WireError> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    /// Checks that the buffer holds the fixed header, that the IHL is at
+    /// least 5 and within the buffer, and that the total length is at least
+    /// the header length and within the buffer.
+    pub fn check_len(&self) -> Result<(), WireError> {
+        let len = self.buffer.as_ref().len();
+        need(Layer::Ipv4, HEADER_LEN, len)?;
+        let header_len = self.header_len();
+        if header_len < HEADER_LEN {
+            return Err(WireError::BadLength {
+                layer: Layer::Ipv4,
+                field: "ihl",
+                offset: field::VER_IHL,
+                value: header_len,
+            });
+        }
+        need(Layer::Ipv4, header_len, len)?;
+        let total_len = usize::from(self.total_len());
+        if total_len < header_len {
+            return Err(WireError::BadLength {
+                layer: Layer::Ipv4,
+                field: "total length",
+                offset: field::LENGTH.start,
+                value: total_len,
+            });
+        }
+        need(Layer::Ipv4, total_len, len)
+    }
+
+    /// Returns the underlying buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    fn u16_at(&self, at: usize) -> u16 {
+        let d = self.buffer.as_ref();
+        u16::from_be_bytes([d[at], d[at + 1]])
+    }
+
+    /// Version field (4 for IPv4).
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_IHL] >> 4
+    }
+
+    /// Header length in bytes (IHL times 4).
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+    }
+
+    /// Differentiated services code point (6 bits).
+    pub fn dscp(&self) -> u8 {
+        self.buffer.as_ref()[field::DSCP_ECN] >> 2
+    }
+
+    /// Explicit congestion notification (2 bits).
+    pub fn ecn(&self) -> u8 {
+        self.buffer.as_ref()[field::DSCP_ECN] & 0x03
+    }
+
+    /// Total length of the datagram (header and payload).
+    pub fn total_len(&self) -> u16 {
+        self.u16_at(field::LENGTH.start)
+    }
+
+    /// Identification.
+    pub fn ident(&self) -> u16 {
+        self.u16_at(field::IDENT.start)
+    }
+
+    /// Don't-fragment flag.
+    pub fn dont_frag(&self) -> bool {
+        self.u16_at(field::FLG_OFF.start) & 0x4000 != 0
+    }
+
+    /// More-fragments flag.
+    pub fn more_frags(&self) -> bool {
+        self.u16_at(field::FLG_OFF.start) & 0x2000 != 0
+    }
+
+    /// The reserved (evil) bit, which must be zero.
+    pub fn reserved_flag(&self) -> bool {
+        self.u16_at(field::FLG_OFF.start) & 0x8000 != 0
+    }
+
+    /// Fragment offset in units of 8 bytes.
+    pub fn frag_offset(&self) -> u16 {
+        self.u16_at(field::FLG_OFF.start) & 0x1fff
+    }
+
+    /// Time to live.
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[field::TTL]
+    }
+
+    /// Protocol of the payload.
+    pub fn protocol(&self) -> IpProtocol {
+        IpProtocol::from(self.buffer.as_ref()[field::PROTOCOL])
+    }
+
+    /// Header checksum as on the wire.
+    pub fn checksum(&self) -> u16 {
+        self.u16_at(field::CHECKSUM.start)
+    }
+
+    /// Source address.
+    pub fn src_addr(&self) -> Ipv4Addr {
+        let d = self.buffer.as_ref();
+        Ipv4Addr::new(d[12], d[13], d[14], d[15])
+    }
+
+    /// Destination address.
+    pub fn dst_addr(&self) -> Ipv4Addr {
+        let d = self.buffer.as_ref();
+        Ipv4Addr::new(d[16], d[17], d[18], d[19])
+    }
+
+    /// Raw options (bytes 20..header length).
+    pub fn options(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::OPTIONS_START..self.header_len()]
+    }
+
+    /// True if the header checksum verifies.
+    pub fn verify_checksum(&self) -> bool {
+        checksum::data(&self.buffer.as_ref()[..self.header_len()]) == 0xffff
+    }
+
+    /// The payload, bounded by the total length (padding excluded).
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
+    /// The payload (bounded by the total length), borrowed for the buffer's whole lifetime
+    /// rather than the view's, so it can outlive the `Packet`.
+    pub fn into_payload(self) -> &'a [u8] {
+        let range = self.header_len()..usize::from(self.total_len());
+        &T::as_ref(self.buffer)[range]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    fn set_u16_at(&mut self, at: usize, value: u16) {
+        self.buffer.as_mut()[at..at + 2].copy_from_slice(&value.to_be_bytes());
+    }
+
+    /// Sets the version and the header length in bytes (a multiple of 4,
+    /// at most 60; extra bits are masked off).
+    pub fn set_version_and_header_len(&mut self, version: u8, header_len: usize) {
+        // header_len / 4 <= 15 after masking.
+        let ihl = ((header_len / 4) & 0x0f) as u8;
+        self.buffer.as_mut()[field::VER_IHL] = (version << 4) | ihl;
+    }
+
+    /// Sets DSCP (6 bits) and ECN (2 bits); extra bits are masked off.
+    pub fn set_dscp_ecn(&mut self, dscp: u8, ecn: u8) {
+        self.buffer.as_mut()[field::DSCP_ECN] = (dscp << 2) | (ecn & 0x03);
+    }
+
+    /// Sets the total length.
+    pub fn set_total_len(&mut self, value: u16) {
+        self.set_u16_at(field::LENGTH.start, value);
+    }
+
+    /// Sets the identification.
+    pub fn set_ident(&mut self, value: u16) {
+        self.set_u16_at(field::IDENT.start, value);
+    }
+
+    /// Sets the flags and the fragment offset (in 8-byte units, 13 bits).
+    pub fn set_flags_and_frag_offset(&mut self, dont_frag: bool, more_frags: bool, offset: u16) {
+        let value =
+            (u16::from(dont_frag) << 14) | (u16::from(more_frags) << 13) | (offset & 0x1fff);
+        self.set_u16_at(field::FLG_OFF.start, value);
+    }
+
+    /// Sets the time to live.
+    pub fn set_ttl(&mut self, value: u8) {
+        self.buffer.as_mut()[field::TTL] = value;
+    }
+
+    /// Sets the protocol.
+    pub fn set_protocol(&mut self, value: IpProtocol) {
+        self.buffer.as_mut()[field::PROTOCOL] = value.into();
+    }
+
+    /// Sets the checksum field to a raw value.
+    pub fn set_checksum(&mut self, value: u16) {
+        self.set_u16_at(field::CHECKSUM.start, value);
+    }
+
+    /// Sets the source address.
+    pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
+        self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&addr.octets());
+    }
+
+    /// Sets the destination address.
+    pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
+        self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
+    }
+
+    /// Computes and writes the header checksum over the current header.
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let sum = !checksum::data(&self.buffer.as_ref()[..self.header_len()]);
+        self.set_checksum(sum);
+    }
+
+    /// The options area, mutably.
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let end = self.header_len();
+        &mut self.buffer.as_mut()[field::OPTIONS_START..end]
+    }
+
+    /// The payload (bounded by the total length), mutably.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let range = self.header_len()..usize::from(self.total_len());
+        &mut self.buffer.as_mut()[range]
+    }
+}
+
+/// A parsed IPv4 header.
+///
+/// `payload_len` plus [`buffer_len`](Repr::buffer_len) must fit the 16-bit
+/// total length; [`Repr::emit`] does not check it (parse never produces more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Repr {
+    /// Source address.
+    pub src_addr: Ipv4Addr,
+    /// Destination address.
+    pub dst_addr: Ipv4Addr,
+    /// Protocol of the payload.
+    pub protocol: IpProtocol,
+    /// Payload length in bytes (total length minus header length).
+    pub payload_len: usize,
+    /// Time to live.
+    pub ttl: u8,
+    /// DSCP (6 bits).
+    pub dscp: u8,
+    /// ECN (2 bits).
+    pub ecn: u8,
+    /// Identification.
+    pub ident: u16,
+    /// Don't-fragment flag.
+    pub dont_frag: bool,
+    /// More-fragments flag.
+    pub more_frags: bool,
+    /// Fragment offset in 8-byte units (13 bits).
+    pub frag_offset: u16,
+    /// Options, preserved byte-exact.
+    pub options: Options,
+}
+
+impl Repr {
+    /// A header with the usual defaults for a tunnel: TTL 64, DF set, no
+    /// options, DSCP/ECN 0, identification 0.
+    pub fn new(
+        src_addr: Ipv4Addr,
+        dst_addr: Ipv4Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+    ) -> Repr {
+        Repr {
+            src_addr,
+            dst_addr,
+            protocol,
+            payload_len,
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 0,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+            options: Options::EMPTY,
+        }
+    }
+
+    /// Reads and validates a header: length checks, version 4, the reserved
+    /// flag clear, and a correct header checksum.
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr, WireError> {
+        packet.check_len()?;
+        if packet.version() != 4 {
+            return Err(WireError::BadVersion {
+                layer: Layer::Ipv4,
+                version: packet.version(),
+            });
+        }
+        if !packet.verify_checksum() {
+            return Err(WireError::BadChecksum {
+                layer: Layer::Ipv4,
+                offset: field::CHECKSUM.start,
+                found: packet.checksum(),
+            });
+        }
+        Ok(Repr {
+            src_addr: packet.src_addr(),
+            dst_addr: packet.dst_addr(),
+            protocol: packet.protocol(),
+            payload_len: usize::from(packet.total_len()) - packet.header_len(),
+            ttl: packet.ttl(),
+            dscp: packet.dscp(),
+            ecn: packet.ecn(),
+            ident: packet.ident(),
+            dont_frag: packet.dont_frag(),
+            more_frags: packet.more_frags(),
+            frag_offset: packet.frag_offset(),
+            options: Options::new(packet.options())?,
+        })
+    }
+
+    /// Header length: 20 plus the options.
+    pub fn buffer_len(&self) -> usize {
+        HEADER_LEN + self.options.len()
+    }
+
+    /// Writes the header, including the checksum. The payload is not touched.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
+        let header_len = self.buffer_len();
+        packet.set_version_and_header_len(4, header_len);
+        packet.set_dscp_ecn(self.dscp, self.ecn);
+        // Documented precondition: header plus payload fit in 16 bits.
+        packet.set_total_len((header_len + self.payload_len) as u16);
+        packet.set_ident(self.ident);
+        packet.set_flags_and_frag_offset(self.dont_frag, self.more_frags, self.frag_offset);
+        packet.set_ttl(self.ttl);
+        packet.set_protocol(self.protocol);
+        packet.set_src_addr(self.src_addr);
+        packet.set_dst_addr(self.dst_addr);
+        packet
+            .options_mut()
+            .copy_from_slice(self.options.as_bytes());
+        packet.fill_checksum();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // The worked example from Wikipedia "Internet checksum"/"IPv4 header
+    // checksum": 45 00 00 73 00 00 40 00 40 11 b8 61 c0 a8 00 01 c0 a8 00 c7,
+    // a UDP datagram 192.168.0.1 -> 192.168.0.199, TTL 64, DF, checksum
+    // 0xb861 (computed there by hand, independently of this code).
+    const GOLDEN: [u8; 20] = [
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00,
+        0x01, 0xc0, 0xa8, 0x00, 0xc7,
+    ];
+
+    fn golden_buf() -> Vec<u8> {
+        let mut buf = GOLDEN.to_vec();
+        buf.resize(0x73, 0);
+        buf
+    }
+
+    #[test]
+    fn golden_header_parses_and_emits_identically() {
+        let buf = golden_buf();
+        let packet = Packet::new_checked(&buf[..]).unwrap();
+        let repr = Repr::parse(&packet).unwrap();
+        let mut want = Repr::new(
+            Ipv4Addr::new(192, 168, 0, 1),
+            Ipv4Addr::new(192, 168, 0, 199),
+            IpProtocol::Udp,
+            0x73 - 20,
+        );
+        want.ttl = 64;
+        assert_eq!(repr, want);
+        let mut out = [0u8; 0x73];
+        repr.emit(&mut Packet::new_unchecked(&mut out[..]));
+        assert_eq!(&out[..20], &GOLDEN[..]);
+    }
+
+    #[test]
+    fn corrupted_checksum_is_rejected_with_its_offset() {
+        let mut buf = golden_buf();
+        buf[11] ^= 1;
+        assert_eq!(
+            Repr::parse(&Packet::new_unchecked(&buf[..])),
+            Err(WireError::BadChecksum {
+                layer: Layer::Ipv4,
+                offset: 10,
+                found: 0xb860
+            })
+        );
+    }
+
+    #[test]
+    fn bad_ihl_total_length_and_version_are_rejected() {
+        let mut buf = golden_buf();
+        buf[0] = 0x44;
+        assert!(matches!(
+            Packet::new_checked(&buf[..]),
+            Err(WireError::BadLength {
+                field: "ihl",
+                value: 16,
+                ..
+            })
+        ));
+        let mut buf = golden_buf();
+        buf[2..4].copy_from_slice(&19u16.to_be_bytes());
+        assert!(matches!(
+            Packet::new_checked(&buf[..]),
+            Err(WireError::BadLength {
+                field: "total length",
+                value: 19,
+                ..
+            })
+        ));
+        let buf = golden_buf();
+        assert_eq!(
+            Packet::new_checked(&buf[..0x72]),
+            Err(WireError::Truncated {
+                layer: Layer::Ipv4,
+                needed: 0x73,
+                got: 0x72
+            })
+        );
+        let mut buf = golden_buf();
+        buf[0] = 0x65;
+        let mut p = Packet::new_unchecked(&mut buf[..]);
+        p.fill_checksum();
+        assert_eq!(
+            Repr::parse(&Packet::new_unchecked(&buf[..])),
+            Err(WireError::BadVersion {
+                layer: Layer::Ipv4,
+                version: 6
+            })
+        );
+    }
+
+    #[test]
+    fn options_are_preserved_byte_exact() {
+        let mut repr = Repr::new(
+            Ipv4Addr::new(198, 51, 100, 1),
+            Ipv4Addr::new(198, 51, 100, 2),
+            IpProtocol::Udp,
+            0,
+        );
+        repr.options = Options::new(&[0x94, 0x04, 0x00, 0x00]).unwrap();
+        let mut buf = vec![0u8; repr.buffer_len()];
+        repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+        assert_eq!(buf[0], 0x46);
+        let packet = Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(packet.options(), &[0x94, 0x04, 0x00, 0x00]);
+        assert_eq!(Repr::parse(&packet).unwrap(), repr);
+    }
+
+    #[test]
+    fn payload_excludes_link_layer_padding() {
+        let mut buf = golden_buf();
+        buf.extend_from_slice(&[0xee; 6]);
+        let packet = Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(packet.payload().len(), 0x73 - 20);
+    }
+
+    pub(crate) fn arb_repr() -> impl Strategy<Value = Repr> {
+        (
+            (
+                any::<[u8; 4]>(),
+                any::<[u8; 4]>(),
+                any::<u8>(),
+                0usize..1500,
+                any::<u8>(),
+            ),
+            (
+                0u8..64,
+                0u8..4,
+                any::<u16>(),
+                any::<bool>(),
+                any::<bool>(),
+                0u16..0x2000,
+            ),
+            (0usize..=10).prop_flat_map(|words| proptest::collection::vec(any::<u8>(), words * 4)),
+        )
+            .prop_map(
+                |((s, d, p, len, ttl), (dscp, ecn, ident, df, mf, off), opts)| Repr {
+                    src_addr: s.into(),
+                    dst_addr: d.into(),
+                    protocol: IpProtocol::from(p),
+                    payload_len: len,
+                    ttl,
+                    dscp,
+                    ecn,
+                    ident,
+                    dont_frag: df,
+                    more_frags: mf,
+                    frag_offset: off,
+                    options: Options::new(&opts).unwrap(),
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn repr_emit_parse_round_trips(repr in arb_repr()) {
+            let mut buf = vec![0u8; repr.buffer_len() + repr.payload_len];
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+            let packet = Packet::new_checked(&buf[..]).unwrap();
+            prop_assert_eq!(Repr::parse(&packet).unwrap(), repr);
+        }
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            if let Ok(packet) = Packet::new_checked(&bytes[..]) {
+                let _ = Repr::parse(&packet);
+                let _ = (packet.payload(), packet.options());
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_truncations(cut in 0usize..0x73) {
+            let buf = golden_buf();
+            prop_assert!(Packet::new_checked(&buf[..cut]).is_err());
+        }
+    }
+}
