@@ -402,6 +402,7 @@ impl RuntimeError {
 pub struct Runtime {
     path: Vec<PathBuf>,
     cache_dir: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Runtime {
@@ -410,7 +411,28 @@ impl Runtime {
         Runtime {
             path,
             cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            env: Vec::new(),
         }
+    }
+
+    /// Set an extra environment variable for every plugin this runtime runs
+    /// (for example `PATH`, to choose the tools plugins call). Plugins
+    /// otherwise inherit this process's environment; the `CNI_*` variables
+    /// are always set by the runtime and cannot be overridden here.
+    ///
+    /// ```
+    /// let rt = overlay_cni::runtime::Runtime::new(vec!["/usr/lib/cni".into()])
+    ///     .with_env("PATH", "/usr/sbin:/usr/bin");
+    /// assert_eq!(rt.env(), &[("PATH".to_owned(), "/usr/sbin:/usr/bin".to_owned())]);
+    /// ```
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The extra environment variables set by [`Runtime::with_env`].
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// Use another cache directory.
@@ -519,7 +541,7 @@ impl Runtime {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         let args = rt.cni_args();
-        let env = [
+        let cni_env = [
             ("CNI_COMMAND", command.as_str()),
             ("CNI_CONTAINERID", rt.container_id.as_str()),
             ("CNI_NETNS", netns.as_str()),
@@ -529,6 +551,13 @@ impl Runtime {
         ];
         // Serialising a Value cannot fail.
         let stdin = serde_json::to_vec(config).unwrap_or_default();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .filter(|(k, _)| !k.starts_with("CNI_"))
+            .chain(cni_env)
+            .collect();
         exec_plugin(&path, &env, &stdin).map_err(err)
     }
 
