@@ -8,7 +8,7 @@ use super::{
 };
 use crate::wire::ethernet::EtherType;
 use crate::wire::geneve::{self, GeneveOption};
-use crate::wire::{Layer, Vni, WireError};
+use crate::wire::{Vni, WireError};
 
 /// Geneve encapsulation (RFC 8926) of Ethernet frames, with options.
 ///
@@ -135,37 +135,13 @@ impl Encapsulation for GeneveEncap {
 
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
         let parsed = parse_outer(packet, &self.config)?;
-        let payload = packet
-            .get(parsed.udp_payload.clone())
-            .ok_or(WireError::Truncated {
-                layer: Layer::Udp,
-                needed: parsed.udp_payload.end,
-                got: packet.len(),
-            })?;
-        let header = geneve::Packet::new_checked(payload)?;
-        if header.version() != 0 {
-            return Err(WireError::BadVersion {
-                layer: Layer::Geneve,
-                version: header.version(),
-            }
-            .into());
-        }
+        let header = geneve::Packet::new_checked(parsed.udp_payload)?;
+        header.validate()?;
         let header_len = header.header_len();
-        let area = payload
+        let area = parsed
+            .udp_payload
             .get(geneve::HEADER_LEN..header_len)
             .unwrap_or_default();
-        let mut offset = geneve::HEADER_LEN;
-        for opt in geneve::Options::new(area) {
-            let opt = opt?;
-            if opt.is_critical() && !header.critical() {
-                return Err(WireError::CriticalBitNotSet {
-                    offset,
-                    type_: opt.type_(),
-                }
-                .into());
-            }
-            offset += geneve::OPTION_HEADER_LEN + opt.data().len();
-        }
         Ok(Decapsulated {
             outer: parsed.outer,
             tunnel: TunnelHeader::Geneve(GeneveHeader {
@@ -175,8 +151,8 @@ impl Encapsulation for GeneveEncap {
                 vni: header.vni(),
                 options: geneve::Options::new(area),
             }),
-            inner_offset: parsed.udp_payload.start + header_len,
-            inner: payload.get(header_len..).unwrap_or_default(),
+            inner_offset: parsed.udp_payload_offset + header_len,
+            inner: header.into_payload(),
         })
     }
 }

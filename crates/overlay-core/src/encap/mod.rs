@@ -454,15 +454,18 @@ pub struct Decapsulated<'a> {
     pub inner: &'a [u8],
 }
 
-/// Outer headers parsed by [`parse_outer`], with the UDP payload's place.
-struct ParsedOuter {
+/// Outer headers parsed by [`parse_outer`], with the UDP payload.
+struct ParsedOuter<'a> {
     outer: OuterHeaders,
-    /// Range of the UDP payload (the tunnel header and inner frame).
-    udp_payload: Range<usize>,
+    /// The UDP payload (tunnel header and inner frame), bounded by the UDP
+    /// length.
+    udp_payload: &'a [u8],
+    /// Offset of the UDP payload within the packet.
+    udp_payload_offset: usize,
 }
 
 /// Parses outer Ethernet, IPv4/IPv6 and UDP; never panics.
-fn parse_outer(packet: &[u8], cfg: &TunnelConfig) -> Result<ParsedOuter, DecapError> {
+fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<ParsedOuter<'a>, DecapError> {
     let eth_packet = ethernet::Packet::new_checked(packet)?;
     let eth = ethernet::Repr::parse(&eth_packet)?;
     let l3 = eth_packet.header_len();
@@ -507,14 +510,14 @@ fn parse_outer(packet: &[u8], cfg: &TunnelConfig) -> Result<ParsedOuter, DecapEr
             got: udp.dst_port,
         });
     }
-    let start = l4 + udp::HEADER_LEN;
     Ok(ParsedOuter {
         outer: OuterHeaders {
             ethernet: eth,
             ip,
             udp,
         },
-        udp_payload: start..start + udp.payload_len,
+        udp_payload: udp_packet.into_payload(),
+        udp_payload_offset: l4 + udp::HEADER_LEN,
     })
 }
 

@@ -6,8 +6,8 @@ use super::{
     DecapError, Decapsulated, EncapError, Encapsulation, OuterParams, TunnelConfig, TunnelHeader,
     encapsulate_udp, parse_outer, udp_headroom,
 };
+use crate::wire::Vni;
 use crate::wire::vxlan::{self, Gbp};
-use crate::wire::{Vni, WireError};
 
 /// VXLAN encapsulation (RFC 7348), optionally with the group-policy
 /// extension.
@@ -118,20 +118,13 @@ impl Encapsulation for VxlanEncap {
 
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
         let parsed = parse_outer(packet, &self.config)?;
-        let payload = packet
-            .get(parsed.udp_payload.clone())
-            .ok_or(WireError::Truncated {
-                layer: crate::wire::Layer::Udp,
-                needed: parsed.udp_payload.end,
-                got: packet.len(),
-            })?;
-        let header = vxlan::Repr::parse(&vxlan::Packet::new_checked(payload)?)?;
-        let inner_offset = parsed.udp_payload.start + vxlan::HEADER_LEN;
+        let header = vxlan::Packet::new_checked(parsed.udp_payload)?;
+        let repr = vxlan::Repr::parse(&header)?;
         Ok(Decapsulated {
             outer: parsed.outer,
-            tunnel: TunnelHeader::Vxlan(header),
-            inner_offset,
-            inner: payload.get(vxlan::HEADER_LEN..).unwrap_or_default(),
+            tunnel: TunnelHeader::Vxlan(repr),
+            inner_offset: parsed.udp_payload_offset + vxlan::HEADER_LEN,
+            inner: header.into_payload(),
         })
     }
 }
@@ -141,7 +134,7 @@ mod tests {
     use super::super::tests::{outer_v4, outer_v6};
     use super::super::{OuterIp, UdpChecksumMode};
     use super::*;
-    use crate::wire::{Layer, ipv4, udp};
+    use crate::wire::{Layer, WireError, ipv4, udp};
     use proptest::prelude::*;
 
     fn inner_frame(len: usize) -> Vec<u8> {

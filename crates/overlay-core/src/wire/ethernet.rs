@@ -189,26 +189,9 @@ impl VlanTag {
     }
 }
 
-/// A read/write view of an Ethernet II frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+super::packet_view!("an Ethernet II frame");
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking its length.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer and checks that it holds the whole header
-    /// (including the 802.1Q tag when there is one).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the whole header.
     pub fn check_len(&self) -> Result<(), WireError> {
         let data = self.buffer.as_ref();
@@ -217,11 +200,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             need(Layer::Ethernet, TAGGED_HEADER_LEN, data.len())?;
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Destination address.

@@ -291,25 +291,9 @@ impl<'a> Iterator for Options<'a> {
     }
 }
 
-/// A read/write view of a Geneve header and its payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+super::packet_view!("a Geneve header and its payload");
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer and runs [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the fixed header and the option area
     /// that Opt Len announces. Options themselves are checked by
     /// [`options`](Self::options) and [`Repr::parse`].
@@ -317,11 +301,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let len = self.buffer.as_ref().len();
         need(Layer::Geneve, HEADER_LEN, len)?;
         need(Layer::Geneve, self.header_len(), len)
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Version (must be 0).
@@ -378,6 +357,39 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Iterates over the options.
     pub fn options(&self) -> Options<'_> {
         Options::new(self.options_bytes())
+    }
+
+    /// Checks everything [`Repr::parse`] checks, without allocating: version
+    /// 0, every option inside the option area, and the C bit set if any
+    /// option is critical. Call after [`check_len`](Self::check_len).
+    ///
+    /// ```
+    /// use overlay_core::wire::{WireError, geneve::Packet};
+    /// // Version 0, one critical option (type 0x80) but C clear.
+    /// let bytes = [0x01, 0x00, 0x65, 0x58, 0, 0, 1, 0, 0x01, 0x02, 0x80, 0x00];
+    /// let packet = Packet::new_checked(&bytes[..]).unwrap();
+    /// assert_eq!(packet.validate(), Err(WireError::CriticalBitNotSet { offset: 8, type_: 0x80 }));
+    /// ```
+    pub fn validate(&self) -> Result<(), WireError> {
+        if self.version() != 0 {
+            return Err(WireError::BadVersion {
+                layer: Layer::Geneve,
+                version: self.version(),
+            });
+        }
+        let critical = self.critical();
+        let mut offset = HEADER_LEN;
+        for opt in self.options() {
+            let opt = opt?;
+            if opt.is_critical() && !critical {
+                return Err(WireError::CriticalBitNotSet {
+                    offset,
+                    type_: opt.type_(),
+                });
+            }
+            offset += OPTION_HEADER_LEN + opt.data().len();
+        }
+        Ok(())
     }
 
     /// The encapsulated payload (after the options).
@@ -461,28 +473,15 @@ pub struct Repr {
 }
 
 impl Repr {
-    /// Reads a header: version 0, well-formed options, consistent C bit.
+    /// Reads a header: version 0, well-formed options, consistent C bit
+    /// (see [`Packet::validate`]).
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr, WireError> {
         packet.check_len()?;
-        if packet.version() != 0 {
-            return Err(WireError::BadVersion {
-                layer: Layer::Geneve,
-                version: packet.version(),
-            });
-        }
-        let mut options = Vec::new();
-        let mut offset = HEADER_LEN;
-        for opt in packet.options() {
-            let opt = opt?;
-            if opt.is_critical() && !packet.critical() {
-                return Err(WireError::CriticalBitNotSet {
-                    offset,
-                    type_: opt.type_(),
-                });
-            }
-            offset += OPTION_HEADER_LEN + opt.data().len();
-            options.push(opt.to_owned());
-        }
+        packet.validate()?;
+        let options = packet
+            .options()
+            .map(|opt| opt.map(|o| o.to_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Repr {
             oam: packet.oam(),
             protocol_type: packet.protocol_type(),

@@ -142,25 +142,9 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// A read/write view of an IPv4 packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+super::packet_view!("an IPv4 packet");
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer and runs [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the fixed header, that the IHL is at
     /// least 5 and within the buffer, and that the total length is at least
     /// the header length and within the buffer.
@@ -187,11 +171,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             });
         }
         need(Layer::Ipv4, total_len, len)
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn u16_at(&self, at: usize) -> u16 {

@@ -190,8 +190,46 @@ pub enum WireError {
     },
 }
 
+/// Declares a module's `Packet<T>` view with the constructors every codec
+/// shares; the module adds `check_len` and the field accessors.
+macro_rules! packet_view {
+    ($what:literal) => {
+        #[doc = concat!("A read/write view of ", $what, ".")]
+        ///
+        /// Build it with [`new_checked`](Self::new_checked) over untrusted
+        /// bytes, or with [`new_unchecked`](Self::new_unchecked) over a buffer
+        /// sized for emission.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Packet<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> Packet<T> {
+            /// Wraps a buffer without checking it: accessors may panic on a
+            /// buffer that is too short.
+            pub const fn new_unchecked(buffer: T) -> Packet<T> {
+                Packet { buffer }
+            }
+
+            /// Wraps a buffer and runs [`check_len`](Self::check_len), after
+            /// which no accessor panics.
+            pub fn new_checked(buffer: T) -> Result<Packet<T>, $crate::wire::WireError> {
+                let packet = Self::new_unchecked(buffer);
+                packet.check_len()?;
+                Ok(packet)
+            }
+
+            /// Returns the underlying buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+use packet_view;
+
 /// Shorthand for a [`WireError::Truncated`] check: `Ok` if `got >= needed`.
-pub(crate) fn need(layer: Layer, needed: usize, got: usize) -> Result<(), WireError> {
+fn need(layer: Layer, needed: usize, got: usize) -> Result<(), WireError> {
     if got < needed {
         Err(WireError::Truncated { layer, needed, got })
     } else {

@@ -190,25 +190,9 @@ pub enum Checksum {
     Zero,
 }
 
-/// A read/write view of a UDP datagram.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+super::packet_view!("a UDP datagram");
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer and runs [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the header, that the length field is at
     /// least 8, and that the buffer holds the length it announces.
     pub fn check_len(&self) -> Result<(), WireError> {
@@ -224,11 +208,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             });
         }
         need(Layer::Udp, field_len, len)
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn u16_at(&self, at: usize) -> u16 {
