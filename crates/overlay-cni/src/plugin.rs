@@ -636,3 +636,457 @@ pub fn run<P: Plugin + ?Sized>(plugin: &P) -> ! {
     let _ = std::io::stderr().write_all(&output.stderr);
     std::process::exit(output.exit_code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::IpConfig;
+    use serde_json::json;
+    use std::cell::RefCell;
+
+    /// Records what it was called with; fails ADD when the config says so.
+    #[derive(Default)]
+    struct Recorder {
+        calls: RefCell<Vec<(Command, Version)>>,
+        gc_valid: RefCell<Vec<GcAttachment>>,
+        versions: Option<Vec<Version>>,
+    }
+
+    impl Plugin for Recorder {
+        fn supported_versions(&self) -> &[Version] {
+            self.versions.as_deref().unwrap_or(SUPPORTED_VERSIONS)
+        }
+        fn about(&self) -> Option<&str> {
+            Some("recorder test plugin")
+        }
+        fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+            self.calls.borrow_mut().push((req.command, req.version));
+            if req.config.extra.contains_key("fail") {
+                return Err(CniError::plugin(117, "asked to fail").with_details("fail key"));
+            }
+            // Built as 1.1.0 on purpose: the runner converts.
+            let mut r = CniResult::new(Version::V1_1_0);
+            r.ips
+                .push(IpConfig::new("198.51.100.7/24".parse().unwrap()));
+            Ok(r)
+        }
+        fn del(&self, req: &Request) -> Result<(), CniError> {
+            self.calls.borrow_mut().push((req.command, req.version));
+            Ok(())
+        }
+        fn check(&self, req: &Request) -> Result<(), CniError> {
+            self.calls.borrow_mut().push((req.command, req.version));
+            Ok(())
+        }
+        fn status(&self, req: &Request) -> Result<(), CniError> {
+            self.calls.borrow_mut().push((req.command, req.version));
+            if req.config.extra.contains_key("down") {
+                return Err(CniError::new(ErrorCode::PluginNotAvailable, "daemon down"));
+            }
+            Ok(())
+        }
+        fn gc(&self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
+            self.calls.borrow_mut().push((req.command, req.version));
+            self.gc_valid.borrow_mut().extend_from_slice(valid);
+            Ok(())
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn full_env(command: &str) -> HashMap<String, String> {
+        env(&[
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/p"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ])
+    }
+
+    fn conf(version: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({"cniVersion": version, "name": "net", "type": "recorder"}))
+            .unwrap()
+    }
+
+    fn expect_error(out: &Output, code: ErrorCode) -> CniError {
+        assert_eq!(
+            out.exit_code,
+            1,
+            "stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let err = out.cni_error().expect("error JSON on stdout");
+        assert_eq!(err.code, code, "{err}");
+        assert!(
+            err.cni_version.is_some(),
+            "error JSON always carries cniVersion"
+        );
+        err
+    }
+
+    #[test]
+    fn add_prints_result_converted_to_each_config_version() {
+        for version in SUPPORTED_VERSIONS {
+            let p = Recorder::default();
+            let out = dispatch(&p, &full_env("ADD"), &conf(&version.to_string()));
+            assert_eq!(out.exit_code, 0);
+            let r = CniResult::from_slice(&out.stdout).unwrap();
+            assert_eq!(r.cni_version, *version);
+            assert_eq!(p.calls.borrow().as_slice(), &[(Command::Add, *version)]);
+        }
+        let out = dispatch(&Recorder::default(), &full_env("ADD"), &conf("0.3.0"));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v,
+            json!({"cniVersion": "0.3.0", "ips": [{"version": "4", "address": "198.51.100.7/24"}]})
+        );
+    }
+
+    #[test]
+    fn plugin_error_is_printed_with_its_code_and_the_config_version() {
+        let stdin = serde_json::to_vec(
+            &json!({"cniVersion": "0.4.0", "name": "net", "type": "r", "fail": true}),
+        )
+        .unwrap();
+        let out = dispatch(&Recorder::default(), &full_env("ADD"), &stdin);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v,
+            json!({"cniVersion": "0.4.0", "code": 117, "msg": "asked to fail", "details": "fail key"})
+        );
+        assert_eq!(out.exit_code, 1);
+    }
+
+    #[test]
+    fn missing_variables_are_code_4_and_listed() {
+        let mut e = full_env("ADD");
+        e.remove("CNI_NETNS");
+        e.remove("CNI_PATH");
+        let err = expect_error(
+            &dispatch(&Recorder::default(), &e, &conf("1.0.0")),
+            ErrorCode::InvalidEnvironmentVariables,
+        );
+        assert_eq!(
+            err.msg,
+            "required env variables [CNI_NETNS,CNI_PATH] missing"
+        );
+        for (cmd, var) in [
+            ("ADD", "CNI_CONTAINERID"),
+            ("ADD", "CNI_IFNAME"),
+            ("CHECK", "CNI_NETNS"),
+            ("DEL", "CNI_CONTAINERID"),
+            ("DEL", "CNI_IFNAME"),
+            ("DEL", "CNI_PATH"),
+            ("GC", "CNI_PATH"),
+            ("STATUS", "CNI_PATH"),
+        ] {
+            let mut e = full_env(cmd);
+            e.insert(var.to_owned(), String::new());
+            let err = expect_error(
+                &dispatch(&Recorder::default(), &e, &conf("1.1.0")),
+                ErrorCode::InvalidEnvironmentVariables,
+            );
+            assert!(err.msg.contains(var), "{cmd}: {}", err.msg);
+        }
+    }
+
+    #[test]
+    fn del_does_not_need_netns_and_gc_status_need_only_path() {
+        let mut e = full_env("DEL");
+        e.remove("CNI_NETNS");
+        let p = Recorder::default();
+        assert_eq!(dispatch(&p, &e, &conf("1.0.0")).exit_code, 0);
+        for cmd in ["GC", "STATUS"] {
+            let e = env(&[("CNI_COMMAND", cmd), ("CNI_PATH", "/opt/cni/bin")]);
+            let out = dispatch(&p, &e, &conf("1.1.0"));
+            assert_eq!(
+                out.exit_code,
+                0,
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(out.stdout.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_command_is_code_4() {
+        let err = expect_error(
+            &dispatch(&Recorder::default(), &full_env("FROB"), &conf("1.0.0")),
+            ErrorCode::InvalidEnvironmentVariables,
+        );
+        assert_eq!(err.msg, "unknown CNI_COMMAND: FROB");
+    }
+
+    #[test]
+    fn no_command_prints_about_with_about_text_and_errors_without() {
+        let out = dispatch(&Recorder::default(), &env(&[]), b"");
+        assert_eq!(out.exit_code, 0);
+        let text = String::from_utf8(out.stderr).unwrap();
+        assert!(text.starts_with("recorder test plugin\nCNI protocol versions supported: 0.1.0"));
+
+        struct Silent;
+        impl Plugin for Silent {
+            fn add(&self, r: &Request) -> Result<CniResult, CniError> {
+                Ok(CniResult::new(r.version))
+            }
+            fn del(&self, _: &Request) -> Result<(), CniError> {
+                Ok(())
+            }
+            fn check(&self, _: &Request) -> Result<(), CniError> {
+                Ok(())
+            }
+        }
+        let err = expect_error(
+            &dispatch(&Silent, &env(&[]), b""),
+            ErrorCode::InvalidEnvironmentVariables,
+        );
+        assert!(err.msg.contains("CNI_COMMAND"));
+    }
+
+    #[test]
+    fn bad_json_is_code_6() {
+        for stdin in [
+            &b"{not json"[..],
+            b"",
+            b"[1,2]",
+            br#"{"name":"n","ipam":"x"}"#,
+        ] {
+            expect_error(
+                &dispatch(&Recorder::default(), &full_env("ADD"), stdin),
+                ErrorCode::DecodingFailure,
+            );
+        }
+    }
+
+    #[test]
+    fn bad_or_missing_network_name_is_code_7() {
+        for stdin in [
+            json!({"cniVersion": "1.0.0", "type": "r"}),
+            json!({"cniVersion": "1.0.0", "name": "-x", "type": "r"}),
+            json!({"cniVersion": "1.0.0", "name": "a b", "type": "r"}),
+        ] {
+            expect_error(
+                &dispatch(
+                    &Recorder::default(),
+                    &full_env("ADD"),
+                    &serde_json::to_vec(&stdin).unwrap(),
+                ),
+                ErrorCode::InvalidNetworkConfig,
+            );
+        }
+    }
+
+    #[test]
+    fn bad_container_id_and_ifname_are_rejected_with_libcni_codes() {
+        let mut e = full_env("ADD");
+        e.insert("CNI_CONTAINERID".into(), "bad/id".into());
+        expect_error(
+            &dispatch(&Recorder::default(), &e, &conf("1.0.0")),
+            ErrorCode::InvalidEnvironmentVariables,
+        );
+        for ifname in ["sixteen_bytes_ab", ".", "..", "a/b", "a:b", "a b"] {
+            let mut e = full_env("DEL");
+            e.insert("CNI_IFNAME".into(), ifname.into());
+            expect_error(
+                &dispatch(&Recorder::default(), &e, &conf("1.0.0")),
+                ErrorCode::InvalidEnvironmentVariables,
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_or_malformed_version_is_code_1() {
+        for stdin in [
+            conf("0.5.0"),
+            conf("2.0.0"),
+            conf("garbage"),
+            serde_json::to_vec(&json!({"cniVersion": 1, "name": "n", "type": "r"})).unwrap(),
+        ] {
+            let err = expect_error(
+                &dispatch(&Recorder::default(), &full_env("ADD"), &stdin),
+                ErrorCode::IncompatibleCniVersion,
+            );
+            assert_eq!(err.msg, "incompatible CNI versions");
+        }
+        // A plugin that supports only 1.x refuses 0.4.0 configs.
+        let p = Recorder {
+            versions: Some(vec![Version::V1_0_0, Version::V1_1_0]),
+            ..Recorder::default()
+        };
+        let err = expect_error(
+            &dispatch(&p, &full_env("ADD"), &conf("0.4.0")),
+            ErrorCode::IncompatibleCniVersion,
+        );
+        assert_eq!(
+            err.details,
+            "config is \"0.4.0\", plugin supports [1.0.0, 1.1.0]"
+        );
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn check_below_0_4_0_and_gc_status_below_1_1_0_are_code_1() {
+        for (cmd, version) in [
+            ("CHECK", "0.3.1"),
+            ("CHECK", "0.2.0"),
+            ("GC", "1.0.0"),
+            ("STATUS", "1.0.0"),
+            ("STATUS", "0.4.0"),
+        ] {
+            let p = Recorder::default();
+            let err = expect_error(
+                &dispatch(&p, &full_env(cmd), &conf(version)),
+                ErrorCode::IncompatibleCniVersion,
+            );
+            assert_eq!(err.msg, format!("config version does not allow {cmd}"));
+            assert_eq!(
+                err.cni_version.map(|v| v.to_string()).as_deref(),
+                Some(version)
+            );
+            assert!(p.calls.borrow().is_empty());
+        }
+        let p = Recorder::default();
+        assert_eq!(
+            dispatch(&p, &full_env("CHECK"), &conf("0.4.0")).exit_code,
+            0
+        );
+    }
+
+    #[test]
+    fn gc_accepts_both_attachment_keys() {
+        for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
+            let p = Recorder::default();
+            let stdin = serde_json::to_vec(&json!({
+                "cniVersion": "1.1.0", "name": "net", "type": "r",
+                key: [{"containerID": "c9", "ifname": "net1"}]
+            }))
+            .unwrap();
+            let e = env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]);
+            assert_eq!(dispatch(&p, &e, &stdin).exit_code, 0);
+            assert_eq!(
+                p.gc_valid.borrow().as_slice(),
+                &[GcAttachment {
+                    container_id: "c9".into(),
+                    ifname: "net1".into()
+                }]
+            );
+        }
+        let bad = serde_json::to_vec(&json!({
+            "cniVersion": "1.1.0", "name": "net", "type": "r",
+            "cni.dev/valid-attachments": "nope"
+        }))
+        .unwrap();
+        let e = env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/x")]);
+        expect_error(
+            &dispatch(&Recorder::default(), &e, &bad),
+            ErrorCode::DecodingFailure,
+        );
+    }
+
+    #[test]
+    fn status_failure_carries_code_50() {
+        let stdin = serde_json::to_vec(
+            &json!({"cniVersion": "1.1.0", "name": "net", "type": "r", "down": true}),
+        )
+        .unwrap();
+        let e = env(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/x")]);
+        expect_error(
+            &dispatch(&Recorder::default(), &e, &stdin),
+            ErrorCode::PluginNotAvailable,
+        );
+    }
+
+    #[test]
+    fn version_lists_supported_versions_in_the_requested_version() {
+        let p = Recorder::default();
+        let out = dispatch(&p, &env(&[("CNI_COMMAND", "VERSION")]), b"");
+        assert_eq!(out.exit_code, 0);
+        let info: VersionInfo = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info.cni_version, Version::V1_1_0);
+        assert_eq!(info.supported_versions, SUPPORTED_VERSIONS);
+        let out = dispatch(
+            &p,
+            &env(&[("CNI_COMMAND", "VERSION")]),
+            br#"{"cniVersion":"0.4.0"}"#,
+        );
+        let info: VersionInfo = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info.cni_version, Version::V0_4_0);
+        // VERSION needs no other variable and ignores a malformed stdin.
+        let out = dispatch(&p, &env(&[("CNI_COMMAND", "VERSION")]), b"{{{");
+        assert_eq!(out.exit_code, 0);
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn request_exposes_env_and_prev_result() {
+        struct Inspect;
+        impl Plugin for Inspect {
+            fn add(&self, r: &Request) -> Result<CniResult, CniError> {
+                assert_eq!(r.container_id(), "c1");
+                assert_eq!(r.ifname(), "eth0");
+                assert_eq!(r.netns(), Some(Path::new("/run/netns/p")));
+                assert_eq!(r.network_name(), "net");
+                assert_eq!(r.env.cni_args()?, vec![("A".to_owned(), "1".to_owned())]);
+                let prev = r
+                    .prev_result()
+                    .expect("prevResult given")
+                    .map_err(|e| CniError::new(ErrorCode::DecodingFailure, e.to_string()))?;
+                Ok(prev)
+            }
+            fn del(&self, r: &Request) -> Result<(), CniError> {
+                assert_eq!(r.netns(), None);
+                Ok(())
+            }
+            fn check(&self, _: &Request) -> Result<(), CniError> {
+                Ok(())
+            }
+        }
+        let mut e = full_env("ADD");
+        e.insert("CNI_ARGS".into(), "A=1".into());
+        let stdin = serde_json::to_vec(&json!({
+            "cniVersion": "0.4.0", "name": "net", "type": "i",
+            "prevResult": {"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "198.51.100.9/24"}]}
+        }))
+        .unwrap();
+        let out = dispatch(&Inspect, &e, &stdin);
+        assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stdout));
+        let mut e = full_env("DEL");
+        e.remove("CNI_NETNS");
+        assert_eq!(dispatch(&Inspect, &e, &conf("1.0.0")).exit_code, 0);
+    }
+
+    #[test]
+    fn cni_args_parse_and_reject_pairs_without_equals() {
+        assert_eq!(parse_cni_args("").unwrap(), vec![]);
+        assert_eq!(
+            parse_cni_args("A=1;B=x=y;").unwrap(),
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        assert_eq!(
+            parse_cni_args("A").unwrap_err().code,
+            ErrorCode::InvalidEnvironmentVariables
+        );
+    }
+
+    #[test]
+    fn commands_round_trip_through_their_names() {
+        for cmd in [
+            Command::Add,
+            Command::Del,
+            Command::Check,
+            Command::Version,
+            Command::Status,
+            Command::Gc,
+        ] {
+            assert_eq!(cmd.as_str().parse::<Command>().unwrap(), cmd);
+        }
+        assert!("add".parse::<Command>().is_err());
+    }
+}
