@@ -223,17 +223,27 @@ pub fn exec_plugin(
 /// `{"cniVersion": "<latest>"}` on stdin. A plugin that prints no
 /// `supportedVersions` (spec 0.1.0) is reported as supporting 0.1.0.
 pub fn version_info(plugin: &Path) -> Result<VersionInfo, ExecError> {
+    version_info_with_env(plugin, &[])
+}
+
+/// [`version_info`] with extra environment variables for the plugin (the
+/// `CNI_*` ones are set by this function and win).
+pub fn version_info_with_env(
+    plugin: &Path,
+    extra_env: &[(&str, &str)],
+) -> Result<VersionInfo, ExecError> {
     let stdin = format!(r#"{{"cniVersion":"{}"}}"#, crate::version::Version::LATEST);
-    let stdout = exec_plugin(
-        plugin,
-        &[
+    let env: Vec<(&str, &str)> = extra_env
+        .iter()
+        .copied()
+        .chain([
             ("CNI_COMMAND", "VERSION"),
             ("CNI_NETNS", "dummy"),
             ("CNI_IFNAME", "dummy"),
             ("CNI_PATH", "dummy"),
-        ],
-        stdin.as_bytes(),
-    )?;
+        ])
+        .collect();
+    let stdout = exec_plugin(plugin, &env, stdin.as_bytes())?;
     let mut info: VersionInfo =
         serde_json::from_slice(&stdout).map_err(|source| ExecError::BadVersionInfo {
             plugin: plugin.to_owned(),

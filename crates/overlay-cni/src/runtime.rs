@@ -39,7 +39,7 @@ use crate::config::{
     ATTACHMENTS_KEY, GcAttachment, NetworkConfig, NetworkConfigList, VALID_ATTACHMENTS_KEY,
 };
 use crate::error::CniError;
-use crate::exec::{ExecError, exec_plugin, find_in_path, version_info};
+use crate::exec::{ExecError, exec_plugin, find_in_path, version_info_with_env};
 use crate::plugin::Command;
 use crate::result::CniResult;
 use crate::validate;
@@ -451,6 +451,15 @@ impl Runtime {
         &self.cache_dir
     }
 
+    /// The [`Runtime::with_env`] variables, without any `CNI_*` ones.
+    fn extra_env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .filter(|(k, _)| !k.starts_with("CNI_"))
+            .collect()
+    }
+
     fn version(&self, list: &ConfList) -> Result<Version, RuntimeError> {
         list.config
             .negotiate_version(SUPPORTED_VERSIONS)
@@ -551,13 +560,8 @@ impl Runtime {
         ];
         // Serialising a Value cannot fail.
         let stdin = serde_json::to_vec(config).unwrap_or_default();
-        let env: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .filter(|(k, _)| !k.starts_with("CNI_"))
-            .chain(cni_env)
-            .collect();
+        let mut env = self.extra_env();
+        env.extend(cni_env);
         exec_plugin(&path, &env, &stdin).map_err(err)
     }
 
@@ -793,7 +797,7 @@ impl Runtime {
 
     /// Ask a plugin which versions it supports.
     pub fn version_info(&self, plugin_type: &str) -> Result<VersionInfo, ExecError> {
-        version_info(&find_in_path(plugin_type, &self.path)?)
+        version_info_with_env(&find_in_path(plugin_type, &self.path)?, &self.extra_env())
     }
 
     /// Check that every plugin of the list exists and supports the list's
