@@ -155,7 +155,9 @@ pub fn find_in_path(plugin: &str, path: &[PathBuf]) -> Result<PathBuf, ExecError
 /// Run the plugin at `plugin` with extra environment variables `env` (added
 /// to this process's environment, replacing same-named ones) and `stdin`.
 ///
-/// Returns its stdout on a zero exit. Its stderr goes to this process's stderr.
+/// Returns its stdout on a zero exit. Its stderr goes to this process's
+/// stderr. An executable that is busy (being written, `ETXTBSY`) is retried
+/// a few times, as libcni does.
 pub fn exec_plugin(
     plugin: &Path,
     env: &[(&str, &str)],
@@ -170,7 +172,7 @@ pub fn exec_plugin(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = command.spawn().map_err(|source| ExecError::Spawn {
+    let mut child = spawn_retrying_busy(&mut command).map_err(|source| ExecError::Spawn {
         plugin: plugin.to_owned(),
         source,
     })?;
@@ -214,6 +216,25 @@ pub fn exec_plugin(
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         }),
     }
+}
+
+/// `ETXTBSY`: the executable is open for writing (being installed or upgraded).
+const ETXTBSY: i32 = 26;
+
+/// Spawn, retrying while the executable is busy ("text file busy"), as
+/// libcni does: up to 5 retries, backing off from 50 ms to 800 ms.
+fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut delay = std::time::Duration::from_millis(50);
+    for _ in 0..5 {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    command.spawn()
 }
 
 /// Ask the plugin at `plugin` which versions it supports (`CNI_COMMAND=VERSION`).
@@ -325,5 +346,28 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn exec_retries_while_the_executable_is_being_written() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"#!/bin/sh\necho ready\n").unwrap();
+        // While `file` is open for writing, exec fails with ETXTBSY.
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(120));
+                drop(file);
+            });
+            assert_eq!(exec_plugin(&path, &[], b"").unwrap(), b"ready\n");
+        });
     }
 }
