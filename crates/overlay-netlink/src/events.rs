@@ -1,0 +1,157 @@
+//! A stream of link events (created, changed, deleted) for one namespace.
+
+use std::collections::{HashSet, VecDeque};
+
+use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::Socket;
+use tokio::io::unix::AsyncFd;
+
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::link::Link;
+use crate::transport::{open_socket, parse_datagram, recv_datagram, register};
+
+/// `RTMGRP_LINK`: the multicast group of link notifications.
+const RTMGRP_LINK: u32 = 1;
+
+/// A change to the links of a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkEvent {
+    /// A link appeared (created, or moved into the namespace).
+    Created(Link),
+    /// A known link changed (flags, MTU, master, ...).
+    Changed(Link),
+    /// A link disappeared (deleted, or moved out of the namespace).
+    Deleted(Link),
+}
+
+/// Link events of one namespace, from a socket subscribed to `RTMGRP_LINK`.
+///
+/// Links that exist when the subscription starts are known; a notification
+/// for an unknown index is [`LinkEvent::Created`], for a known one
+/// [`LinkEvent::Changed`].
+///
+/// ```no_run
+/// # async fn demo(handle: overlay_netlink::Handle) -> overlay_netlink::Result<()> {
+/// use overlay_netlink::LinkEvent;
+/// let mut events = handle.link_events().await?;
+/// while let Ok(event) = events.next().await {
+///     if let LinkEvent::Deleted(link) = event {
+///         println!("{} is gone", link.name);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct LinkEvents {
+    fd: AsyncFd<Socket>,
+    buf: Vec<u8>,
+    known: HashSet<u32>,
+    queue: VecDeque<LinkEvent>,
+}
+
+impl Handle {
+    /// Subscribe to link events of this handle's namespace.
+    ///
+    /// The subscription opens its own socket (in the namespace of
+    /// [`Handle::netns`], or the calling thread's for other handles), then
+    /// lists the existing links.
+    pub async fn link_events(&self) -> Result<LinkEvents> {
+        const OP: &str = "subscribe to link events";
+        let socket = match self.netns() {
+            Some(ns) => ns.open_socket(RTMGRP_LINK, OP)?,
+            None => open_socket(RTMGRP_LINK).map_err(|source| Error::Transport {
+                operation: OP,
+                object: String::new(),
+                source: crate::error::TransportError::Io {
+                    operation: "open",
+                    source,
+                },
+            })?,
+        };
+        let fd = register(socket).map_err(|source| Error::Transport {
+            operation: OP,
+            object: String::new(),
+            source,
+        })?;
+        let known = self
+            .link()
+            .list()
+            .await?
+            .into_iter()
+            .map(|l| l.index)
+            .collect();
+        Ok(LinkEvents {
+            fd,
+            buf: vec![0; 64 * 1024],
+            known,
+            queue: VecDeque::new(),
+        })
+    }
+}
+
+impl LinkEvents {
+    /// Wait for the next event. An error means the socket failed (for
+    /// example its buffer overflowed, `ENOBUFS`); list the links again and
+    /// resubscribe.
+    pub async fn next(&mut self) -> Result<LinkEvent> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Ok(event);
+            }
+            let map = |source| Error::Transport {
+                operation: "receive link events",
+                object: String::new(),
+                source,
+            };
+            let len = recv_datagram(&self.fd, &mut self.buf).await.map_err(map)?;
+            for message in parse_datagram(&self.buf[..len]).map_err(map)? {
+                let NetlinkPayload::InnerMessage(inner) = message.payload else {
+                    continue;
+                };
+                let event = match inner {
+                    RouteNetlinkMessage::NewLink(m) => {
+                        let link = Link::from_message(&m);
+                        if self.known.insert(link.index) {
+                            LinkEvent::Created(link)
+                        } else {
+                            LinkEvent::Changed(link)
+                        }
+                    }
+                    RouteNetlinkMessage::DelLink(m) => {
+                        let link = Link::from_message(&m);
+                        self.known.remove(&link.index);
+                        LinkEvent::Deleted(link)
+                    }
+                    _ => continue,
+                };
+                self.queue.push_back(event);
+            }
+        }
+    }
+
+    /// Move the subscription onto a task and receive its events on a
+    /// channel of `capacity`. The task ends when the receiver is dropped or
+    /// after delivering an error.
+    pub fn into_receiver(
+        mut self,
+        capacity: usize,
+    ) -> tokio::sync::mpsc::Receiver<Result<LinkEvent>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    event = self.next() => event,
+                    () = tx.closed() => return,
+                };
+                let failed = event.is_err();
+                if tx.send(event).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+}

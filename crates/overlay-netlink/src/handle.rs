@@ -1,0 +1,175 @@
+//! [`Handle`]: the entry point to the operations.
+
+use std::sync::Arc;
+
+use netlink_packet_core::NLM_F_DUMP;
+use netlink_packet_route::RouteNetlinkMessage;
+
+use crate::address::AddressOps;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fdb::FdbOps;
+use crate::link::LinkOps;
+use crate::neighbour::NeighbourOps;
+use crate::netns::Netns;
+use crate::route::RouteOps;
+use crate::transport::{Reply, Request, SocketTransport, Transport};
+
+/// How many times a dump interrupted by a concurrent change is retried.
+const DUMP_RETRIES: usize = 5;
+
+/// A netlink handle bound to one network namespace.
+///
+/// Operations are grouped: [`Handle::link`], [`Handle::address`],
+/// [`Handle::route`], [`Handle::neighbour`] and [`Handle::fdb`]. A handle is
+/// cheap to clone; clones share one socket, which closes when the last clone
+/// is dropped. Requests from clones are serialised on the socket.
+///
+/// ```no_run
+/// use overlay_netlink::Handle;
+///
+/// # async fn demo() -> overlay_netlink::Result<()> {
+/// let handle = Handle::new()?; // the calling thread's namespace
+/// for link in handle.link().list().await? {
+///     println!("{} {} up={}", link.index, link.name, link.up);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Handle {
+    transport: Arc<dyn Transport>,
+    netns: Option<Netns>,
+}
+
+impl Handle {
+    /// A handle on a new socket in the calling thread's namespace.
+    ///
+    /// Must be called inside a tokio runtime. To work in another namespace,
+    /// use [`Netns::handle`].
+    pub fn new() -> Result<Handle> {
+        let transport = SocketTransport::new().map_err(|source| Error::Transport {
+            operation: "open netlink socket",
+            object: "in the current namespace".into(),
+            source,
+        })?;
+        Ok(Handle::from_parts(Arc::new(transport), None))
+    }
+
+    /// A handle over any [`Transport`], for example a
+    /// [`FakeTransport`](crate::FakeTransport) in unit tests.
+    pub fn with_transport(transport: Arc<dyn Transport>) -> Handle {
+        Handle::from_parts(transport, None)
+    }
+
+    pub(crate) fn from_parts(transport: Arc<dyn Transport>, netns: Option<Netns>) -> Handle {
+        Handle { transport, netns }
+    }
+
+    /// The namespace this handle was opened in, when opened with
+    /// [`Netns::handle`].
+    pub fn netns(&self) -> Option<&Netns> {
+        self.netns.as_ref()
+    }
+
+    /// Link operations: get, list, create, configure, delete.
+    pub fn link(&self) -> LinkOps<'_> {
+        LinkOps::new(self)
+    }
+
+    /// IPv4 and IPv6 address operations.
+    pub fn address(&self) -> AddressOps<'_> {
+        AddressOps::new(self)
+    }
+
+    /// Route operations.
+    pub fn route(&self) -> RouteOps<'_> {
+        RouteOps::new(self)
+    }
+
+    /// Neighbour (ARP / NDP) operations.
+    pub fn neighbour(&self) -> NeighbourOps<'_> {
+        NeighbourOps::new(self)
+    }
+
+    /// Bridge forwarding database operations (also VXLAN remote entries).
+    pub fn fdb(&self) -> FdbOps<'_> {
+        FdbOps::new(self)
+    }
+
+    /// Send a batch of requests; map a transport failure to [`Error::Transport`].
+    pub(crate) async fn exchange(
+        &self,
+        operation: &'static str,
+        object: impl FnOnce() -> String,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Reply>> {
+        let expected = requests.len();
+        let replies =
+            self.transport
+                .exchange(requests)
+                .await
+                .map_err(|source| Error::Transport {
+                    operation,
+                    object: object(),
+                    source,
+                })?;
+        if replies.len() != expected {
+            return Err(Error::UnexpectedReply {
+                operation,
+                object: String::new(),
+                detail: "the transport returned a different number of replies than requests",
+            });
+        }
+        Ok(replies)
+    }
+
+    /// Send one request and return the kernel's messages, or its error.
+    pub(crate) async fn request(
+        &self,
+        operation: &'static str,
+        object: &str,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let mut replies = self
+            .exchange(
+                operation,
+                || object.to_string(),
+                vec![Request::new(message, flags)],
+            )
+            .await?;
+        match replies.pop() {
+            Some(Ok(messages)) => Ok(messages),
+            Some(Err(source)) => Err(Error::Kernel {
+                operation,
+                object: object.to_string(),
+                source,
+            }),
+            None => Err(Error::UnexpectedReply {
+                operation,
+                object: object.to_string(),
+                detail: "no reply",
+            }),
+        }
+    }
+
+    /// Dump, retrying when a concurrent change interrupted the dump.
+    pub(crate) async fn dump(
+        &self,
+        operation: &'static str,
+        object: &str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .request(operation, object, message.clone(), NLM_F_DUMP)
+                .await
+            {
+                Err(e) if e.kind() == Some(ErrorKind::Interrupted) && attempt < DUMP_RETRIES => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}

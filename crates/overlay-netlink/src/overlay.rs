@@ -1,0 +1,774 @@
+//! Per-peer state of a flannel-style VXLAN overlay.
+//!
+//! For each remote peer the node holds, on its VXLAN device:
+//!
+//! 1. a permanent neighbour entry: the peer's VTEP address -> the peer's VTEP
+//!    MAC (`ip neigh replace 10.244.2.0 lladdr MAC dev vxlan.1 nud permanent`);
+//! 2. a permanent FDB entry in the device's own table: the peer's VTEP MAC ->
+//!    the peer's underlay address (`bridge fdb replace MAC dev vxlan.1 dst
+//!    192.0.2.2 self permanent`);
+//! 3. an on-link route to each of the peer's pod ranges via its VTEP address
+//!    (`ip route replace 10.244.2.0/24 via 10.244.2.0 dev vxlan.1 onlink`).
+//!
+//! [`Overlay::add_peer`] installs them in that order and rolls back what it
+//! installed when a step fails; [`Overlay::remove_peer`] removes them
+//! best-effort; [`Overlay::reconcile`] makes the kernel hold exactly a desired
+//! set of peers, with one batched round trip for the dumps and one for the
+//! changes, and reports what it changed.
+//!
+//! The overlay owns the neighbour entries, FDB entries with a destination,
+//! and routes with a gateway on its VXLAN device: `reconcile` removes those
+//! that no desired peer explains.
+//!
+//! ```no_run
+//! use overlay_netlink::overlay::{Overlay, RemotePeer};
+//!
+//! # async fn demo(handle: overlay_netlink::Handle) -> overlay_netlink::Result<()> {
+//! let vx = handle.link().get("vxlan.1").await?;
+//! let overlay = Overlay::new(&handle, vx.index);
+//! let peer = RemotePeer::new(
+//!     "192.0.2.2".parse().unwrap(),
+//!     "02:00:00:00:02:00".parse().unwrap(),
+//!     "10.244.2.0".parse().unwrap(),
+//! )
+//! .pod_cidr("10.244.2.0/24".parse().unwrap());
+//! let report = overlay.reconcile(&[peer]).await?;
+//! println!("added {} updated {} removed {}", report.added.len(), report.updated.len(), report.removed_peers);
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
+use netlink_packet_route::neighbour::NeighbourMessage;
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::{Error, ErrorKind, InvalidInput, IpFamily, KernelError, Result};
+use crate::fdb::FdbEntry;
+use crate::handle::Handle;
+use crate::mac::MacAddr;
+use crate::neighbour::{Neighbour, NeighbourState};
+use crate::route::{Route, TABLE_MAIN};
+use crate::transport::{Reply, Request};
+use crate::validate;
+
+/// A remote node of the overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RemotePeer {
+    /// The peer's underlay address (where its VXLAN packets go).
+    pub underlay: IpAddr,
+    /// The MAC address of the peer's VXLAN device.
+    pub vtep_mac: MacAddr,
+    /// The address of the peer's VXLAN device: the gateway of its pod ranges
+    /// (flannel uses the network address of the peer's subnet).
+    pub vtep_ip: IpAddr,
+    /// The peer's pod ranges, routed via `vtep_ip`.
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+impl RemotePeer {
+    /// A peer without pod ranges yet; add them with [`RemotePeer::pod_cidr`].
+    pub fn new(underlay: IpAddr, vtep_mac: MacAddr, vtep_ip: IpAddr) -> Self {
+        RemotePeer {
+            underlay,
+            vtep_mac,
+            vtep_ip,
+            pod_cidrs: Vec::new(),
+        }
+    }
+
+    /// Add a pod range.
+    pub fn pod_cidr(mut self, cidr: IpNet) -> Self {
+        self.pod_cidrs.push(cidr);
+        self
+    }
+
+    fn validate(&self, operation: &'static str) -> Result<()> {
+        let object = self.underlay;
+        if !self.vtep_mac.is_unicast() {
+            return Err(Error::invalid(
+                operation,
+                object,
+                InvalidInput::MacNotUnicast {
+                    mac: self.vtep_mac.to_string(),
+                },
+            ));
+        }
+        for cidr in &self.pod_cidrs {
+            validate::prefix(operation, *cidr)?;
+            validate::family(
+                operation,
+                &object,
+                "VTEP address",
+                self.vtep_ip,
+                IpFamily::of(cidr.addr()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One change made (or attempted) on the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Change {
+    /// Installed or updated a neighbour entry.
+    ReplaceNeighbour {
+        /// VTEP address.
+        ip: IpAddr,
+        /// VTEP MAC.
+        mac: MacAddr,
+    },
+    /// Installed or updated an FDB entry.
+    ReplaceFdb {
+        /// VTEP MAC.
+        mac: MacAddr,
+        /// Underlay destination.
+        dst: IpAddr,
+    },
+    /// Installed or updated a route.
+    ReplaceRoute {
+        /// Pod range.
+        destination: IpNet,
+        /// VTEP address.
+        gateway: IpAddr,
+    },
+    /// Deleted a neighbour entry.
+    DeleteNeighbour {
+        /// Its address.
+        ip: IpAddr,
+    },
+    /// Deleted an FDB entry.
+    DeleteFdb {
+        /// Its MAC.
+        mac: MacAddr,
+        /// Its destination.
+        dst: IpAddr,
+    },
+    /// Deleted a route.
+    DeleteRoute {
+        /// Its destination.
+        destination: IpNet,
+    },
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::ReplaceNeighbour { ip, mac } => {
+                write!(f, "replace neighbour {ip} lladdr {mac}")
+            }
+            Change::ReplaceFdb { mac, dst } => write!(f, "replace fdb {mac} dst {dst}"),
+            Change::ReplaceRoute {
+                destination,
+                gateway,
+            } => {
+                write!(f, "replace route {destination} via {gateway}")
+            }
+            Change::DeleteNeighbour { ip } => write!(f, "delete neighbour {ip}"),
+            Change::DeleteFdb { mac, dst } => write!(f, "delete fdb {mac} dst {dst}"),
+            Change::DeleteRoute { destination } => write!(f, "delete route {destination}"),
+        }
+    }
+}
+
+/// A change the kernel refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The change.
+    pub change: Change,
+    /// The kernel's error.
+    pub error: KernelError,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.change, self.error)
+    }
+}
+
+/// What [`Overlay::reconcile`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReconcileReport {
+    /// Underlay addresses of desired peers of which nothing was installed.
+    pub added: Vec<IpAddr>,
+    /// Underlay addresses of desired peers that were partly or wrongly installed.
+    pub updated: Vec<IpAddr>,
+    /// Underlay addresses of desired peers that were already fully installed.
+    pub unchanged: Vec<IpAddr>,
+    /// Number of peers removed (distinct VTEP MACs of removed FDB entries).
+    pub removed_peers: usize,
+    /// Every change applied successfully, in order.
+    pub changes: Vec<Change>,
+    /// Changes the kernel refused.
+    pub failures: Vec<Failure>,
+}
+
+impl ReconcileReport {
+    /// Whether the kernel holds the desired state (nothing failed).
+    pub fn is_complete(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// Whether nothing had to change.
+    pub fn is_noop(&self) -> bool {
+        self.changes.is_empty() && self.failures.is_empty()
+    }
+}
+
+/// The per-peer state on one VXLAN device; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    handle: Handle,
+    vxlan: u32,
+}
+
+/// What the kernel holds on the VXLAN device.
+#[derive(Debug, Default)]
+struct Current {
+    /// Permanent or not: address -> (MAC, permanent).
+    neighbours: HashMap<IpAddr, (Option<MacAddr>, bool)>,
+    /// MAC -> destinations of `self` entries with a destination.
+    fdb: HashMap<MacAddr, Vec<(IpAddr, bool)>>,
+    /// Main-table routes with a gateway on the device.
+    routes: HashMap<IpNet, Route>,
+}
+
+const DUMP_RETRIES: usize = 5;
+
+impl Overlay {
+    /// The overlay on VXLAN device `vxlan_index`, programmed through `handle`.
+    pub fn new(handle: &Handle, vxlan_index: u32) -> Self {
+        Overlay {
+            handle: handle.clone(),
+            vxlan: vxlan_index,
+        }
+    }
+
+    /// The VXLAN device index.
+    pub fn vxlan_index(&self) -> u32 {
+        self.vxlan
+    }
+
+    fn neighbour(&self, peer: &RemotePeer) -> Neighbour {
+        Neighbour::permanent(self.vxlan, peer.vtep_ip, peer.vtep_mac)
+    }
+
+    fn fdb(&self, peer: &RemotePeer) -> FdbEntry {
+        FdbEntry::new(self.vxlan, peer.vtep_mac).dst(peer.underlay)
+    }
+
+    fn route(&self, cidr: IpNet, gateway: IpAddr) -> Route {
+        Route::new(cidr).gateway(gateway).dev(self.vxlan).onlink()
+    }
+
+    /// Install one peer: neighbour entry, then FDB entry, then one on-link
+    /// route per pod range. If a step fails, what this call installed is
+    /// removed again and the error of the failed step is returned.
+    pub async fn add_peer(&self, peer: &RemotePeer) -> Result<()> {
+        peer.validate("add overlay peer")?;
+        let h = &self.handle;
+        h.neighbour().replace(&self.neighbour(peer)).await?;
+        if let Err(e) = h.fdb().replace(&self.fdb(peer)).await {
+            let _ = h.neighbour().delete(self.vxlan, peer.vtep_ip).await;
+            return Err(e);
+        }
+        for (i, cidr) in peer.pod_cidrs.iter().enumerate() {
+            if let Err(e) = h.route().replace(&self.route(*cidr, peer.vtep_ip)).await {
+                for done in &peer.pod_cidrs[..i] {
+                    let _ = h.route().delete(&self.route(*done, peer.vtep_ip)).await;
+                }
+                let _ = h.fdb().delete(&self.fdb(peer)).await;
+                let _ = h.neighbour().delete(self.vxlan, peer.vtep_ip).await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove one peer best-effort: routes, then FDB entry, then neighbour
+    /// entry. Entries that are already gone are fine; every step is tried,
+    /// and the first other error is returned.
+    pub async fn remove_peer(&self, peer: &RemotePeer) -> Result<()> {
+        let h = &self.handle;
+        let mut first: Option<Error> = None;
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r
+                && !e.is_not_found()
+                && first.is_none()
+            {
+                first = Some(e);
+            }
+        };
+        for cidr in &peer.pod_cidrs {
+            note(h.route().delete(&self.route(*cidr, peer.vtep_ip)).await);
+        }
+        note(h.fdb().delete(&self.fdb(peer)).await);
+        note(h.neighbour().delete(self.vxlan, peer.vtep_ip).await);
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Read the overlay state of the VXLAN device: five dumps (neighbours
+    /// per family, FDB, routes per family) in one round trip.
+    async fn current(&self) -> Result<Current> {
+        const OP: &str = "read overlay state";
+        let mut attempt = 0;
+        let replies = loop {
+            let mut requests = Vec::with_capacity(5);
+            for fam in [IpFamily::V4, IpFamily::V6] {
+                let mut n = NeighbourMessage::default();
+                n.header.family = AddressFamily::from(fam.af());
+                requests.push(Request::new(
+                    RouteNetlinkMessage::GetNeighbour(n),
+                    NLM_F_DUMP,
+                ));
+            }
+            let mut b = NeighbourMessage::default();
+            b.header.family = AddressFamily::Bridge;
+            requests.push(Request::new(
+                RouteNetlinkMessage::GetNeighbour(b),
+                NLM_F_DUMP,
+            ));
+            for fam in [IpFamily::V4, IpFamily::V6] {
+                let mut r = RouteMessage::default();
+                r.header.address_family = AddressFamily::from(fam.af());
+                requests.push(Request::new(RouteNetlinkMessage::GetRoute(r), NLM_F_DUMP));
+            }
+            let replies = self
+                .handle
+                .exchange(OP, || format!("on link index {}", self.vxlan), requests)
+                .await?;
+            let interrupted = replies
+                .iter()
+                .any(|r| matches!(r, Err(e) if e.kind() == ErrorKind::Interrupted));
+            if interrupted && attempt < DUMP_RETRIES {
+                attempt += 1;
+                continue;
+            }
+            break replies;
+        };
+        let mut current = Current::default();
+        for reply in replies {
+            let messages = reply.map_err(|source| Error::Kernel {
+                operation: OP,
+                object: format!("on link index {}", self.vxlan),
+                source,
+            })?;
+            for m in &messages {
+                self.absorb(&mut current, m);
+            }
+        }
+        Ok(current)
+    }
+
+    fn absorb(&self, current: &mut Current, message: &RouteNetlinkMessage) {
+        match message {
+            RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == self.vxlan => {
+                if n.header.family == AddressFamily::Bridge {
+                    if let Some(e) = FdbEntry::from_message(n)
+                        && e.on_self
+                        && e.mac != MacAddr::ZERO
+                        && let Some(dst) = e.dst
+                    {
+                        current
+                            .fdb
+                            .entry(e.mac)
+                            .or_default()
+                            .push((dst, e.permanent));
+                    }
+                } else if let Some(nb) = Neighbour::from_message(n) {
+                    current
+                        .neighbours
+                        .insert(nb.ip, (nb.mac, nb.state == NeighbourState::Permanent));
+                }
+            }
+            RouteNetlinkMessage::NewRoute(r) => {
+                if let Some(route) = Route::from_message(r)
+                    && route.dev == Some(self.vxlan)
+                    && route.table == TABLE_MAIN
+                    && route.gateway.is_some()
+                {
+                    current.routes.insert(route.destination, route);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Make the VXLAN device hold exactly the `desired` peers: install what is
+    /// missing or wrong, remove what no desired peer explains, leave the rest
+    /// alone. Idempotent; a second call with the same input changes nothing.
+    ///
+    /// All input is validated first. The state is read with one batched
+    /// round trip of dumps and changed with one batch of requests (removals
+    /// first, then neighbours, FDB entries and routes, in that order). If the
+    /// kernel refuses some changes, the others are still applied and
+    /// [`Error::Reconcile`] carries the report.
+    pub async fn reconcile(&self, desired: &[RemotePeer]) -> Result<ReconcileReport> {
+        const OP: &str = "reconcile overlay peers";
+        for peer in desired {
+            peer.validate(OP)?;
+        }
+        let current = self.current().await?;
+        let mut report = ReconcileReport::default();
+        let mut installs: Vec<(Change, Request)> = Vec::new();
+
+        let mut want_neigh: HashSet<IpAddr> = HashSet::new();
+        let mut want_fdb: HashSet<(MacAddr, IpAddr)> = HashSet::new();
+        let mut want_routes: HashSet<IpNet> = HashSet::new();
+        let mut neigh_reqs = Vec::new();
+        let mut fdb_reqs = Vec::new();
+        let mut route_reqs = Vec::new();
+
+        for peer in desired {
+            want_neigh.insert(peer.vtep_ip);
+            want_fdb.insert((peer.vtep_mac, peer.underlay));
+            let mut present = 0usize;
+            let mut missing = 0usize;
+
+            match current.neighbours.get(&peer.vtep_ip) {
+                Some((mac, true)) if *mac == Some(peer.vtep_mac) => present += 1,
+                found => {
+                    if found.is_some() {
+                        present += 1;
+                    }
+                    missing += 1;
+                    neigh_reqs.push((
+                        Change::ReplaceNeighbour {
+                            ip: peer.vtep_ip,
+                            mac: peer.vtep_mac,
+                        },
+                        Request::new(
+                            RouteNetlinkMessage::NewNeighbour(self.neighbour(peer).message()),
+                            NLM_F_CREATE | NLM_F_REPLACE,
+                        ),
+                    ));
+                }
+            }
+            match current.fdb.get(&peer.vtep_mac) {
+                Some(dsts) if dsts.contains(&(peer.underlay, true)) => present += 1,
+                found => {
+                    if found.is_some() {
+                        present += 1;
+                    }
+                    missing += 1;
+                    fdb_reqs.push((
+                        Change::ReplaceFdb {
+                            mac: peer.vtep_mac,
+                            dst: peer.underlay,
+                        },
+                        Request::new(
+                            RouteNetlinkMessage::NewNeighbour(self.fdb(peer).message()),
+                            NLM_F_CREATE | NLM_F_REPLACE,
+                        ),
+                    ));
+                }
+            }
+            for cidr in &peer.pod_cidrs {
+                want_routes.insert(*cidr);
+                match current.routes.get(cidr) {
+                    Some(r) if r.gateway == Some(peer.vtep_ip) && r.onlink => present += 1,
+                    found => {
+                        if found.is_some() {
+                            present += 1;
+                        }
+                        missing += 1;
+                        route_reqs.push((
+                            Change::ReplaceRoute {
+                                destination: *cidr,
+                                gateway: peer.vtep_ip,
+                            },
+                            Request::new(
+                                RouteNetlinkMessage::NewRoute(
+                                    self.route(*cidr, peer.vtep_ip).message(false),
+                                ),
+                                NLM_F_CREATE | NLM_F_REPLACE,
+                            ),
+                        ));
+                    }
+                }
+            }
+            if missing == 0 {
+                report.unchanged.push(peer.underlay);
+            } else if present == 0 {
+                report.added.push(peer.underlay);
+            } else {
+                report.updated.push(peer.underlay);
+            }
+        }
+
+        // Removals, in reverse order of installation.
+        let mut removals: Vec<(Change, Request)> = Vec::new();
+        for (dst, route) in &current.routes {
+            if !want_routes.contains(dst) {
+                let mut del = Route::new(*dst).dev(self.vxlan).table(TABLE_MAIN);
+                del.metric = route.metric;
+                removals.push((
+                    Change::DeleteRoute { destination: *dst },
+                    Request::new(RouteNetlinkMessage::DelRoute(del.message(true)), 0),
+                ));
+            }
+        }
+        let mut removed_macs = HashSet::new();
+        for (mac, dsts) in &current.fdb {
+            for (dst, _) in dsts {
+                if !want_fdb.contains(&(*mac, *dst)) {
+                    if !desired.iter().any(|p| p.vtep_mac == *mac) {
+                        removed_macs.insert(*mac);
+                    }
+                    let entry = FdbEntry::new(self.vxlan, *mac).dst(*dst);
+                    removals.push((
+                        Change::DeleteFdb {
+                            mac: *mac,
+                            dst: *dst,
+                        },
+                        Request::new(RouteNetlinkMessage::DelNeighbour(entry.message()), 0),
+                    ));
+                }
+            }
+        }
+        for (ip, (_, permanent)) in &current.neighbours {
+            if *permanent && !want_neigh.contains(ip) {
+                removals.push((
+                    Change::DeleteNeighbour { ip: *ip },
+                    Request::new(
+                        RouteNetlinkMessage::DelNeighbour(Neighbour::delete_message(
+                            self.vxlan, *ip,
+                        )),
+                        0,
+                    ),
+                ));
+            }
+        }
+        report.removed_peers = removed_macs.len();
+
+        installs.extend(removals);
+        installs.extend(neigh_reqs);
+        installs.extend(fdb_reqs);
+        installs.extend(route_reqs);
+        if installs.is_empty() {
+            return Ok(report);
+        }
+        let (changes, requests): (Vec<Change>, Vec<Request>) = installs.into_iter().unzip();
+        let replies: Vec<Reply> = self
+            .handle
+            .exchange(OP, || format!("on link index {}", self.vxlan), requests)
+            .await?;
+        for (change, reply) in changes.into_iter().zip(replies) {
+            match reply {
+                Ok(_) => report.changes.push(change),
+                // Already gone: the removal's goal holds.
+                Err(e) if e.kind() == ErrorKind::NotFound && is_delete(&change) => {
+                    report.changes.push(change)
+                }
+                Err(error) => report.failures.push(Failure { change, error }),
+            }
+        }
+        if report.failures.is_empty() {
+            Ok(report)
+        } else {
+            Err(Error::Reconcile {
+                report: Box::new(report),
+            })
+        }
+    }
+}
+
+fn is_delete(change: &Change) -> bool {
+    matches!(
+        change,
+        Change::DeleteNeighbour { .. } | Change::DeleteFdb { .. } | Change::DeleteRoute { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use netlink_packet_route::neighbour::NeighbourState as RawState;
+
+    use super::*;
+    use crate::transport::FakeTransport;
+
+    fn peer(n: u8) -> RemotePeer {
+        RemotePeer::new(
+            IpAddr::from([198, 51, 100, n]),
+            MacAddr([2, 0, 0, 0, 0, n]),
+            IpAddr::from([10, 244, n, 0]),
+        )
+        .pod_cidr(format!("10.244.{n}.0/24").parse().unwrap())
+    }
+
+    /// A fake kernel holding peer 1 fully and peer 9 (no longer desired).
+    fn kernel_with_peers_1_and_9() -> Arc<FakeTransport> {
+        Arc::new(FakeTransport::with_responder(|r: &Request| {
+            if !r.is_dump() {
+                return Ok(Vec::new());
+            }
+            let ov = Overlay {
+                handle: Handle::with_transport(Arc::new(FakeTransport::new())),
+                vxlan: 5,
+            };
+            let mut out = Vec::new();
+            match &r.message {
+                RouteNetlinkMessage::GetNeighbour(m)
+                    if m.header.family == AddressFamily::Bridge =>
+                {
+                    for p in [peer(1), peer(9)] {
+                        out.push(RouteNetlinkMessage::NewNeighbour(ov.fdb(&p).message()));
+                    }
+                }
+                RouteNetlinkMessage::GetNeighbour(m) if m.header.family == AddressFamily::Inet => {
+                    for p in [peer(1), peer(9)] {
+                        out.push(RouteNetlinkMessage::NewNeighbour(
+                            ov.neighbour(&p).message(),
+                        ));
+                    }
+                }
+                RouteNetlinkMessage::GetRoute(m)
+                    if m.header.address_family == AddressFamily::Inet =>
+                {
+                    for p in [peer(1), peer(9)] {
+                        out.push(RouteNetlinkMessage::NewRoute(
+                            ov.route(p.pod_cidrs[0], p.vtep_ip).message(false),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            Ok(out)
+        }))
+    }
+
+    #[tokio::test]
+    async fn reconcile_adds_missing_removes_stale_and_leaves_present_alone() {
+        let fake = kernel_with_peers_1_and_9();
+        let handle = Handle::with_transport(fake.clone());
+        let overlay = Overlay::new(&handle, 5);
+        let report = overlay.reconcile(&[peer(1), peer(2)]).await.unwrap();
+        assert_eq!(report.unchanged, vec![peer(1).underlay]);
+        assert_eq!(report.added, vec![peer(2).underlay]);
+        assert!(report.updated.is_empty());
+        assert_eq!(report.removed_peers, 1);
+        let reqs = fake.requests();
+        // 5 dumps in one batch, then the changes: 3 deletions, 3 installs.
+        assert_eq!(reqs.iter().filter(|r| r.is_dump()).count(), 5);
+        let changes: Vec<&Request> = reqs.iter().filter(|r| !r.is_dump()).collect();
+        assert_eq!(changes.len(), 6);
+        assert!(matches!(
+            changes[0].message,
+            RouteNetlinkMessage::DelRoute(_)
+        ));
+        assert!(matches!(
+            changes[1].message,
+            RouteNetlinkMessage::DelNeighbour(_)
+        ));
+        assert!(matches!(
+            changes[2].message,
+            RouteNetlinkMessage::DelNeighbour(_)
+        ));
+        let RouteNetlinkMessage::NewNeighbour(n) = &changes[3].message else {
+            panic!()
+        };
+        assert_eq!(
+            (n.header.family, n.header.state),
+            (AddressFamily::Inet, RawState::Permanent)
+        );
+        let RouteNetlinkMessage::NewNeighbour(f) = &changes[4].message else {
+            panic!()
+        };
+        assert_eq!(f.header.family, AddressFamily::Bridge);
+        assert_eq!(changes[4].flags, NLM_F_CREATE | NLM_F_REPLACE);
+        assert!(matches!(
+            changes[5].message,
+            RouteNetlinkMessage::NewRoute(_)
+        ));
+        assert_eq!(report.changes.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn add_peer_rolls_back_neighbour_and_fdb_when_the_route_fails() {
+        let fake = Arc::new(FakeTransport::with_responder(|r: &Request| {
+            match r.message {
+                RouteNetlinkMessage::NewRoute(_) => Err(KernelError::new(libc::ENETUNREACH)),
+                _ => Ok(Vec::new()),
+            }
+        }));
+        let handle = Handle::with_transport(fake.clone());
+        let err = Overlay::new(&handle, 5)
+            .add_peer(&peer(3))
+            .await
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(libc::ENETUNREACH));
+        let kinds: Vec<&str> = fake
+            .requests()
+            .iter()
+            .map(|r| match &r.message {
+                RouteNetlinkMessage::NewNeighbour(m)
+                    if m.header.family == AddressFamily::Bridge =>
+                {
+                    "fdb+"
+                }
+                RouteNetlinkMessage::NewNeighbour(_) => "neigh+",
+                RouteNetlinkMessage::NewRoute(_) => "route+",
+                RouteNetlinkMessage::DelNeighbour(m)
+                    if m.header.family == AddressFamily::Bridge =>
+                {
+                    "fdb-"
+                }
+                RouteNetlinkMessage::DelNeighbour(_) => "neigh-",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["neigh+", "fdb+", "route+", "fdb-", "neigh-"]);
+    }
+
+    #[tokio::test]
+    async fn reconcile_rejects_a_peer_with_mixed_families_before_any_request() {
+        let fake = Arc::new(FakeTransport::new());
+        let handle = Handle::with_transport(fake.clone());
+        let bad = peer(1).pod_cidr("2001:db8:1::/64".parse().unwrap());
+        let err = Overlay::new(&handle, 5)
+            .reconcile(&[peer(2), bad])
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidInput {
+                source: InvalidInput::FamilyMismatch { .. },
+                ..
+            }
+        ));
+        assert!(fake.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reconcile_reports_kernel_refusals_with_the_changes_that_worked() {
+        let fake = Arc::new(FakeTransport::with_responder(|r: &Request| {
+            match r.message {
+                RouteNetlinkMessage::NewRoute(_) => Err(KernelError::new(libc::EINVAL)),
+                _ => Ok(Vec::new()),
+            }
+        }));
+        let handle = Handle::with_transport(fake.clone());
+        let err = Overlay::new(&handle, 5)
+            .reconcile(&[peer(4)])
+            .await
+            .unwrap_err();
+        let Error::Reconcile { report } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(report.changes.len(), 2);
+        assert_eq!(report.failures.len(), 1);
+        assert!(matches!(
+            report.failures[0].change,
+            Change::ReplaceRoute { .. }
+        ));
+    }
+}

@@ -1,0 +1,311 @@
+//! Privileged end-to-end test of the overlay: two nodes joined by a veth
+//! underlay, each with a bridge, a pod behind it and a VXLAN device; peers
+//! are programmed with the overlay helper and pods ping each other across
+//! the overlay. Plus reconcile checked against `ip` and `bridge`.
+// Helpers may unwrap: a panic in a test is a failing test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::{bridge_json, has_flag, ip_json, link_names, netns};
+use ipnet::IpNet;
+use overlay_netlink::overlay::{Overlay, RemotePeer};
+use overlay_netlink::{Handle, MacAddr, Netns, Route, VethConfig, VxlanConfig};
+use overlay_testsupport::{TestNetns, privileged_test, veth_between};
+
+struct Node {
+    ns: TestNetns,
+    pod: TestNetns,
+    handle: Handle,
+    vxlan: u32,
+    peer: RemotePeer,
+}
+
+/// Build node `n` (1 or 2): bridge cni0 10.244.n.1/24, a pod at 10.244.n.2
+/// behind it, VXLAN flannel.1 with local = underlay address, 10.244.n.0/32.
+async fn node(n: u8, ns: TestNetns, underlay_dev: &str, underlay_ip: IpAddr) -> Node {
+    let pod = TestNetns::with_kind("pod").unwrap();
+    let netns_ = netns(&ns);
+    netns_.sysctl_set("net.ipv4.ip_forward", "1").unwrap();
+    let h = netns_.handle().unwrap();
+    let link = h.link();
+
+    let br = link.ensure_bridge("cni0").await.unwrap();
+    h.address()
+        .add((
+            br.index,
+            format!("10.244.{n}.1/24").parse::<IpNet>().unwrap(),
+        ))
+        .await
+        .unwrap();
+    link.set_up(br.index).await.unwrap();
+
+    let pod_ns = netns(&pod);
+    let veth = link
+        .add_veth(
+            &VethConfig::new("vethpod", "eth0")
+                .peer_netns(&pod_ns)
+                .mtu(1450),
+        )
+        .await
+        .unwrap();
+    link.set_master(veth.index, br.index).await.unwrap();
+    link.set_hairpin(veth.index, true).await.unwrap();
+    link.set_up(veth.index).await.unwrap();
+    {
+        let ph = pod_ns.handle().unwrap();
+        let eth0 = ph.link().get("eth0").await.unwrap();
+        ph.address()
+            .add((
+                eth0.index,
+                format!("10.244.{n}.2/24").parse::<IpNet>().unwrap(),
+            ))
+            .await
+            .unwrap();
+        ph.link().set_up(eth0.index).await.unwrap();
+        ph.route()
+            .replace(
+                &Route::new("0.0.0.0/0".parse().unwrap()).gateway(IpAddr::from([10, 244, n, 1])),
+            )
+            .await
+            .unwrap();
+    }
+
+    let under = link.get(underlay_dev).await.unwrap();
+    let mac = MacAddr([2, 0, 0, 0, n, 0]);
+    let (vx, _) = link
+        .ensure_vxlan(
+            &VxlanConfig::new("flannel.1", 1)
+                .local(underlay_ip)
+                .underlay(under.index)
+                .port(8472)
+                .mtu(1450)
+                .mac(mac),
+        )
+        .await
+        .unwrap();
+    h.address()
+        .add((
+            vx.index,
+            format!("10.244.{n}.0/32").parse::<IpNet>().unwrap(),
+        ))
+        .await
+        .unwrap();
+    link.set_up(vx.index).await.unwrap();
+    let peer = RemotePeer::new(underlay_ip, mac, IpAddr::from([10, 244, n, 0]))
+        .pod_cidr(format!("10.244.{n}.0/24").parse().unwrap());
+    Node {
+        ns,
+        pod,
+        handle: h,
+        vxlan: vx.index,
+        peer,
+    }
+}
+
+fn ping(from: &TestNetns, to: &str) -> bool {
+    from.exec(["ping", "-c", "2", "-W", "2", to])
+        .unwrap()
+        .status
+        .success()
+}
+
+/// What `ip`/`bridge` show on the VXLAN device: (neighbours, fdb with dst, routes via it).
+fn overlay_state(t: &TestNetns) -> (usize, usize, usize) {
+    let neigh = ip_json(
+        t,
+        &["neigh", "show", "dev", "flannel.1", "nud", "permanent"],
+    );
+    let fdb = bridge_json(t, &["fdb", "show", "dev", "flannel.1"]);
+    let fdb = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.get("dst").is_some())
+        .count();
+    let routes = ip_json(t, &["route", "show", "dev", "flannel.1"]);
+    let routes = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("gateway").is_some())
+        .count();
+    (neigh.as_array().unwrap().len(), fdb, routes)
+}
+
+#[tokio::test]
+async fn pods_on_two_nodes_ping_across_the_vxlan_overlay_and_teardown_leaves_nothing() {
+    privileged_test!();
+    let a_ns = TestNetns::with_kind("nda").unwrap();
+    let b_ns = TestNetns::with_kind("ndb").unwrap();
+    let under = veth_between(
+        &a_ns,
+        "192.0.2.1/24".parse().unwrap(),
+        &b_ns,
+        "192.0.2.2/24".parse().unwrap(),
+    )
+    .unwrap();
+    let a = node(1, a_ns, &under.a_name, "192.0.2.1".parse().unwrap()).await;
+    let b = node(2, b_ns, &under.b_name, "192.0.2.2".parse().unwrap()).await;
+
+    // Before programming peers, the pods cannot reach each other.
+    assert!(!ping(&a.pod, "10.244.2.2"));
+
+    // Node A programs B one peer at a time; node B reconciles to {A}.
+    let oa = Overlay::new(&a.handle, a.vxlan);
+    let ob = Overlay::new(&b.handle, b.vxlan);
+    oa.add_peer(&b.peer).await.unwrap();
+    let report = ob.reconcile(std::slice::from_ref(&a.peer)).await.unwrap();
+    assert_eq!(report.added, vec![a.peer.underlay]);
+    assert_eq!(report.changes.len(), 3);
+    assert_eq!(overlay_state(&a.ns), (1, 1, 1));
+    assert_eq!(overlay_state(&b.ns), (1, 1, 1));
+    let fdb = bridge_json(&a.ns, &["fdb", "show", "dev", "flannel.1"]);
+    let row = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e.get("dst").is_some())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (row["mac"].as_str(), row["dst"].as_str()),
+        (Some("02:00:00:00:02:00"), Some("192.0.2.2"))
+    );
+    assert!(has_flag(&row["flags"], "self"));
+    let route = ip_json(&a.ns, &["route", "show", "10.244.2.0/24"]);
+    assert_eq!(route[0]["gateway"], "10.244.2.0");
+    assert!(has_flag(&route[0]["flags"], "onlink"));
+
+    // Traffic crosses the overlay, both ways.
+    assert!(
+        ping(&a.pod, "10.244.2.2"),
+        "pod A cannot reach pod B across the overlay"
+    );
+    assert!(
+        ping(&b.pod, "10.244.1.2"),
+        "pod B cannot reach pod A across the overlay"
+    );
+    // And it really is encapsulated: the VXLAN device counted packets.
+    let stats = ip_json(&a.ns, &["-s", "link", "show", "flannel.1"]);
+    assert!(stats[0]["stats64"]["tx"]["packets"].as_u64().unwrap() >= 2);
+
+    // Reconciling again changes nothing.
+    let again = ob.reconcile(std::slice::from_ref(&a.peer)).await.unwrap();
+    assert!(again.is_noop());
+    assert_eq!(again.unchanged, vec![a.peer.underlay]);
+    assert!(
+        oa.reconcile(std::slice::from_ref(&b.peer))
+            .await
+            .unwrap()
+            .is_noop()
+    );
+
+    // Teardown: remove the peers (twice: best-effort is idempotent).
+    oa.remove_peer(&b.peer).await.unwrap();
+    oa.remove_peer(&b.peer).await.unwrap();
+    let gone = ob.reconcile(&[]).await.unwrap();
+    assert_eq!(gone.removed_peers, 1);
+    assert_eq!(overlay_state(&a.ns), (0, 0, 0));
+    assert_eq!(overlay_state(&b.ns), (0, 0, 0));
+    assert!(!ping(&a.pod, "10.244.2.2"));
+
+    for node in [&a, &b] {
+        let link = node.handle.link();
+        link.delete("flannel.1").await.unwrap();
+        link.delete("vethpod").await.unwrap();
+        link.delete("cni0").await.unwrap();
+    }
+    assert_eq!(link_names(&a.ns), ["lo".to_string(), under.a_name.clone()]);
+    assert_eq!(link_names(&b.ns), ["lo".to_string(), under.b_name.clone()]);
+    assert_eq!(link_names(&a.pod), ["lo"]);
+    assert_eq!(link_names(&b.pod), ["lo"]);
+}
+
+#[tokio::test]
+async fn reconcile_updates_moved_peers_removes_stale_ones_and_matches_ip() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let h = netns(&t).handle().unwrap();
+    let (vx, _) = h
+        .link()
+        .ensure_vxlan(
+            &VxlanConfig::new("flannel.1", 1)
+                .local("192.0.2.1".parse().unwrap())
+                .port(8472),
+        )
+        .await
+        .unwrap();
+    h.link().set_up(vx.index).await.unwrap();
+    let ov = Overlay::new(&h, vx.index);
+    let peer = |n: u8, underlay: u8| {
+        RemotePeer::new(
+            IpAddr::from([192, 0, 2, underlay]),
+            MacAddr([2, 0, 0, 0, n, 0]),
+            IpAddr::from([10, 244, n, 0]),
+        )
+        .pod_cidr(format!("10.244.{n}.0/24").parse().unwrap())
+    };
+    let first = [peer(2, 2), peer(3, 3), peer(4, 4)];
+    let r = ov.reconcile(&first).await.unwrap();
+    assert_eq!(
+        (r.added.len(), r.updated.len(), r.unchanged.len()),
+        (3, 0, 0)
+    );
+    assert_eq!(overlay_state(&t), (3, 3, 3));
+
+    // Peer 3 moves to another underlay address, peer 4 leaves, peer 5 joins.
+    let second = [peer(2, 2), peer(3, 33), peer(5, 5)];
+    let r = ov.reconcile(&second).await.unwrap();
+    assert_eq!(r.unchanged, vec![peer(2, 2).underlay]);
+    assert_eq!(r.updated, vec![peer(3, 33).underlay]);
+    assert_eq!(r.added, vec![peer(5, 5).underlay]);
+    assert_eq!(r.removed_peers, 1);
+    assert_eq!(overlay_state(&t), (3, 3, 3));
+    let fdb = bridge_json(&t, &["fdb", "show", "dev", "flannel.1"]);
+    let dsts: Vec<&str> = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["dst"].as_str())
+        .collect();
+    assert!(
+        dsts.contains(&"192.0.2.33")
+            && !dsts.contains(&"192.0.2.3")
+            && !dsts.contains(&"192.0.2.4")
+    );
+    let routes = ip_json(&t, &["route", "show", "dev", "flannel.1"]);
+    let dsts: Vec<&str> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["dst"].as_str())
+        .collect();
+    assert!(dsts.contains(&"10.244.5.0/24") && !dsts.contains(&"10.244.4.0/24"));
+    assert!(ov.reconcile(&second).await.unwrap().is_noop());
+
+    // A neighbour entry changed behind our back is repaired.
+    t.ip([
+        "neigh",
+        "replace",
+        "10.244.2.0",
+        "lladdr",
+        "02:00:00:00:09:09",
+        "dev",
+        "flannel.1",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    let r = ov.reconcile(&second).await.unwrap();
+    assert_eq!(r.updated, vec![peer(2, 2).underlay]);
+    assert_eq!(r.changes.len(), 1);
+    let neigh = ip_json(&t, &["neigh", "show", "10.244.2.0", "dev", "flannel.1"]);
+    assert_eq!(neigh[0]["lladdr"], "02:00:00:00:02:00");
+
+    assert_eq!(ov.reconcile(&[]).await.unwrap().removed_peers, 3);
+    assert_eq!(overlay_state(&t), (0, 0, 0));
+    let _ = Netns::current().unwrap();
+}
