@@ -493,3 +493,46 @@ fn reference_plugins_reject_1_1_0_with_code_1_and_report_their_versions() {
         vec!["bandwidth".to_owned(), "portMappings".to_owned()]
     );
 }
+
+#[test]
+fn twenty_parallel_adds_and_dels_get_distinct_addresses_and_clean_up() {
+    privileged_test!();
+    let fx = Fixture::new();
+    let list = fx.list("1.0.0", vec![fx.bridge(false, true)]);
+    let pods: Vec<TestNetns> = (0..20)
+        .map(|_| TestNetns::with_kind("pod").unwrap())
+        .collect();
+    let rts: Vec<RuntimeConf> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| RuntimeConf::new(format!("ovtpar{i}"), "eth0").with_netns(pod.path()))
+        .collect();
+    let results: Vec<CniResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rts
+            .iter()
+            .map(|rt| {
+                let (fx, list) = (&fx, &list);
+                scope.spawn(move || fx.in_host(|r| r.add_network_list(list, rt)).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let addresses: BTreeSet<IpAddr> = results.iter().map(pod_ipv4).collect();
+    assert_eq!(addresses.len(), 20, "every pod got its own address");
+    assert_eq!(fx.ipam_allocations(), addresses);
+    assert_eq!(link_names(&fx.host, Some("veth")).len(), 20);
+    assert_eq!(fx.runtime.cached_attachments().unwrap().len(), 20);
+
+    std::thread::scope(|scope| {
+        for rt in &rts {
+            let (fx, list) = (&fx, &list);
+            scope.spawn(move || fx.in_host(|r| r.del_network_list(list, rt)).unwrap());
+        }
+    });
+    assert_eq!(link_names(&fx.host, Some("veth")), Vec::<String>::new());
+    assert!(fx.ipam_allocations().is_empty());
+    assert!(fx.runtime.cached_attachments().unwrap().is_empty());
+    for (pod, (rt, result)) in pods.iter().zip(rts.iter().zip(&results)) {
+        assert_clean(&fx, pod, &rt.container_id, result);
+    }
+}
