@@ -46,6 +46,11 @@ pub const CACHE_KIND_V1: &str = "cniCacheV1";
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";
 
 /// Why reading or writing a cache file failed.
+///
+/// ```
+/// let err = overlay_cni::cache::cache_file_path("/var/lib/cni".as_ref(), "pods", "", "eth0").unwrap_err();
+/// assert!(err.to_string().contains("container ID"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
@@ -109,6 +114,19 @@ pub fn cache_file_path(
 }
 
 /// One cache file (libcni's `cachedInfo`).
+///
+/// ```
+/// use overlay_cni::cache::CacheEntry;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let mut entry = CacheEntry::new("pods", "c1", "eth0", br#"{"name":"pods"}"#.to_vec());
+/// entry.result = Some(serde_json::json!({"cniVersion": "1.0.0"}));
+/// entry.write(dir.path()).unwrap();
+/// let back = CacheEntry::read(dir.path(), "pods", "c1", "eth0").unwrap().unwrap();
+/// assert_eq!(back, entry);
+/// assert_eq!(CacheEntry::list(dir.path()).unwrap().len(), 1);
+/// CacheEntry::remove(dir.path(), "pods", "c1", "eth0").unwrap();
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheEntry {
     /// Always [`CACHE_KIND_V1`] for entries this crate writes.

@@ -55,6 +55,16 @@ fn config_version(config: &[u8]) -> Version {
 }
 
 /// Run `ADD` on the delegate and return its result in the configuration's version.
+///
+/// ```no_run
+/// use overlay_cni::plugin::CniEnv;
+///
+/// let env = CniEnv { container_id: "c1".into(), ifname: "eth0".into(), path: "/usr/lib/cni".into(), ..CniEnv::default() };
+/// let config = br#"{"cniVersion":"0.4.0","name":"n","type":"x","ipam":{"type":"host-local","subnet":"198.51.100.0/24"}}"#;
+/// let result = overlay_cni::delegate::delegate_add("host-local", config, &env).unwrap();
+/// assert_eq!(result.cni_version, overlay_cni::Version::V0_4_0);
+/// overlay_cni::delegate::delegate_del("host-local", config, &env).unwrap();
+/// ```
 pub fn delegate_add(
     plugin_type: &str,
     config: &[u8],
@@ -108,6 +118,19 @@ pub fn del_after_failed_add<E>(plugin_type: &str, config: &[u8], env: &CniEnv, e
 /// dropped, unless [`AddGuard::commit`] is called.
 ///
 /// This makes "run DEL after a failed ADD" automatic for every early return.
+///
+/// ```no_run
+/// use overlay_cni::delegate::delegate_add_guarded;
+/// use overlay_cni::plugin::CniEnv;
+///
+/// let env = CniEnv { path: "/usr/lib/cni".into(), ..CniEnv::default() };
+/// let config = br#"{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{"type":"host-local","subnet":"198.51.100.0/24"}}"#;
+/// let guard = delegate_add_guarded("host-local", config, &env).unwrap();
+/// let address = guard.result().ips[0].address;
+/// // If this fails, returning drops `guard`, which releases the address.
+/// let result = guard.commit();
+/// assert_eq!(result.ips[0].address, address);
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the guard releases the allocation"]
 pub struct AddGuard {

@@ -29,6 +29,14 @@ use crate::version::Version;
 ///
 /// Codes 1-99 are reserved by the spec; 100 and up are plugin-specific and
 /// travel in [`ErrorCode::Other`].
+///
+/// ```
+/// use overlay_cni::error::ErrorCode;
+///
+/// let code: ErrorCode = serde_json::from_str("51").unwrap();
+/// assert_eq!(code, ErrorCode::PluginNotAvailableLimitedConnectivity);
+/// assert_eq!(serde_json::to_string(&ErrorCode::Other(130)).unwrap(), "130");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -141,6 +149,16 @@ impl<'de> Deserialize<'de> for ErrorCode {
 ///
 /// `cniVersion` is optional when reading (old plugins omit it) and printed
 /// when set; [`crate::plugin`] always sets it.
+///
+/// ```
+/// use overlay_cni::error::{CniError, ErrorCode};
+///
+/// let err: CniError = serde_json::from_str(
+///     r#"{"cniVersion":"1.0.0","code":7,"msg":"invalid config","details":"no bridge"}"#,
+/// ).unwrap();
+/// assert_eq!(err.code, ErrorCode::InvalidNetworkConfig);
+/// assert_eq!(err.to_string(), "CNI error 7: invalid config; no bridge");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub struct CniError {
     /// The version of the error's format, normally the configuration's version.

@@ -25,6 +25,14 @@ use crate::result::ResultError;
 use crate::version::VersionInfo;
 
 /// Why running a plugin failed.
+///
+/// ```
+/// use overlay_cni::exec::{find_in_path, ExecError};
+///
+/// let err = find_in_path("no-such-plugin", &["/nonexistent".into()]).unwrap_err();
+/// assert!(matches!(err, ExecError::NotFound { .. }));
+/// assert!(err.cni_error().is_none());
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExecError {
@@ -158,6 +166,15 @@ pub fn find_in_path(plugin: &str, path: &[PathBuf]) -> Result<PathBuf, ExecError
 /// Returns its stdout on a zero exit. Its stderr goes to this process's
 /// stderr. An executable that is busy (being written, `ETXTBSY`) is retried
 /// a few times, as libcni does.
+///
+/// ```no_run
+/// use overlay_cni::exec::{exec_plugin, find_in_path};
+///
+/// let bridge = find_in_path("bridge", &["/usr/lib/cni".into()]).unwrap();
+/// let env = [("CNI_COMMAND", "VERSION"), ("CNI_PATH", "/usr/lib/cni")];
+/// let stdout = exec_plugin(&bridge, &env, br#"{"cniVersion":"1.0.0"}"#).unwrap();
+/// println!("{}", String::from_utf8_lossy(&stdout));
+/// ```
 pub fn exec_plugin(
     plugin: &Path,
     env: &[(&str, &str)],
@@ -243,6 +260,11 @@ fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<std::process::C
 /// `CNI_PATH` for plugins built with old runners that require them, and sends
 /// `{"cniVersion": "<latest>"}` on stdin. A plugin that prints no
 /// `supportedVersions` (spec 0.1.0) is reported as supporting 0.1.0.
+///
+/// ```no_run
+/// let info = overlay_cni::exec::version_info("/usr/lib/cni/bridge".as_ref()).unwrap();
+/// assert!(info.supports(overlay_cni::Version::V1_0_0));
+/// ```
 pub fn version_info(plugin: &Path) -> Result<VersionInfo, ExecError> {
     version_info_with_env(plugin, &[])
 }

@@ -64,6 +64,13 @@ use crate::validate;
 use crate::version::{SUPPORTED_VERSIONS, Version, VersionInfo};
 
 /// A CNI command (`CNI_COMMAND`).
+///
+/// ```
+/// use overlay_cni::plugin::Command;
+///
+/// assert_eq!("CHECK".parse::<Command>().unwrap(), Command::Check);
+/// assert!("check".parse::<Command>().is_err()); // names are upper case
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Command {
@@ -147,6 +154,15 @@ impl FromStr for Command {
 /// The `CNI_*` variables of an invocation (empty when unset).
 ///
 /// Delegation ([`crate::delegate`]) passes these on to the delegate.
+///
+/// ```
+/// use overlay_cni::plugin::{CniEnv, Command};
+///
+/// let env = CniEnv { container_id: "c1".into(), ifname: "eth0".into(), ..CniEnv::default() };
+/// let vars = env.vars(Command::Del);
+/// assert_eq!(vars[0], ("CNI_COMMAND", "DEL"));
+/// assert_eq!(vars[1], ("CNI_CONTAINERID", "c1"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CniEnv {
     /// `CNI_CONTAINERID`.
@@ -229,6 +245,30 @@ pub fn parse_cni_args(args: &str) -> Result<Vec<(String, String)>, CniError> {
 }
 
 /// One validated invocation, as given to a [`Plugin`].
+///
+/// ```
+/// use std::collections::HashMap;
+/// use overlay_cni::{CniError, CniResult, Plugin, Request};
+///
+/// struct Echo;
+/// impl Plugin for Echo {
+///     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+///         assert_eq!(req.ifname(), "eth0");
+///         assert_eq!(req.network_name(), "pods");
+///         assert_eq!(req.config.plugin_type, "echo");
+///         assert!(req.netns().is_some());
+///         Ok(CniResult::new(req.version))
+///     }
+///     fn del(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+///     fn check(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+/// }
+/// let env: HashMap<String, String> = [
+///     ("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", "/run/netns/p"),
+///     ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/opt/cni/bin"),
+/// ].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+/// let out = overlay_cni::plugin::dispatch(&Echo, &env, br#"{"cniVersion":"1.0.0","name":"pods","type":"echo"}"#);
+/// assert_eq!(out.exit_code, 0);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The command.
@@ -276,6 +316,29 @@ impl Request {
 /// has validated the environment and the configuration before any method is
 /// called, and converts [`Plugin::add`]'s result to the configuration's
 /// version itself (build it in any version, [`Request::version`] is simplest).
+///
+/// ```
+/// use overlay_cni::{CniError, CniResult, ErrorCode, Plugin, Request, Version};
+///
+/// /// A plugin that only speaks 1.x and reports itself unavailable.
+/// struct Draining;
+/// impl Plugin for Draining {
+///     fn supported_versions(&self) -> &[Version] { &[Version::V1_0_0, Version::V1_1_0] }
+///     fn add(&self, _: &Request) -> Result<CniResult, CniError> {
+///         Err(CniError::new(ErrorCode::TryAgainLater, "node is draining"))
+///     }
+///     fn del(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+///     fn check(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+///     fn status(&self, _: &Request) -> Result<(), CniError> {
+///         Err(CniError::new(ErrorCode::PluginNotAvailable, "node is draining"))
+///     }
+/// }
+/// let env = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/opt/cni/bin")]
+///     .into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+/// let out = overlay_cni::plugin::dispatch(&Draining, &env, br#"{"cniVersion":"1.1.0","name":"n","type":"d"}"#);
+/// assert_eq!(out.exit_code, 1);
+/// assert_eq!(out.cni_error().unwrap().code, ErrorCode::PluginNotAvailable);
+/// ```
 pub trait Plugin {
     /// The versions this plugin accepts; every version this crate implements by default.
     fn supported_versions(&self) -> &[Version] {
@@ -320,6 +383,20 @@ pub trait Plugin {
 }
 
 /// What a plugin invocation produced: the bytes for stdout and stderr and the exit code.
+///
+/// ```
+/// # use overlay_cni::{CniError, CniResult, Plugin, Request};
+/// # struct P;
+/// # impl Plugin for P {
+/// #     fn add(&self, r: &Request) -> Result<CniResult, CniError> { Ok(CniResult::new(r.version)) }
+/// #     fn del(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+/// #     fn check(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+/// # }
+/// let env = [("CNI_COMMAND", "ADD")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+/// let out = overlay_cni::plugin::dispatch(&P, &env, b"{}");
+/// assert_eq!(out.exit_code, 1);
+/// assert_eq!(out.cni_error().unwrap().code, overlay_cni::ErrorCode::InvalidEnvironmentVariables);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     /// Bytes for stdout (result JSON, version JSON or error JSON).
@@ -368,6 +445,19 @@ pub fn dispatch<P: Plugin + ?Sized>(
 }
 
 /// Like [`dispatch`], reading variables through `lookup`.
+///
+/// ```
+/// # use overlay_cni::{CniError, CniResult, Plugin, Request};
+/// # struct P;
+/// # impl Plugin for P {
+/// #     fn add(&self, r: &Request) -> Result<CniResult, CniError> { Ok(CniResult::new(r.version)) }
+/// #     fn del(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+/// #     fn check(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+/// # }
+/// let out = overlay_cni::plugin::dispatch_with(&P, |k| (k == "CNI_COMMAND").then(|| "VERSION".to_owned()), b"");
+/// let info: overlay_cni::version::VersionInfo = serde_json::from_slice(&out.stdout).unwrap();
+/// assert!(info.supports(overlay_cni::Version::V1_1_0));
+/// ```
 pub fn dispatch_with<P: Plugin + ?Sized>(
     plugin: &P,
     lookup: impl Fn(&str) -> Option<String>,

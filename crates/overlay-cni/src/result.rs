@@ -47,6 +47,13 @@ use crate::config::Dns;
 use crate::version::Version;
 
 /// Why a result could not be read or converted.
+///
+/// ```
+/// use overlay_cni::result::{CniResult, ResultError};
+///
+/// let err = CniResult::from_slice(br#"{"ips":[]}"#).unwrap_err();
+/// assert!(matches!(err, ResultError::MissingVersion));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResultError {
@@ -213,6 +220,18 @@ impl Route {
 }
 
 /// A plugin's result, in any supported version (see the [module docs](self)).
+///
+/// ```
+/// use overlay_cni::result::{CniResult, Interface, IpConfig, Route};
+/// use overlay_cni::Version;
+///
+/// let mut r = CniResult::new(Version::V1_0_0);
+/// r.interfaces.push(Interface { sandbox: Some("/run/netns/p".into()), ..Interface::new("eth0") });
+/// r.ips.push(IpConfig { interface: Some(0), ..IpConfig::new("2001:db8::7/64".parse().unwrap()) });
+/// r.routes.push(Route::new("::/0".parse().unwrap()).with_gw("2001:db8::1".parse().unwrap()));
+/// let back = CniResult::from_slice(&r.to_vec()).unwrap();
+/// assert_eq!(back, r);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CniResult {
     /// The version whose JSON form this result is written in.

@@ -46,6 +46,13 @@ use crate::validate;
 use crate::version::{SUPPORTED_VERSIONS, Version, VersionInfo};
 
 /// Why loading a configuration failed.
+///
+/// ```
+/// use overlay_cni::runtime::{load_conf_list, LoadError};
+///
+/// let err = load_conf_list("/nonexistent/net.d", "pods").unwrap_err();
+/// assert!(matches!(err, LoadError::NotFound { .. }));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
@@ -84,6 +91,15 @@ pub enum LoadError {
 }
 
 /// A conflist together with the bytes it was read from (libcni caches those bytes).
+///
+/// ```
+/// use overlay_cni::runtime::ConfList;
+///
+/// let bytes = br#"{"cniVersion":"1.0.0","name":"pods","plugins":[{"type":"bridge"}]}"#.to_vec();
+/// let list = ConfList::from_bytes(bytes.clone()).unwrap();
+/// assert_eq!(list.name(), "pods");
+/// assert_eq!(list.bytes, bytes); // cached verbatim, as libcni does
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfList {
     /// The parsed list.
@@ -266,6 +282,16 @@ pub fn load_all(dir: impl AsRef<Path>) -> Result<Vec<ConfList>, LoadError> {
 }
 
 /// The per-attachment arguments of a runtime call (libcni's `RuntimeConf`).
+///
+/// ```
+/// use overlay_cni::runtime::RuntimeConf;
+///
+/// let rt = RuntimeConf::new("3f6940ab5ab4", "eth0")
+///     .with_netns("/run/netns/pod1")
+///     .with_arg("K8S_POD_NAME", "web-0")
+///     .with_capability("portMappings", serde_json::json!([{"hostPort": 8080, "containerPort": 80}]));
+/// assert_eq!(rt.args.len(), 1);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeConf {
     /// The container ID.
@@ -319,6 +345,15 @@ impl RuntimeConf {
 }
 
 /// Why a runtime operation failed.
+///
+/// ```
+/// use overlay_cni::runtime::{ConfList, Runtime, RuntimeConf, RuntimeError};
+///
+/// let list = ConfList::from_bytes(br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"x"}]}"#.to_vec()).unwrap();
+/// let err = Runtime::new(vec![]).add_network_list(&list, &RuntimeConf::new("bad id", "eth0")).unwrap_err();
+/// assert!(matches!(err, RuntimeError::Invalid(_)));
+/// assert_eq!(err.cni_error().unwrap().code, overlay_cni::ErrorCode::InvalidEnvironmentVariables);
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
@@ -398,6 +433,18 @@ impl RuntimeError {
 }
 
 /// Runs plugin chains (libcni's `CNIConfig`).
+///
+/// ```no_run
+/// use overlay_cni::config::GcAttachment;
+/// use overlay_cni::runtime::{load_all, Runtime, RuntimeConf};
+///
+/// let cni = Runtime::new(vec!["/opt/cni/bin".into()]).with_cache_dir("/var/lib/cni");
+/// for list in load_all("/etc/cni/net.d").unwrap() {
+///     cni.status_network_list(&list).unwrap();
+///     let valid = [GcAttachment { container_id: "3f6940ab5ab4".into(), ifname: "eth0".into() }];
+///     cni.gc_network_list(&list, &valid).unwrap();
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runtime {
     path: Vec<PathBuf>,

@@ -19,6 +19,15 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A CNI specification version such as `1.1.0`.
+///
+/// ```
+/// use overlay_cni::version::{Version, SUPPORTED_VERSIONS};
+///
+/// let mut versions: Vec<Version> = ["1.0.0", "0.10.0", "0.4.0"].iter().map(|s| s.parse().unwrap()).collect();
+/// versions.sort();
+/// assert_eq!(versions[2], Version::V1_0_0);
+/// assert_eq!(SUPPORTED_VERSIONS.last(), Some(&Version::LATEST));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version {
     /// Major number.
