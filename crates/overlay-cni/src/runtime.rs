@@ -726,11 +726,23 @@ impl Runtime {
     }
 
     /// Run `DEL` along the chain in reverse, with the cached result as
-    /// `prevResult` (0.4.0 and later), then remove the cache entry.
+    /// `prevResult` (0.4.0 and later), then remove the cache entry. An
+    /// unreadable cache entry is discarded and the plugins get no
+    /// `prevResult`, so DEL still runs.
     pub fn del_network_list(&self, list: &ConfList, rt: &RuntimeConf) -> Result<(), RuntimeError> {
         let version = self.version(list)?;
+        // A cache entry that cannot be read must not block DEL (it has to
+        // succeed); as libcni does, drop the entry and send no prevResult.
         let cached = if version.supports_check() {
-            self.cached_result(list, rt)?
+            self.cached_result(list, rt).unwrap_or_else(|_| {
+                let _ = CacheEntry::remove(
+                    &self.cache_dir,
+                    &list.config.name,
+                    &rt.container_id,
+                    &rt.ifname,
+                );
+                None
+            })
         } else {
             None
         };

@@ -214,6 +214,26 @@ fn del_runs_in_reverse_with_the_cached_prev_result_and_removes_the_cache() {
 }
 
 #[test]
+fn del_runs_without_prev_result_when_the_cache_entry_is_corrupt() {
+    let fx = Fixture::new();
+    let list = fx.list("1.0.0");
+    fx.runtime.add_network_list(&list, &rt("c1")).unwrap();
+    let path = fx.runtime.cache_dir().join("results/fake-c1-eth0");
+    std::fs::write(
+        &path,
+        br#"{"kind":"cniCacheV1","containerId":"c1","config":"","ifName":"eth0",
+             "networkName":"fake","result":{"cniVersion":"7.7.7"}}"#,
+    )
+    .unwrap();
+    assert!(fx.runtime.cached_result(&list, &rt("c1")).is_err());
+    fx.clear_log();
+    fx.runtime.del_network_list(&list, &rt("c1")).unwrap();
+    assert_eq!(fx.log(), ["DEL recbb", "DEL reca"]);
+    assert!(fx.stdin_of("DEL", "reca").get("prevResult").is_none());
+    assert!(!path.exists());
+}
+
+#[test]
 fn del_below_0_4_0_sends_no_prev_result() {
     let fx = Fixture::new();
     let list = fx.list("0.3.1");
