@@ -28,6 +28,7 @@ impl MacAddr {
     pub const ZERO: MacAddr = MacAddr([0; 6]);
 
     /// Builds an address from its six octets, most significant first.
+    #[inline]
     pub const fn new(octets: [u8; 6]) -> Self {
         MacAddr(octets)
     }
@@ -58,17 +59,20 @@ impl MacAddr {
 
     /// True for group addresses (the I/G bit, the lowest bit of the first
     /// octet, is set). The broadcast address is a multicast address.
+    #[inline]
     pub const fn is_multicast(&self) -> bool {
         self.0[0] & 0x01 != 0
     }
 
     /// True for `ff:ff:ff:ff:ff:ff`.
+    #[inline]
     pub const fn is_broadcast(&self) -> bool {
         let o = self.0;
         o[0] == 0xff && o[1] == 0xff && o[2] == 0xff && o[3] == 0xff && o[4] == 0xff && o[5] == 0xff
     }
 
     /// True for individual addresses (the I/G bit is clear).
+    #[inline]
     pub const fn is_unicast(&self) -> bool {
         !self.is_multicast()
     }

@@ -95,10 +95,10 @@ fn reemit_outer_layers(frame: &[u8], decap: &Decapsulated<'_>) -> Vec<u8> {
     let mut out = frame.to_vec();
     let eth = ethernet::Packet::new_checked(frame).unwrap();
     let eth_repr = ethernet::Repr::parse(&eth).unwrap();
-    assert_eq!(eth_repr, decap.outer.ethernet);
+    assert_eq!(eth_repr, decap.outer().ethernet);
     let l3 = eth.header_len();
     eth_repr.emit(&mut ethernet::Packet::new_unchecked(&mut out[..]));
-    let (addrs, l4) = match decap.outer.ip {
+    let (addrs, l4) = match decap.outer().ip {
         OuterIp::V4(repr) => {
             let p = ipv4::Packet::new_checked(&frame[l3..]).unwrap();
             assert_eq!(ipv4::Repr::parse(&p).unwrap(), repr);
@@ -124,7 +124,7 @@ fn reemit_outer_layers(frame: &[u8], decap: &Decapsulated<'_>) -> Vec<u8> {
     } else {
         udp::Checksum::Compute
     };
-    decap.outer.udp.emit(
+    decap.outer().udp.emit(
         &mut udp::Packet::new_unchecked(&mut out[l4..]),
         &addrs,
         checksum,
@@ -143,11 +143,11 @@ fn vxlan_over_ipv4_matches_independent_bytes_both_ways() {
     assert_eq!(decap.inner, &hex(INNER)[..]);
     assert_eq!(decap.inner_offset, 50);
     assert_eq!(
-        decap.outer.ethernet.src_addr,
+        decap.outer().ethernet.src_addr,
         MacAddr::new([2, 0, 0, 0, 0, 1])
     );
-    assert_eq!(decap.outer.ethernet.vlan, None);
-    let OuterIp::V4(ip) = decap.outer.ip else {
+    assert_eq!(decap.outer().ethernet.vlan, None);
+    let OuterIp::V4(ip) = decap.outer().ip else {
         panic!("expected IPv4")
     };
     assert_eq!(
@@ -155,10 +155,10 @@ fn vxlan_over_ipv4_matches_independent_bytes_both_ways() {
         (64, true, IpProtocol::Udp)
     );
     assert_eq!(
-        (decap.outer.udp.src_port, decap.outer.udp.dst_port),
+        (decap.outer().udp.src_port, decap.outer().udp.dst_port),
         (50000, 4789)
     );
-    let TunnelHeader::Vxlan(header) = decap.tunnel else {
+    let TunnelHeader::Vxlan(header) = decap.tunnel() else {
         panic!("expected VXLAN")
     };
     assert_eq!(
@@ -187,11 +187,11 @@ fn vxlan_gbp_over_tagged_ipv6_matches_independent_bytes_both_ways() {
 
     let decap = vxlan.decapsulate(&frame).unwrap();
     assert_eq!(decap.inner, &hex(INNER)[..]);
-    assert_eq!(decap.outer.ethernet.vlan.unwrap().vid(), 100);
-    assert_eq!(decap.outer.ethernet.ethertype, EtherType::Ipv6);
-    assert_eq!(decap.outer.ip.src_addr(), outer.src_ip);
-    assert_eq!(decap.outer.ip.ttl(), 64);
-    let TunnelHeader::Vxlan(header) = decap.tunnel else {
+    assert_eq!(decap.outer().ethernet.vlan.unwrap().vid(), 100);
+    assert_eq!(decap.outer().ethernet.ethertype, EtherType::Ipv6);
+    assert_eq!(decap.outer().ip.src_addr(), outer.src_ip);
+    assert_eq!(decap.outer().ip.ttl(), 64);
+    let TunnelHeader::Vxlan(header) = decap.tunnel() else {
         panic!("expected VXLAN")
     };
     assert_eq!(header.gbp, Some(gbp));
@@ -217,7 +217,7 @@ fn geneve_with_options_over_ipv4_matches_independent_bytes_both_ways() {
 
     let decap = geneve.decapsulate(&frame).unwrap();
     assert_eq!(decap.inner, &hex(INNER)[..]);
-    let TunnelHeader::Geneve(header) = decap.tunnel.clone() else {
+    let TunnelHeader::Geneve(header) = decap.tunnel().clone() else {
         panic!("expected Geneve")
     };
     assert!(header.critical && !header.oam);

@@ -501,23 +501,27 @@ fn check(s: &Scenario, pcap: &[u8]) {
 
         // Outer Ethernet: the underlay veth ends.
         assert_eq!(
-            d.outer.ethernet.src_addr,
+            d.outer().ethernet.src_addr,
             MacAddr::new(UNDERLAY_MACS[from]),
             "{what}"
         );
         assert_eq!(
-            d.outer.ethernet.dst_addr,
+            d.outer().ethernet.dst_addr,
             MacAddr::new(UNDERLAY_MACS[to]),
             "{what}"
         );
-        assert_eq!(d.outer.ethernet.vlan, None, "{what}");
+        assert_eq!(d.outer().ethernet.vlan, None, "{what}");
 
         // Outer IP: the underlay addresses, a valid IPv4 header checksum.
-        assert_eq!(d.outer.ip.src_addr(), s.underlay_net(from).addr(), "{what}");
-        assert_eq!(d.outer.ip.dst_addr(), s.underlay_net(to).addr(), "{what}");
-        assert_eq!(d.outer.ip.ttl(), 64, "{what}: the kernel's default TTL");
+        assert_eq!(
+            d.outer().ip.src_addr(),
+            s.underlay_net(from).addr(),
+            "{what}"
+        );
+        assert_eq!(d.outer().ip.dst_addr(), s.underlay_net(to).addr(), "{what}");
+        assert_eq!(d.outer().ip.ttl(), 64, "{what}: the kernel's default TTL");
         let l3 = &frame[ethernet::HEADER_LEN..];
-        let (ethertype, l4) = match d.outer.ip {
+        let (ethertype, l4) = match d.outer().ip {
             OuterIp::V4(ip) => {
                 let packet = ipv4::Packet::new_checked(l3).expect("decapsulated IPv4");
                 assert!(packet.verify_checksum(), "{what}: IPv4 header checksum");
@@ -529,18 +533,18 @@ fn check(s: &Scenario, pcap: &[u8]) {
                 (EtherType::Ipv6, &l3[ipv6::HEADER_LEN..])
             }
         };
-        assert_eq!(d.outer.ethernet.ethertype, ethertype, "{what}");
+        assert_eq!(d.outer().ethernet.ethertype, ethertype, "{what}");
 
         // Outer UDP: port 4789, a flow-hashed source port, and a checksum
         // that is zero or verifies, as the device was told.
-        assert_eq!(d.outer.udp.dst_port, VXLAN_PORT, "{what}");
+        assert_eq!(d.outer().udp.dst_port, VXLAN_PORT, "{what}");
         assert!(
-            KERNEL_SOURCE_PORTS.contains(&d.outer.udp.src_port),
+            KERNEL_SOURCE_PORTS.contains(&d.outer().udp.src_port),
             "{what}: source port {} outside the kernel's range",
-            d.outer.udp.src_port
+            d.outer().udp.src_port
         );
         let udp = udp::Packet::new_checked(l4).expect("decapsulated UDP");
-        let addrs = udp::AddrPair::new(d.outer.ip.src_addr(), d.outer.ip.dst_addr())
+        let addrs = udp::AddrPair::new(d.outer().ip.src_addr(), d.outer().ip.dst_addr())
             .expect("one address family");
         if s.udp_checksum {
             assert_ne!(udp.checksum(), 0, "{what}: the kernel was told to checksum");
@@ -553,12 +557,12 @@ fn check(s: &Scenario, pcap: &[u8]) {
             );
         }
         assert_eq!(
-            d.outer.udp.payload_len,
+            d.outer().udp.payload_len,
             frame.len() - d.inner_offset + vxlan::HEADER_LEN
         );
 
         // VXLAN: the VNI, no reserved bits, and the GBP bits of the mark.
-        let TunnelHeader::Vxlan(header) = d.tunnel else {
+        let TunnelHeader::Vxlan(header) = d.tunnel() else {
             panic!("{what}: not a VXLAN header");
         };
         assert_eq!(header.vni, vni, "{what}");

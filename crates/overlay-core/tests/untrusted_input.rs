@@ -12,7 +12,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use overlay_core::MacAddr;
 use overlay_core::encap::{
-    Encapsulation, GeneveEncap, OuterParams, TunnelConfig, UdpChecksumMode, VxlanEncap, flow_hash,
+    Encapsulation, GeneveEncap, OuterParams, TunnelConfig, TunnelHeader, UdpChecksumMode,
+    VxlanEncap, flow_hash,
 };
 use overlay_core::wire::geneve::GeneveOption;
 use overlay_core::wire::udp::AddrPair;
@@ -80,6 +81,11 @@ fn decapsulate_everything(bytes: &[u8]) {
             let end = d.inner_offset + d.inner.len();
             assert!(end <= bytes.len());
             assert_eq!(d.inner, &bytes[d.inner_offset..end]);
+            // Every accessor reads validated bytes and must not panic.
+            let _ = (d.outer(), d.vni(), d.packet().len());
+            if let TunnelHeader::Geneve(h) = d.tunnel() {
+                assert!(h.options.into_iter().all(|o| o.is_ok()));
+            }
         }
     }
 }

@@ -3,8 +3,8 @@
 use std::ops::Range;
 
 use super::{
-    DecapError, Decapsulated, EncapError, Encapsulation, GeneveHeader, OuterParams, TunnelConfig,
-    TunnelHeader, encapsulate_udp, parse_outer, udp_headroom,
+    DecapError, Decapsulated, EncapError, Encapsulation, OuterParams, TunnelConfig, TunnelKind,
+    encapsulate_udp, parse_outer, udp_headroom,
 };
 use crate::wire::ethernet::EtherType;
 use crate::wire::geneve::{self, GeneveOption};
@@ -22,7 +22,7 @@ use crate::wire::{Vni, WireError};
 /// allocating: options are returned as a borrowed iterator. It does not
 /// interpret options; a receiver that finds a critical option it does not
 /// understand must drop the packet (RFC 8926 section 3.5), which the caller
-/// decides from [`GeneveHeader::options`].
+/// decides from [`GeneveHeader::options`](super::GeneveHeader::options).
 ///
 /// ```
 /// use std::net::Ipv6Addr;
@@ -41,7 +41,7 @@ use crate::wire::{Vni, WireError};
 /// let mut buf = vec![0u8; headroom + 60];
 /// let range = geneve.encapsulate(&mut buf, headroom, 60, &outer).unwrap();
 /// let decap = geneve.decapsulate(&buf[range]).unwrap();
-/// let TunnelHeader::Geneve(header) = decap.tunnel else { unreachable!() };
+/// let TunnelHeader::Geneve(header) = decap.tunnel() else { unreachable!() };
 /// let option = header.options.clone().next().unwrap().unwrap();
 /// assert_eq!(option.class(), 0x0102);
 /// assert_eq!(decap.inner.len(), 60);
@@ -134,31 +134,17 @@ impl Encapsulation for GeneveEncap {
     }
 
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
-        let parsed = parse_outer(packet, &self.config)?;
-        let header = geneve::Packet::new_checked(parsed.udp_payload)?;
+        let located = parse_outer(packet, &self.config)?;
+        let header = geneve::Packet::new_checked(located.udp_payload)?;
         header.validate()?;
         let header_len = header.header_len();
-        let area = parsed
-            .udp_payload
-            .get(geneve::HEADER_LEN..header_len)
-            .unwrap_or_default();
-        Ok(Decapsulated {
-            outer: parsed.outer,
-            tunnel: TunnelHeader::Geneve(GeneveHeader {
-                oam: header.oam(),
-                critical: header.critical(),
-                protocol_type: header.protocol_type(),
-                vni: header.vni(),
-                options: geneve::Options::new(area),
-            }),
-            inner_offset: parsed.udp_payload_offset + header_len,
-            inner: header.into_payload(),
-        })
+        Ok(located.finish(packet, TunnelKind::Geneve, header_len))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::TunnelHeader;
     use super::super::UdpChecksumMode;
     use super::super::tests::{outer_v4, outer_v6};
     use super::*;
@@ -189,7 +175,7 @@ mod tests {
         geneve.encapsulate(&mut buf, h, 64, &outer).unwrap();
         assert_eq!(buf[42 + 1] & 0x40, 0x40);
         let decap = geneve.decapsulate(&buf).unwrap();
-        let TunnelHeader::Geneve(hdr) = decap.tunnel else {
+        let TunnelHeader::Geneve(hdr) = decap.tunnel() else {
             panic!("not Geneve")
         };
         assert!(hdr.critical);
@@ -234,7 +220,7 @@ mod tests {
             let decap = geneve.decapsulate(&buf[range]).unwrap();
             prop_assert_eq!(decap.inner, &inner[..]);
             prop_assert_eq!(decap.inner_offset, start);
-            let TunnelHeader::Geneve(h) = decap.tunnel else { panic!("not Geneve") };
+            let TunnelHeader::Geneve(h) = decap.tunnel() else { panic!("not Geneve") };
             prop_assert_eq!(h.vni, header.vni);
             prop_assert_eq!(h.oam, oam);
             let opts: Vec<GeneveOption> = h.options.map(|o| o.unwrap().to_owned()).collect();

@@ -42,8 +42,8 @@
 //!
 //! let decap = vxlan.decapsulate(&buf[packet]).unwrap();
 //! assert_eq!(decap.inner, &inner[..]);
-//! assert_eq!(decap.outer.ip.dst_addr(), outer.dst_ip);
-//! assert!(matches!(decap.tunnel, TunnelHeader::Vxlan(h) if h.vni.get() == 42));
+//! assert_eq!(decap.outer().ip.dst_addr(), outer.dst_ip);
+//! assert!(matches!(decap.tunnel(), TunnelHeader::Vxlan(h) if h.vni.get() == 42));
 //! ```
 
 mod geneve;
@@ -59,7 +59,9 @@ pub use vxlan::VxlanEncap;
 
 use crate::MacAddr;
 use crate::wire::ethernet::{self, EtherType, VlanTag};
-use crate::wire::{IpProtocol, Layer, Vni, WireError, geneve as geneve_wire, ipv4, ipv6, udp};
+use crate::wire::{
+    IpProtocol, Layer, Vni, WireError, checksum, geneve as geneve_wire, ipv4, ipv6, udp,
+};
 
 /// A tunnel encapsulation that works in place on caller-owned buffers.
 ///
@@ -128,6 +130,7 @@ pub struct OuterParams {
 
 impl OuterParams {
     /// Outer addressing without VLAN tag and with IPv4 identification 0.
+    #[inline]
     pub fn new(src_mac: MacAddr, dst_mac: MacAddr, src_ip: IpAddr, dst_ip: IpAddr) -> Self {
         OuterParams {
             src_mac,
@@ -140,17 +143,20 @@ impl OuterParams {
     }
 
     /// Adds an 802.1Q tag to the outer frame.
+    #[inline]
     pub fn with_vlan(mut self, tag: VlanTag) -> Self {
         self.vlan = Some(tag);
         self
     }
 
     /// Sets the IPv4 identification.
+    #[inline]
     pub fn with_ipv4_ident(mut self, ident: u16) -> Self {
         self.ipv4_ident = ident;
         self
     }
 
+    #[inline]
     fn ip_header_len(&self) -> usize {
         match self.src_ip {
             IpAddr::V4(_) => ipv4::HEADER_LEN,
@@ -158,6 +164,7 @@ impl OuterParams {
         }
     }
 
+    #[inline]
     fn eth_header_len(&self) -> usize {
         if self.vlan.is_some() {
             ethernet::TAGGED_HEADER_LEN
@@ -217,6 +224,7 @@ pub struct TunnelConfig {
 
 impl TunnelConfig {
     /// Defaults for the given UDP destination port.
+    #[inline]
     pub fn new(dst_port: u16) -> Self {
         TunnelConfig {
             dst_port,
@@ -231,53 +239,62 @@ impl TunnelConfig {
     }
 
     /// Sets the UDP destination port.
+    #[inline]
     pub fn with_dst_port(mut self, port: u16) -> Self {
         self.dst_port = port;
         self
     }
 
     /// Sets the source port range.
+    #[inline]
     pub fn with_src_port_range(mut self, range: RangeInclusive<u16>) -> Self {
         self.src_port_range = range;
         self
     }
 
     /// Sets the UDP checksum mode for transmission.
+    #[inline]
     pub fn with_udp_checksum(mut self, mode: UdpChecksumMode) -> Self {
         self.udp_checksum = mode;
         self
     }
 
     /// Sets the TTL / hop limit.
+    #[inline]
     pub fn with_ttl(mut self, ttl: u8) -> Self {
         self.ttl = ttl;
         self
     }
 
     /// Sets the IPv4 don't-fragment bit.
+    #[inline]
     pub fn with_dont_fragment(mut self, on: bool) -> Self {
         self.dont_fragment = on;
         self
     }
 
     /// Sets the TOS / traffic class byte.
+    #[inline]
     pub fn with_tos(mut self, tos: u8) -> Self {
         self.tos = tos;
         self
     }
 
     /// Sets whether received UDP checksums are verified.
+    #[inline]
     pub fn with_verify_udp_checksum(mut self, on: bool) -> Self {
         self.verify_udp_checksum = on;
         self
     }
 
     /// Sets whether zero UDP checksums over IPv6 are accepted on receipt.
+    #[inline]
     pub fn with_allow_zero_udp_checksum_ipv6(mut self, on: bool) -> Self {
         self.allow_zero_udp_checksum_ipv6 = on;
         self
     }
 
+    #[inline]
     fn udp_parse_options(&self) -> udp::ParseOptions {
         udp::ParseOptions::default()
             .verify_checksum(self.verify_udp_checksum)
@@ -370,6 +387,7 @@ pub enum OuterIp {
 
 impl OuterIp {
     /// Source address.
+    #[inline]
     pub fn src_addr(&self) -> IpAddr {
         match self {
             OuterIp::V4(r) => r.src_addr.into(),
@@ -378,6 +396,7 @@ impl OuterIp {
     }
 
     /// Destination address.
+    #[inline]
     pub fn dst_addr(&self) -> IpAddr {
         match self {
             OuterIp::V4(r) => r.dst_addr.into(),
@@ -386,6 +405,7 @@ impl OuterIp {
     }
 
     /// TTL (IPv4) or hop limit (IPv6).
+    #[inline]
     pub fn ttl(&self) -> u8 {
         match self {
             OuterIp::V4(r) => r.ttl,
@@ -432,6 +452,7 @@ pub enum TunnelHeader<'a> {
 
 impl TunnelHeader<'_> {
     /// The VNI of either header.
+    #[inline]
     pub fn vni(&self) -> Vni {
         match self {
             TunnelHeader::Vxlan(h) => h.vni,
@@ -440,13 +461,28 @@ impl TunnelHeader<'_> {
     }
 }
 
-/// The result of [`Encapsulation::decapsulate`].
-#[derive(Debug, Clone)]
+/// Which tunnel header a [`Decapsulated`] packet carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TunnelKind {
+    Vxlan,
+    Geneve,
+}
+
+/// The result of [`Encapsulation::decapsulate`]: a validated packet with its
+/// inner frame located.
+///
+/// Decapsulation only validates and records offsets; the outer fields are
+/// read on demand by the accessors ([`outer`](Self::outer),
+/// [`tunnel`](Self::tunnel), [`vni`](Self::vni), ...). They read bytes that
+/// decapsulation already checked, so they are cheap and cannot fail, and a
+/// caller that needs only the VNI and the inner frame pays for nothing else.
+#[derive(Debug, Clone, Copy)]
 pub struct Decapsulated<'a> {
-    /// Outer Ethernet, IP and UDP headers.
-    pub outer: OuterHeaders,
-    /// Tunnel header.
-    pub tunnel: TunnelHeader<'a>,
+    packet: &'a [u8],
+    ip_offset: usize,
+    udp_offset: usize,
+    ipv6: bool,
+    kind: TunnelKind,
     /// Offset of the inner frame within the packet.
     pub inner_offset: usize,
     /// The inner frame: a sub-slice of the packet, bounded by the UDP length
@@ -454,70 +490,178 @@ pub struct Decapsulated<'a> {
     pub inner: &'a [u8],
 }
 
-/// Outer headers parsed by [`parse_outer`], with the UDP payload.
-struct ParsedOuter<'a> {
-    outer: OuterHeaders,
+// The accessors index `packet` at offsets that `decapsulate` validated with
+// `check_len` on every layer; the fields are private so that no other offsets
+// can be set.
+impl<'a> Decapsulated<'a> {
+    /// The whole packet that was decapsulated.
+    #[inline]
+    pub fn packet(&self) -> &'a [u8] {
+        self.packet
+    }
+
+    /// Offset of the outer IP header (14, or 18 with a VLAN tag).
+    #[inline]
+    pub fn ip_offset(&self) -> usize {
+        self.ip_offset
+    }
+
+    /// Offset of the outer UDP header.
+    #[inline]
+    pub fn udp_offset(&self) -> usize {
+        self.udp_offset
+    }
+
+    /// Offset of the tunnel (VXLAN or Geneve) header.
+    #[inline]
+    pub fn tunnel_offset(&self) -> usize {
+        self.udp_offset + udp::HEADER_LEN
+    }
+
+    /// The outer Ethernet header.
+    #[inline]
+    pub fn ethernet(&self) -> ethernet::Repr {
+        ethernet::Repr::read(&ethernet::Packet::new_unchecked(self.packet))
+    }
+
+    /// The outer IP header.
+    #[inline]
+    pub fn ip(&self) -> OuterIp {
+        let bytes = &self.packet[self.ip_offset..];
+        if self.ipv6 {
+            OuterIp::V6(ipv6::Repr::read(&ipv6::Packet::new_unchecked(bytes)))
+        } else {
+            OuterIp::V4(ipv4::Repr::read(&ipv4::Packet::new_unchecked(bytes)))
+        }
+    }
+
+    /// The outer UDP header.
+    #[inline]
+    pub fn udp(&self) -> udp::Repr {
+        udp::Repr::read(&udp::Packet::new_unchecked(&self.packet[self.udp_offset..]))
+    }
+
+    /// All outer headers.
+    #[inline]
+    pub fn outer(&self) -> OuterHeaders {
+        OuterHeaders {
+            ethernet: self.ethernet(),
+            ip: self.ip(),
+            udp: self.udp(),
+        }
+    }
+
+    /// The tunnel header; Geneve options stay borrowed from the packet.
+    #[inline]
+    pub fn tunnel(&self) -> TunnelHeader<'a> {
+        let bytes = &self.packet[self.tunnel_offset()..];
+        match self.kind {
+            TunnelKind::Vxlan => TunnelHeader::Vxlan(crate::wire::vxlan::Repr::read(
+                &crate::wire::vxlan::Packet::new_unchecked(bytes),
+            )),
+            TunnelKind::Geneve => {
+                let header = geneve_wire::Packet::new_unchecked(bytes);
+                let area =
+                    &self.packet[self.tunnel_offset() + geneve_wire::HEADER_LEN..self.inner_offset];
+                TunnelHeader::Geneve(GeneveHeader {
+                    oam: header.oam(),
+                    critical: header.critical(),
+                    protocol_type: header.protocol_type(),
+                    vni: header.vni(),
+                    options: geneve_wire::Options::new(area),
+                })
+            }
+        }
+    }
+
+    /// The VNI (the same for VXLAN and Geneve: bytes 4..7 of the header).
+    #[inline]
+    pub fn vni(&self) -> Vni {
+        crate::wire::vxlan::Packet::new_unchecked(&self.packet[self.tunnel_offset()..]).vni()
+    }
+}
+
+/// Where the outer layers are, as [`parse_outer`] found them.
+struct Located<'a> {
+    ip_offset: usize,
+    udp_offset: usize,
+    ipv6: bool,
     /// The UDP payload (tunnel header and inner frame), bounded by the UDP
     /// length.
     udp_payload: &'a [u8],
-    /// Offset of the UDP payload within the packet.
-    udp_payload_offset: usize,
 }
 
-/// Parses outer Ethernet, IPv4/IPv6 and UDP; never panics.
-fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<ParsedOuter<'a>, DecapError> {
-    let eth_packet = ethernet::Packet::new_checked(packet)?;
-    let eth = ethernet::Repr::parse(&eth_packet)?;
-    let l3 = eth_packet.header_len();
-    let l3_bytes = eth_packet.clone().into_payload();
-    let (ip, l4, addrs, l4_bytes) = match eth.ethertype {
+impl<'a> Located<'a> {
+    /// Completes a [`Decapsulated`] once the tunnel header is validated.
+    #[inline]
+    fn finish(
+        self,
+        packet: &'a [u8],
+        kind: TunnelKind,
+        tunnel_header_len: usize,
+    ) -> Decapsulated<'a> {
+        Decapsulated {
+            packet,
+            ip_offset: self.ip_offset,
+            udp_offset: self.udp_offset,
+            ipv6: self.ipv6,
+            kind,
+            inner_offset: self.udp_offset + udp::HEADER_LEN + tunnel_header_len,
+            inner: self
+                .udp_payload
+                .get(tunnel_header_len..)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Validates outer Ethernet, IPv4/IPv6 and UDP; never panics.
+fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<Located<'a>, DecapError> {
+    let eth = ethernet::Packet::new_checked(packet)?;
+    let ip_offset = eth.header_len();
+    let ethertype = eth.ethertype();
+    let l3 = eth.into_payload();
+    let (ipv6, addrs, ip_header_len, l4) = match ethertype {
         EtherType::Ipv4 => {
-            let p = ipv4::Packet::new_checked(l3_bytes)?;
-            let r = ipv4::Repr::parse(&p)?;
-            if r.more_frags || r.frag_offset != 0 {
+            let p = ipv4::Packet::new_checked(l3)?;
+            p.validate()?;
+            if p.more_frags() || p.frag_offset() != 0 {
                 return Err(DecapError::Fragmented {
-                    offset: r.frag_offset,
-                    more: r.more_frags,
+                    offset: p.frag_offset(),
+                    more: p.more_frags(),
                 });
             }
-            if r.protocol != IpProtocol::Udp {
-                return Err(DecapError::NotUdp(r.protocol));
+            if p.protocol() != IpProtocol::Udp {
+                return Err(DecapError::NotUdp(p.protocol()));
             }
-            let addrs = udp::AddrPair::from((r.src_addr, r.dst_addr));
-            (OuterIp::V4(r), l3 + p.header_len(), addrs, p.into_payload())
+            let addrs = udp::AddrPair::from((p.src_addr(), p.dst_addr()));
+            let header_len = p.header_len();
+            (false, addrs, header_len, p.into_payload())
         }
         EtherType::Ipv6 => {
-            let p = ipv6::Packet::new_checked(l3_bytes)?;
-            let r = ipv6::Repr::parse(&p)?;
-            if r.next_header != IpProtocol::Udp {
-                return Err(DecapError::NotUdp(r.next_header));
+            let p = ipv6::Packet::new_checked(l3)?;
+            p.validate()?;
+            if p.next_header() != IpProtocol::Udp {
+                return Err(DecapError::NotUdp(p.next_header()));
             }
-            let addrs = udp::AddrPair::from((r.src_addr, r.dst_addr));
-            (
-                OuterIp::V6(r),
-                l3 + ipv6::HEADER_LEN,
-                addrs,
-                p.into_payload(),
-            )
+            let addrs = udp::AddrPair::from((p.src_addr(), p.dst_addr()));
+            (true, addrs, ipv6::HEADER_LEN, p.into_payload())
         }
         other => return Err(DecapError::NotIp(other)),
     };
-    let udp_packet = udp::Packet::new_checked(l4_bytes)?;
-    let udp = udp::Repr::parse(&udp_packet, &addrs, &cfg.udp_parse_options())?;
-    if udp.dst_port != cfg.dst_port {
+    let udp_packet = udp::Packet::new_checked(l4)?;
+    udp_packet.validate(&addrs, &cfg.udp_parse_options())?;
+    if udp_packet.dst_port() != cfg.dst_port {
         return Err(DecapError::UnexpectedPort {
             expected: cfg.dst_port,
-            got: udp.dst_port,
+            got: udp_packet.dst_port(),
         });
     }
-    Ok(ParsedOuter {
-        outer: OuterHeaders {
-            ethernet: eth,
-            ip,
-            udp,
-        },
+    Ok(Located {
+        ip_offset,
+        udp_offset: ip_offset + ip_header_len,
+        ipv6,
         udp_payload: udp_packet.into_payload(),
-        udp_payload_offset: l4 + udp::HEADER_LEN,
     })
 }
 
@@ -531,25 +675,27 @@ fn encapsulate_udp(
     inner_len: usize,
     outer: &OuterParams,
 ) -> Result<Range<usize>, EncapError> {
-    let addrs = udp::AddrPair::new(outer.src_ip, outer.dst_ip).ok_or(
-        EncapError::AddressFamilyMismatch {
-            src: outer.src_ip,
-            dst: outer.dst_ip,
-        },
-    )?;
+    // Matched here rather than through `AddrPair::new`'s `Option`, and errors
+    // built lazily below: values built only to be discarded are stored to the
+    // stack on every packet, and reading them back stalls.
+    let addrs = match (outer.src_ip, outer.dst_ip) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => udp::AddrPair::V4 { src, dst },
+        (IpAddr::V6(src), IpAddr::V6(dst)) => udp::AddrPair::V6 { src, dst },
+        (src, dst) => return Err(EncapError::AddressFamilyMismatch { src, dst }),
+    };
     let eth_len = outer.eth_header_len();
     let ip_len = outer.ip_header_len();
     let headroom = eth_len + ip_len + udp::HEADER_LEN + tunnel_header.len();
-    let start = inner_start
-        .checked_sub(headroom)
-        .ok_or(EncapError::NotEnoughHeadroom {
+    let Some(start) = inner_start.checked_sub(headroom) else {
+        return Err(EncapError::NotEnoughHeadroom {
             needed: headroom,
             available: inner_start,
-        })?;
+        });
+    };
     let end = inner_start
         .checked_add(inner_len)
         .filter(|&end| end <= buf.len())
-        .ok_or(EncapError::InnerOutOfBounds {
+        .ok_or_else(|| EncapError::InnerOutOfBounds {
             start: inner_start,
             end: inner_start.saturating_add(inner_len),
             buf_len: buf.len(),
@@ -588,13 +734,34 @@ fn encapsulate_udp(
 
     let ethertype = match addrs {
         udp::AddrPair::V4 { src, dst } => {
-            let mut ip = ipv4::Repr::new(src, dst, IpProtocol::Udp, udp_len);
-            ip.ttl = cfg.ttl;
-            ip.dont_frag = cfg.dont_fragment;
-            ip.dscp = cfg.tos >> 2;
-            ip.ecn = cfg.tos & 0x03;
-            ip.ident = outer.ipv4_ident;
-            ip.emit(&mut ipv4::Packet::new_unchecked(&mut *ip_buf));
+            // Written field by field rather than through ipv4::Repr: the
+            // header has no options, and this is the per-packet hot path.
+            let mut ip = ipv4::Packet::new_unchecked(&mut *ip_buf);
+            ip.set_version_and_header_len(4, ipv4::HEADER_LEN);
+            ip.set_dscp_ecn(cfg.tos >> 2, cfg.tos & 0x03);
+            // ip_len + udp_len <= 65535 was checked above.
+            ip.set_total_len((ip_len + udp_len) as u16);
+            ip.set_ident(outer.ipv4_ident);
+            ip.set_flags_and_frag_offset(cfg.dont_fragment, false, 0);
+            ip.set_ttl(cfg.ttl);
+            ip.set_protocol(IpProtocol::Udp);
+            ip.set_src_addr(src);
+            ip.set_dst_addr(dst);
+            // Summed from the values rather than re-read from the buffer,
+            // which would stall on the bytes just stored.
+            let (s, d) = (u32::from(src), u32::from(dst));
+            let words = [
+                0x4500 | u16::from(cfg.tos),
+                (ip_len + udp_len) as u16,
+                outer.ipv4_ident,
+                if cfg.dont_fragment { 0x4000 } else { 0 },
+                (u16::from(cfg.ttl) << 8) | u16::from(u8::from(IpProtocol::Udp)),
+                (s >> 16) as u16,
+                s as u16,
+                (d >> 16) as u16,
+                d as u16,
+            ];
+            ip.set_checksum(!checksum::combine(&words));
             EtherType::Ipv4
         }
         udp::AddrPair::V6 { src, dst } => {

@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use super::{
-    DecapError, Decapsulated, EncapError, Encapsulation, OuterParams, TunnelConfig, TunnelHeader,
+    DecapError, Decapsulated, EncapError, Encapsulation, OuterParams, TunnelConfig, TunnelKind,
     encapsulate_udp, parse_outer, udp_headroom,
 };
 use crate::wire::Vni;
@@ -38,7 +38,7 @@ use crate::wire::vxlan::{self, Gbp};
 /// let inner_start = 128; // any offset with enough headroom
 /// let range = vxlan.encapsulate(&mut buf, inner_start, 60, &outer).unwrap();
 /// assert_eq!(range, 78..188);
-/// let TunnelHeader::Vxlan(header) = vxlan.decapsulate(&buf[range]).unwrap().tunnel else {
+/// let TunnelHeader::Vxlan(header) = vxlan.decapsulate(&buf[range]).unwrap().tunnel() else {
 ///     unreachable!()
 /// };
 /// assert_eq!(header.gbp.unwrap().group_policy_id, 100);
@@ -117,20 +117,16 @@ impl Encapsulation for VxlanEncap {
     }
 
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
-        let parsed = parse_outer(packet, &self.config)?;
-        let header = vxlan::Packet::new_checked(parsed.udp_payload)?;
-        let repr = vxlan::Repr::parse(&header)?;
-        Ok(Decapsulated {
-            outer: parsed.outer,
-            tunnel: TunnelHeader::Vxlan(repr),
-            inner_offset: parsed.udp_payload_offset + vxlan::HEADER_LEN,
-            inner: header.into_payload(),
-        })
+        let located = parse_outer(packet, &self.config)?;
+        let header = vxlan::Packet::new_checked(located.udp_payload)?;
+        header.validate()?;
+        Ok(located.finish(packet, TunnelKind::Vxlan, vxlan::HEADER_LEN))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::TunnelHeader;
     use super::super::tests::{outer_v4, outer_v6};
     use super::super::{OuterIp, UdpChecksumMode};
     use super::*;
@@ -171,7 +167,7 @@ mod tests {
         let decap = vxlan.decapsulate(&buf).unwrap();
         assert_eq!(decap.inner, &inner_frame(60)[..]);
         assert_eq!(decap.inner_offset, 50);
-        assert_eq!(decap.tunnel.vni().get(), 5001);
+        assert_eq!(decap.tunnel().vni().get(), 5001);
     }
 
     #[test]
@@ -182,7 +178,7 @@ mod tests {
         let buf = encap_roundtrip(&vxlan, &outer, &inner_frame(100));
         let decap = vxlan.decapsulate(&buf).unwrap();
         assert_eq!(decap.inner, &inner_frame(100)[..]);
-        assert!(matches!(decap.outer.ip, OuterIp::V6(r) if r.hop_limit == 64));
+        assert!(matches!(decap.outer().ip, OuterIp::V6(r) if r.hop_limit == 64));
         let udp = udp::Packet::new_checked(&buf[54..]).unwrap();
         assert_ne!(udp.checksum(), 0);
     }
@@ -296,10 +292,10 @@ mod tests {
             let decap = vxlan.decapsulate(&buf[range.clone()]).unwrap();
             prop_assert_eq!(decap.inner, &inner[..]);
             prop_assert_eq!(decap.inner_offset + range.start, start);
-            prop_assert_eq!(decap.outer.ethernet.vlan, vlan);
-            prop_assert_eq!(decap.outer.ip.src_addr(), outer.src_ip);
-            prop_assert_eq!(decap.outer.udp.dst_port, 4789);
-            let TunnelHeader::Vxlan(h) = decap.tunnel else { panic!("not VXLAN") };
+            prop_assert_eq!(decap.outer().ethernet.vlan, vlan);
+            prop_assert_eq!(decap.outer().ip.src_addr(), outer.src_ip);
+            prop_assert_eq!(decap.outer().udp.dst_port, 4789);
+            let TunnelHeader::Vxlan(h) = decap.tunnel() else { panic!("not VXLAN") };
             prop_assert_eq!(h, vxlan::Repr { vni: Vni::new(vni).unwrap(), gbp });
         }
 

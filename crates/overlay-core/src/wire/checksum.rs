@@ -21,44 +21,61 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Folds a wide one's-complement accumulator to 16 bits.
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // The loop leaves sum <= 0xffff.
-    sum as u16
+/// Folds a wide one's-complement accumulator to 16 bits, without branches.
+///
+/// Valid because 2^16 and 2^32 are both congruent to 1 modulo 0xffff. A
+/// non-zero input never folds to zero.
+#[inline]
+fn fold(sum: u64) -> u16 {
+    let s = (sum & 0xffff_ffff) + (sum >> 32); // < 2^33
+    let s = (s & 0xffff) + (s >> 16); // < 2^17 + 2^16
+    let s = (s & 0xffff) + (s >> 16); // <= 0x10001
+    let s = (s & 0xffff) + (s >> 16); // <= 0xffff
+    // The last fold leaves s <= 0xffff.
+    s as u16
 }
 
 /// One's-complement sum of `data` as big-endian 16-bit words, folded to 16
 /// bits. An odd trailing byte is padded with a zero byte, as RFC 1071 says.
+#[inline]
 pub fn data(data: &[u8]) -> u16 {
     let mut acc: u64 = 0;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        // Summing 32-bit big-endian halves is equivalent to summing 16-bit
-        // words once folded; u64 cannot overflow for any slice that fits in
-        // memory (2^32 additions of < 2^32).
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-        acc += u64::from(u32::from_be_bytes([c[4], c[5], c[6], c[7]]));
+        // Summing 32-bit big-endian words is equivalent to summing 16-bit
+        // words once folded. The end-around carry keeps the sum exact modulo
+        // 2^64 - 1 (a multiple of 0xffff) however long the input is.
+        let pair = u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            + u64::from(u32::from_be_bytes([c[4], c[5], c[6], c[7]]));
+        let (sum, carry) = acc.overflowing_add(pair);
+        acc = sum + u64::from(carry);
     }
-    let mut rest = chunks.remainder().chunks_exact(2);
-    for w in &mut rest {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    // Fold to 16 bits so that the remainder (under 8 bytes) cannot overflow.
+    acc = u64::from(fold(acc));
+    let mut rest = chunks.remainder();
+    if let [a, b, c, d, tail @ ..] = rest {
+        acc += u64::from(u32::from_be_bytes([*a, *b, *c, *d]));
+        rest = tail;
     }
-    if let [last] = rest.remainder() {
+    if let [a, b, tail @ ..] = rest {
+        acc += u64::from(u16::from_be_bytes([*a, *b]));
+        rest = tail;
+    }
+    if let [last] = rest {
         acc += u64::from(u16::from_be_bytes([*last, 0]));
     }
     fold(acc)
 }
 
 /// One's-complement sum of already folded partial sums.
+#[inline]
 pub fn combine(sums: &[u16]) -> u16 {
     fold(sums.iter().map(|&s| u64::from(s)).sum())
 }
 
 /// Partial sum of the IPv4 pseudo-header (RFC 768): source, destination,
 /// protocol and upper-layer length.
+#[inline]
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u16 {
     let mut buf = [0u8; 12];
     buf[0..4].copy_from_slice(&src.octets());
@@ -70,6 +87,7 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16)
 
 /// Partial sum of the IPv6 pseudo-header (RFC 8200 section 8.1): source,
 /// destination, 32-bit upper-layer length and next header.
+#[inline]
 pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> u16 {
     let mut buf = [0u8; 40];
     buf[0..16].copy_from_slice(&src.octets());

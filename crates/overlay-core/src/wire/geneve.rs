@@ -110,26 +110,31 @@ pub struct GeneveOptionRef<'a> {
 
 impl<'a> GeneveOptionRef<'a> {
     /// Option class.
+    #[inline]
     pub fn class(&self) -> u16 {
         self.class
     }
 
     /// Option type (the high bit is the critical bit).
+    #[inline]
     pub fn type_(&self) -> u8 {
         self.type_
     }
 
     /// True if the critical bit of the type is set.
+    #[inline]
     pub fn is_critical(&self) -> bool {
         self.type_ & CRITICAL_TYPE_BIT != 0
     }
 
     /// Option data (a multiple of 4 bytes, at most 124).
+    #[inline]
     pub fn data(&self) -> &'a [u8] {
         self.data
     }
 
     /// Copies the option into an owned [`GeneveOption`].
+    #[inline]
     pub fn to_owned(&self) -> GeneveOption {
         GeneveOption {
             class: self.class,
@@ -158,6 +163,7 @@ pub struct GeneveOption {
 
 impl GeneveOption {
     /// Builds an option, checking the data length.
+    #[inline]
     pub fn new(class: u16, type_: u8, data: Vec<u8>) -> Result<GeneveOption, WireError> {
         if data.len() > MAX_OPTION_DATA_LEN {
             return Err(WireError::ValueOutOfRange {
@@ -178,32 +184,38 @@ impl GeneveOption {
     }
 
     /// Option class.
+    #[inline]
     pub fn class(&self) -> u16 {
         self.class
     }
 
     /// Option type (the high bit is the critical bit).
+    #[inline]
     pub fn type_(&self) -> u8 {
         self.type_
     }
 
     /// True if the critical bit of the type is set.
+    #[inline]
     pub fn is_critical(&self) -> bool {
         self.type_ & CRITICAL_TYPE_BIT != 0
     }
 
     /// Option data.
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.data
     }
 
     /// Bytes on the wire: 4-byte header plus data.
+    #[inline]
     pub fn wire_len(&self) -> usize {
         OPTION_HEADER_LEN + self.data.len()
     }
 
     /// Writes the option to the start of `buf`, which must hold
     /// [`wire_len`](Self::wire_len) bytes; returns the bytes written.
+    #[inline]
     fn emit(&self, buf: &mut [u8]) -> usize {
         let end = self.wire_len();
         buf[field::OPT_CLASS].copy_from_slice(&self.class.to_be_bytes());
@@ -216,6 +228,7 @@ impl GeneveOption {
 }
 
 impl From<GeneveOptionRef<'_>> for GeneveOption {
+    #[inline]
     fn from(opt: GeneveOptionRef<'_>) -> Self {
         opt.to_owned()
     }
@@ -242,11 +255,13 @@ pub struct Options<'a> {
 
 impl<'a> Options<'a> {
     /// Iterates over a raw option area (the bytes after the fixed header).
+    #[inline]
     pub fn new(area: &'a [u8]) -> Options<'a> {
         Options { area, pos: 0 }
     }
 
     /// The raw option area.
+    #[inline]
     pub fn as_bytes(&self) -> &'a [u8] {
         self.area
     }
@@ -255,6 +270,7 @@ impl<'a> Options<'a> {
 impl<'a> Iterator for Options<'a> {
     type Item = Result<GeneveOptionRef<'a>, WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.area.get(self.pos..)?;
         if rest.is_empty() {
@@ -297,6 +313,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks that the buffer holds the fixed header and the option area
     /// that Opt Len announces. Options themselves are checked by
     /// [`options`](Self::options) and [`Repr::parse`].
+    #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
         need(Layer::Geneve, HEADER_LEN, len)?;
@@ -304,31 +321,37 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Version (must be 0).
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_OPTLEN] >> 6
     }
 
     /// Length of the option area in bytes (Opt Len times 4).
+    #[inline]
     pub fn options_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_OPTLEN] & 0x3f) * 4
     }
 
     /// Header length including options.
+    #[inline]
     pub fn header_len(&self) -> usize {
         HEADER_LEN + self.options_len()
     }
 
     /// O bit: the payload is an OAM (control) frame.
+    #[inline]
     pub fn oam(&self) -> bool {
         self.buffer.as_ref()[field::FLAGS] & FLAG_O != 0
     }
 
     /// C bit: critical options are present.
+    #[inline]
     pub fn critical(&self) -> bool {
         self.buffer.as_ref()[field::FLAGS] & FLAG_C != 0
     }
 
     /// Protocol type of the payload (`0x6558` for Ethernet).
+    #[inline]
     pub fn protocol_type(&self) -> EtherType {
         let d = self.buffer.as_ref();
         EtherType::from(u16::from_be_bytes([
@@ -338,23 +361,27 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The 24-bit VNI.
+    #[inline]
     pub fn vni(&self) -> Vni {
         let d = self.buffer.as_ref();
         Vni::from_be_bytes([d[4], d[5], d[6]])
     }
 
     /// True if any reserved bit of the fixed header is set.
+    #[inline]
     pub fn reserved_bits_set(&self) -> bool {
         let d = self.buffer.as_ref();
         d[field::FLAGS] & !(FLAG_O | FLAG_C) != 0 || d[field::RESERVED] != 0
     }
 
     /// The raw option area.
+    #[inline]
     pub fn options_bytes(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.header_len()]
     }
 
     /// Iterates over the options.
+    #[inline]
     pub fn options(&self) -> Options<'_> {
         Options::new(self.options_bytes())
     }
@@ -370,6 +397,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// let packet = Packet::new_checked(&bytes[..]).unwrap();
     /// assert_eq!(packet.validate(), Err(WireError::CriticalBitNotSet { offset: 8, type_: 0x80 }));
     /// ```
+    #[inline]
     pub fn validate(&self) -> Result<(), WireError> {
         if self.version() != 0 {
             return Err(WireError::BadVersion {
@@ -393,6 +421,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The encapsulated payload (after the options).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
@@ -401,6 +430,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     /// The payload (after the options), borrowed for the buffer's whole lifetime
     /// rather than the view's, so it can outlive the `Packet`.
+    #[inline]
     pub fn into_payload(self) -> &'a [u8] {
         let start = self.header_len();
         &T::as_ref(self.buffer)[start..]
@@ -410,6 +440,7 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version (2 bits) and option area length in bytes (a multiple of
     /// 4, at most 252; extra bits are masked off).
+    #[inline]
     pub fn set_version_and_options_len(&mut self, version: u8, options_len: usize) {
         // (options_len / 4) & 0x3f fits in 6 bits.
         let words = ((options_len / 4) & 0x3f) as u8;
@@ -417,6 +448,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the O and C bits (the other flag bits are cleared).
+    #[inline]
     pub fn set_flags(&mut self, oam: bool, critical: bool) {
         let mut flags = 0;
         if oam {
@@ -429,27 +461,32 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the protocol type.
+    #[inline]
     pub fn set_protocol_type(&mut self, value: EtherType) {
         self.buffer.as_mut()[field::PROTOCOL].copy_from_slice(&u16::from(value).to_be_bytes());
     }
 
     /// Sets the VNI.
+    #[inline]
     pub fn set_vni(&mut self, vni: Vni) {
         self.buffer.as_mut()[field::VNI].copy_from_slice(&vni.to_be_bytes());
     }
 
     /// Sets the reserved byte after the VNI.
+    #[inline]
     pub fn set_reserved(&mut self, value: u8) {
         self.buffer.as_mut()[field::RESERVED] = value;
     }
 
     /// The option area, mutably.
+    #[inline]
     pub fn options_bytes_mut(&mut self) -> &mut [u8] {
         let end = self.header_len();
         &mut self.buffer.as_mut()[HEADER_LEN..end]
     }
 
     /// The payload, mutably.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let start = self.header_len();
         &mut self.buffer.as_mut()[start..]
@@ -475,6 +512,7 @@ pub struct Repr {
 impl Repr {
     /// Reads a header: version 0, well-formed options, consistent C bit
     /// (see [`Packet::validate`]).
+    #[inline]
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr, WireError> {
         packet.check_len()?;
         packet.validate()?;
@@ -491,21 +529,25 @@ impl Repr {
     }
 
     /// Length of the option area in bytes.
+    #[inline]
     pub fn options_len(&self) -> usize {
         self.options.iter().map(GeneveOption::wire_len).sum()
     }
 
     /// Header length including options.
+    #[inline]
     pub fn buffer_len(&self) -> usize {
         HEADER_LEN + self.options_len()
     }
 
     /// True if any option is critical (the C bit that emit writes).
+    #[inline]
     pub fn critical(&self) -> bool {
         self.options.iter().any(GeneveOption::is_critical)
     }
 
     /// Checks that the options fit the 6-bit Opt Len (at most 252 bytes).
+    #[inline]
     pub fn check(&self) -> Result<(), WireError> {
         let len = self.options_len();
         if len > MAX_OPTIONS_LEN {
@@ -521,6 +563,7 @@ impl Repr {
 
     /// Writes the header and its options; fails (writing nothing) if the
     /// options are longer than 252 bytes.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
         &self,
         packet: &mut Packet<&mut T>,

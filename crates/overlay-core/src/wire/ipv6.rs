@@ -55,6 +55,7 @@ super::packet_view!("an IPv6 packet");
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks that the buffer holds the fixed header and the payload length
     /// it announces.
+    #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
         need(Layer::Ipv6, HEADER_LEN, len)?;
@@ -65,44 +66,52 @@ impl<T: AsRef<[u8]>> Packet<T> {
         )
     }
 
+    #[inline]
     fn word0(&self) -> u32 {
         let d = self.buffer.as_ref();
         u32::from_be_bytes([d[0], d[1], d[2], d[3]])
     }
 
     /// Version field (6 for IPv6).
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[0] >> 4
     }
 
     /// Traffic class (DSCP and ECN).
+    #[inline]
     pub fn traffic_class(&self) -> u8 {
         // 8 bits after the shift and mask.
         ((self.word0() >> 20) & 0xff) as u8
     }
 
     /// Flow label (20 bits).
+    #[inline]
     pub fn flow_label(&self) -> u32 {
         self.word0() & 0x000f_ffff
     }
 
     /// Payload length (everything after the fixed header).
+    #[inline]
     pub fn payload_len(&self) -> u16 {
         let d = self.buffer.as_ref();
         u16::from_be_bytes([d[field::LENGTH.start], d[field::LENGTH.start + 1]])
     }
 
     /// Next header.
+    #[inline]
     pub fn next_header(&self) -> IpProtocol {
         IpProtocol::from(self.buffer.as_ref()[field::NXT_HDR])
     }
 
     /// Hop limit.
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.buffer.as_ref()[field::HOP_LIMIT]
     }
 
     /// Source address.
+    #[inline]
     pub fn src_addr(&self) -> Ipv6Addr {
         let mut a = [0u8; 16];
         a.copy_from_slice(&self.buffer.as_ref()[field::SRC_ADDR]);
@@ -110,13 +119,28 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Destination address.
+    #[inline]
     pub fn dst_addr(&self) -> Ipv6Addr {
         let mut a = [0u8; 16];
         a.copy_from_slice(&self.buffer.as_ref()[field::DST_ADDR]);
         Ipv6Addr::from(a)
     }
 
+    /// Checks what [`Repr::parse`] checks beyond [`check_len`](Self::check_len):
+    /// version 6. Call after `check_len`.
+    #[inline]
+    pub fn validate(&self) -> Result<(), WireError> {
+        if self.version() != 6 {
+            return Err(WireError::BadVersion {
+                layer: Layer::Ipv6,
+                version: self.version(),
+            });
+        }
+        Ok(())
+    }
+
     /// The payload, bounded by the payload length.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())]
     }
@@ -125,6 +149,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     /// The payload (bounded by the payload length), borrowed for the buffer's whole lifetime
     /// rather than the view's, so it can outlive the `Packet`.
+    #[inline]
     pub fn into_payload(self) -> &'a [u8] {
         let end = HEADER_LEN + usize::from(self.payload_len());
         &T::as_ref(self.buffer)[HEADER_LEN..end]
@@ -134,6 +159,7 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version, traffic class and flow label (20 bits; extra bits are
     /// masked off).
+    #[inline]
     pub fn set_version_tc_flow(&mut self, version: u8, traffic_class: u8, flow_label: u32) {
         let word = (u32::from(version & 0x0f) << 28)
             | (u32::from(traffic_class) << 20)
@@ -142,31 +168,37 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the payload length.
+    #[inline]
     pub fn set_payload_len(&mut self, value: u16) {
         self.buffer.as_mut()[field::LENGTH].copy_from_slice(&value.to_be_bytes());
     }
 
     /// Sets the next header.
+    #[inline]
     pub fn set_next_header(&mut self, value: IpProtocol) {
         self.buffer.as_mut()[field::NXT_HDR] = value.into();
     }
 
     /// Sets the hop limit.
+    #[inline]
     pub fn set_hop_limit(&mut self, value: u8) {
         self.buffer.as_mut()[field::HOP_LIMIT] = value;
     }
 
     /// Sets the source address.
+    #[inline]
     pub fn set_src_addr(&mut self, addr: Ipv6Addr) {
         self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// Sets the destination address.
+    #[inline]
     pub fn set_dst_addr(&mut self, addr: Ipv6Addr) {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// The payload (bounded by the payload length), mutably.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = HEADER_LEN + usize::from(self.payload_len());
         &mut self.buffer.as_mut()[HEADER_LEN..end]
@@ -197,6 +229,7 @@ pub struct Repr {
 
 impl Repr {
     /// A header with hop limit 64, traffic class 0 and flow label 0.
+    #[inline]
     pub fn new(
         src_addr: Ipv6Addr,
         dst_addr: Ipv6Addr,
@@ -215,15 +248,17 @@ impl Repr {
     }
 
     /// Reads and validates a header: length checks and version 6.
+    #[inline]
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr, WireError> {
         packet.check_len()?;
-        if packet.version() != 6 {
-            return Err(WireError::BadVersion {
-                layer: Layer::Ipv6,
-                version: packet.version(),
-            });
-        }
-        Ok(Repr {
+        packet.validate()?;
+        Ok(Self::read(packet))
+    }
+
+    /// Reads the fields of a packet that passed `check_len`.
+    #[inline]
+    pub(crate) fn read<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Repr {
+        Repr {
             src_addr: packet.src_addr(),
             dst_addr: packet.dst_addr(),
             next_header: packet.next_header(),
@@ -231,15 +266,17 @@ impl Repr {
             hop_limit: packet.hop_limit(),
             traffic_class: packet.traffic_class(),
             flow_label: packet.flow_label(),
-        })
+        }
     }
 
     /// Header length: always 40.
+    #[inline]
     pub const fn buffer_len(&self) -> usize {
         HEADER_LEN
     }
 
     /// Writes the fixed header. The payload is not touched.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
         packet.set_version_tc_flow(6, self.traffic_class, self.flow_label);
         // Documented precondition: the payload length fits in 16 bits.

@@ -207,12 +207,14 @@ macro_rules! packet_view {
         impl<T: AsRef<[u8]>> Packet<T> {
             /// Wraps a buffer without checking it: accessors may panic on a
             /// buffer that is too short.
+            #[inline]
             pub const fn new_unchecked(buffer: T) -> Packet<T> {
                 Packet { buffer }
             }
 
             /// Wraps a buffer and runs [`check_len`](Self::check_len), after
             /// which no accessor panics.
+            #[inline]
             pub fn new_checked(buffer: T) -> Result<Packet<T>, $crate::wire::WireError> {
                 let packet = Self::new_unchecked(buffer);
                 packet.check_len()?;
@@ -220,6 +222,7 @@ macro_rules! packet_view {
             }
 
             /// Returns the underlying buffer.
+            #[inline]
             pub fn into_inner(self) -> T {
                 self.buffer
             }

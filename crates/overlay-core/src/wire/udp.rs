@@ -92,6 +92,7 @@ pub enum AddrPair {
 
 impl AddrPair {
     /// Pairs two addresses; `None` if their families differ.
+    #[inline]
     pub fn new(src: IpAddr, dst: IpAddr) -> Option<AddrPair> {
         match (src, dst) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => Some(AddrPair::V4 { src, dst }),
@@ -101,6 +102,7 @@ impl AddrPair {
     }
 
     /// Partial checksum of the pseudo-header for a UDP length of `len`.
+    #[inline]
     pub fn pseudo_header_sum(&self, len: u16) -> u16 {
         match *self {
             AddrPair::V4 { src, dst } => checksum::pseudo_header_v4(src, dst, PROTOCOL_UDP, len),
@@ -111,18 +113,21 @@ impl AddrPair {
     }
 
     /// True for IPv6.
+    #[inline]
     pub fn is_ipv6(&self) -> bool {
         matches!(self, AddrPair::V6 { .. })
     }
 }
 
 impl From<(Ipv4Addr, Ipv4Addr)> for AddrPair {
+    #[inline]
     fn from((src, dst): (Ipv4Addr, Ipv4Addr)) -> Self {
         AddrPair::V4 { src, dst }
     }
 }
 
 impl From<(Ipv6Addr, Ipv6Addr)> for AddrPair {
+    #[inline]
     fn from((src, dst): (Ipv6Addr, Ipv6Addr)) -> Self {
         AddrPair::V6 { src, dst }
     }
@@ -144,6 +149,7 @@ pub struct ParseOptions {
 
 impl Default for ParseOptions {
     /// Verify non-zero checksums; reject zero checksums over IPv6.
+    #[inline]
     fn default() -> Self {
         ParseOptions {
             verify_checksum: true,
@@ -155,6 +161,7 @@ impl Default for ParseOptions {
 impl ParseOptions {
     /// Whether non-zero checksums are verified (default: yes). Turn off only
     /// when the NIC already verified them.
+    #[inline]
     pub fn verify_checksum(mut self, on: bool) -> Self {
         self.verify_checksum = on;
         self
@@ -162,17 +169,20 @@ impl ParseOptions {
 
     /// Whether a zero checksum over IPv6 is accepted (default: no). This is
     /// the RFC 6935/6936 exception for tunnel endpoints.
+    #[inline]
     pub fn allow_zero_checksum_ipv6(mut self, on: bool) -> Self {
         self.allow_zero_checksum_ipv6 = on;
         self
     }
 
     /// True if non-zero checksums are verified.
+    #[inline]
     pub fn verifies_checksum(&self) -> bool {
         self.verify_checksum
     }
 
     /// True if zero checksums over IPv6 are accepted.
+    #[inline]
     pub fn allows_zero_checksum_ipv6(&self) -> bool {
         self.allow_zero_checksum_ipv6
     }
@@ -195,6 +205,7 @@ super::packet_view!("a UDP datagram");
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks that the buffer holds the header, that the length field is at
     /// least 8, and that the buffer holds the length it announces.
+    #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
         need(Layer::Udp, HEADER_LEN, len)?;
@@ -210,38 +221,45 @@ impl<T: AsRef<[u8]>> Packet<T> {
         need(Layer::Udp, field_len, len)
     }
 
+    #[inline]
     fn u16_at(&self, at: usize) -> u16 {
         let d = self.buffer.as_ref();
         u16::from_be_bytes([d[at], d[at + 1]])
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         self.u16_at(field::SRC_PORT.start)
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         self.u16_at(field::DST_PORT.start)
     }
 
     /// Length field (header and payload).
+    #[inline]
     pub fn len(&self) -> u16 {
         self.u16_at(field::LENGTH.start)
     }
 
     /// True if the length field says there is no payload.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         usize::from(self.len()) <= HEADER_LEN
     }
 
     /// Checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         self.u16_at(field::CHECKSUM.start)
     }
 
     /// True if the checksum verifies against the pseudo-header of `addrs`.
     /// A zero checksum does not verify (it means "none").
+    #[inline]
     pub fn verify_checksum(&self, addrs: &AddrPair) -> bool {
         let len = self.len();
         let sum = checksum::combine(&[
@@ -251,7 +269,28 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.checksum() != 0 && sum == 0xffff
     }
 
+    /// Checks the checksum as [`Repr::parse`] does (see the
+    /// [module docs](self) on zero checksums). Call after
+    /// [`check_len`](Self::check_len).
+    #[inline]
+    pub fn validate(&self, addrs: &AddrPair, options: &ParseOptions) -> Result<(), WireError> {
+        let found = self.checksum();
+        if found == 0 {
+            if addrs.is_ipv6() && !options.allow_zero_checksum_ipv6 {
+                return Err(WireError::ZeroUdpChecksumIpv6);
+            }
+        } else if options.verify_checksum && !self.verify_checksum(addrs) {
+            return Err(WireError::BadChecksum {
+                layer: Layer::Udp,
+                offset: field::CHECKSUM.start,
+                found,
+            });
+        }
+        Ok(())
+    }
+
     /// The payload, bounded by the length field.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
     }
@@ -260,6 +299,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     /// The payload (bounded by the length field), borrowed for the buffer's whole lifetime
     /// rather than the view's, so it can outlive the `Packet`.
+    #[inline]
     pub fn into_payload(self) -> &'a [u8] {
         let end = usize::from(self.len());
         &T::as_ref(self.buffer)[HEADER_LEN..end]
@@ -267,32 +307,38 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
     fn set_u16_at(&mut self, at: usize, value: u16) {
         self.buffer.as_mut()[at..at + 2].copy_from_slice(&value.to_be_bytes());
     }
 
     /// Sets the source port.
+    #[inline]
     pub fn set_src_port(&mut self, value: u16) {
         self.set_u16_at(field::SRC_PORT.start, value);
     }
 
     /// Sets the destination port.
+    #[inline]
     pub fn set_dst_port(&mut self, value: u16) {
         self.set_u16_at(field::DST_PORT.start, value);
     }
 
     /// Sets the length field.
+    #[inline]
     pub fn set_len(&mut self, value: u16) {
         self.set_u16_at(field::LENGTH.start, value);
     }
 
     /// Sets the checksum field to a raw value.
+    #[inline]
     pub fn set_checksum(&mut self, value: u16) {
         self.set_u16_at(field::CHECKSUM.start, value);
     }
 
     /// Computes the checksum over pseudo-header, header and payload (as
     /// bounded by the length field) and writes it.
+    #[inline]
     pub fn fill_checksum(&mut self, addrs: &AddrPair) {
         self.set_checksum(0);
         let len = self.len();
@@ -304,6 +350,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// The payload (bounded by the length field), mutably.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = usize::from(self.len());
         &mut self.buffer.as_mut()[HEADER_LEN..end]
@@ -330,38 +377,36 @@ impl Repr {
     /// Reads a header and checks its checksum against the pseudo-header of
     /// `addrs` as `options` say (see the [module docs](self) on zero
     /// checksums).
+    #[inline]
     pub fn parse<T: AsRef<[u8]> + ?Sized>(
         packet: &Packet<&T>,
         addrs: &AddrPair,
         options: &ParseOptions,
     ) -> Result<Repr, WireError> {
         packet.check_len()?;
-        let found = packet.checksum();
-        if found == 0 {
-            if addrs.is_ipv6() && !options.allow_zero_checksum_ipv6 {
-                return Err(WireError::ZeroUdpChecksumIpv6);
-            }
-        } else if options.verify_checksum && !packet.verify_checksum(addrs) {
-            return Err(WireError::BadChecksum {
-                layer: Layer::Udp,
-                offset: field::CHECKSUM.start,
-                found,
-            });
-        }
-        Ok(Repr {
+        packet.validate(addrs, options)?;
+        Ok(Self::read(packet))
+    }
+
+    /// Reads the fields of a packet that passed `check_len`.
+    #[inline]
+    pub(crate) fn read<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Repr {
+        Repr {
             src_port: packet.src_port(),
             dst_port: packet.dst_port(),
-            payload_len: usize::from(packet.len()) - HEADER_LEN,
-        })
+            payload_len: usize::from(packet.len()).saturating_sub(HEADER_LEN),
+        }
     }
 
     /// Header length: always 8.
+    #[inline]
     pub const fn buffer_len(&self) -> usize {
         HEADER_LEN
     }
 
     /// Writes the header. With [`Checksum::Compute`] the payload must already
     /// be in place after the header, since the checksum covers it.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
         &self,
         packet: &mut Packet<&mut T>,

@@ -85,36 +85,43 @@ super::packet_view!("a VXLAN header and its payload");
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks that the buffer holds the 8-byte header.
+    #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
         need(Layer::Vxlan, HEADER_LEN, self.buffer.as_ref().len())
     }
 
     /// The raw flags byte (byte 0).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
 
     /// I flag: the VNI is valid.
+    #[inline]
     pub fn vni_flag(&self) -> bool {
         self.flags() & FLAG_I != 0
     }
 
     /// G flag: the group policy extension is present.
+    #[inline]
     pub fn gbp_flag(&self) -> bool {
         self.flags() & FLAG_G != 0
     }
 
     /// D bit (meaningful only with G).
+    #[inline]
     pub fn dont_learn(&self) -> bool {
         self.buffer.as_ref()[field::GBP_FLAGS] & GBP_D != 0
     }
 
     /// A bit (meaningful only with G).
+    #[inline]
     pub fn policy_applied(&self) -> bool {
         self.buffer.as_ref()[field::GBP_FLAGS] & GBP_A != 0
     }
 
     /// Group policy ID (meaningful only with G).
+    #[inline]
     pub fn group_policy_id(&self) -> u16 {
         let d = self.buffer.as_ref();
         u16::from_be_bytes([
@@ -124,6 +131,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The 24-bit VNI.
+    #[inline]
     pub fn vni(&self) -> Vni {
         let d = self.buffer.as_ref();
         Vni::from_be_bytes([d[4], d[5], d[6]])
@@ -131,6 +139,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// True if any bit that is reserved (given the G flag) is set. RFC 7348
     /// says receivers ignore them; the Linux kernel drops such packets.
+    #[inline]
     pub fn reserved_bits_set(&self) -> bool {
         let d = self.buffer.as_ref();
         let flags_known = FLAG_I | FLAG_G;
@@ -144,7 +153,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
     }
 
+    /// Checks what [`Repr::parse`] checks beyond [`check_len`](Self::check_len):
+    /// the I flag. Call after `check_len`.
+    #[inline]
+    pub fn validate(&self) -> Result<(), WireError> {
+        if self.vni_flag() {
+            Ok(())
+        } else {
+            Err(WireError::VxlanVniFlagClear)
+        }
+    }
+
     /// The encapsulated frame (everything after the header).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[field::PAYLOAD]
     }
@@ -153,6 +174,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     /// The payload (everything after the header), borrowed for the buffer's whole lifetime
     /// rather than the view's, so it can outlive the `Packet`.
+    #[inline]
     pub fn into_payload(self) -> &'a [u8] {
         let start = HEADER_LEN;
         &T::as_ref(self.buffer)[start..]
@@ -161,31 +183,37 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the raw flags byte.
+    #[inline]
     pub fn set_flags(&mut self, value: u8) {
         self.buffer.as_mut()[field::FLAGS] = value;
     }
 
     /// Sets the raw GBP flags byte (byte 1: D is 0x40, A is 0x08).
+    #[inline]
     pub fn set_gbp_flags(&mut self, value: u8) {
         self.buffer.as_mut()[field::GBP_FLAGS] = value;
     }
 
     /// Sets the group policy ID.
+    #[inline]
     pub fn set_group_policy_id(&mut self, value: u16) {
         self.buffer.as_mut()[field::GROUP_POLICY_ID].copy_from_slice(&value.to_be_bytes());
     }
 
     /// Sets the VNI.
+    #[inline]
     pub fn set_vni(&mut self, vni: Vni) {
         self.buffer.as_mut()[field::VNI].copy_from_slice(&vni.to_be_bytes());
     }
 
     /// Sets the last reserved byte.
+    #[inline]
     pub fn set_reserved2(&mut self, value: u8) {
         self.buffer.as_mut()[field::RESERVED2] = value;
     }
 
     /// The encapsulated frame, mutably.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD]
     }
@@ -203,28 +231,35 @@ pub struct Repr {
 impl Repr {
     /// Reads a header: the I flag must be set; reserved bits are ignored
     /// (see the [module docs](self)).
+    #[inline]
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr, WireError> {
         packet.check_len()?;
-        if !packet.vni_flag() {
-            return Err(WireError::VxlanVniFlagClear);
-        }
+        packet.validate()?;
+        Ok(Self::read(packet))
+    }
+
+    /// Reads the fields of a packet that passed `check_len`.
+    #[inline]
+    pub(crate) fn read<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Repr {
         let gbp = packet.gbp_flag().then(|| Gbp {
             dont_learn: packet.dont_learn(),
             policy_applied: packet.policy_applied(),
             group_policy_id: packet.group_policy_id(),
         });
-        Ok(Repr {
+        Repr {
             vni: packet.vni(),
             gbp,
-        })
+        }
     }
 
     /// Header length: always 8.
+    #[inline]
     pub const fn buffer_len(&self) -> usize {
         HEADER_LEN
     }
 
     /// Writes the header, with all reserved bits zero.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
         match self.gbp {
             Some(gbp) => {
