@@ -128,6 +128,7 @@ pub fn cache_file_path(
 /// CacheEntry::remove(dir.path(), "pods", "c1", "eth0").unwrap();
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CacheEntry {
     /// Always [`CACHE_KIND_V1`] for entries this crate writes.
     pub kind: String,

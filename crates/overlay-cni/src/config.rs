@@ -49,6 +49,7 @@ pub const ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 /// assert!(dns.domain.is_none());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Dns {
     /// Name server addresses, in order of preference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -87,6 +88,7 @@ impl Dns {
 /// assert_eq!(ipam.extra["subnet"], "198.51.100.0/24");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct IpamConfig {
     /// The IPAM plugin's executable name (`type`).
     #[serde(rename = "type", default)]
@@ -131,6 +133,7 @@ pub struct GcAttachment {
 /// assert_eq!(conf.version(), overlay_cni::version::Version::V0_4_0);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NetworkConfig {
     /// `cniVersion`: the spec version of this configuration (absent means 0.1.0).
     #[serde(
@@ -284,6 +287,7 @@ impl NetworkConfig {
 /// );
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NetworkConfigList {
     /// `cniVersion`: the list's spec version.
     #[serde(

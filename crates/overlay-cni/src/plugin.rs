@@ -270,6 +270,7 @@ pub fn parse_cni_args(args: &str) -> Result<Vec<(String, String)>, CniError> {
 /// assert_eq!(out.exit_code, 0);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Request {
     /// The command.
     pub command: Command,
@@ -398,6 +399,7 @@ pub trait Plugin {
 /// assert_eq!(out.cni_error().unwrap().code, overlay_cni::ErrorCode::InvalidEnvironmentVariables);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Output {
     /// Bytes for stdout (result JSON, version JSON or error JSON).
     pub stdout: Vec<u8>,

@@ -86,6 +86,7 @@ pub enum ResultError {
 
 /// An interface created or used by a plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Interface {
     /// Interface name.
     pub name: String,
@@ -123,10 +124,30 @@ impl Interface {
             ..Interface::default()
         }
     }
+
+    /// The interface with a hardware address.
+    ///
+    /// ```
+    /// let i = overlay_cni::result::Interface::new("eth0")
+    ///     .with_mac("02:00:00:00:00:01")
+    ///     .with_sandbox("/run/netns/pod");
+    /// assert_eq!(i.sandbox.as_deref(), Some("/run/netns/pod"));
+    /// ```
+    pub fn with_mac(mut self, mac: impl Into<String>) -> Self {
+        self.mac = Some(mac.into());
+        self
+    }
+
+    /// The interface inside a sandbox (network namespace path).
+    pub fn with_sandbox(mut self, sandbox: impl Into<String>) -> Self {
+        self.sandbox = Some(sandbox.into());
+        self
+    }
 }
 
 /// An address assigned to an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IpConfig {
     /// Index into the result's `interfaces`; IPAM plugins leave it unset.
     pub interface: Option<usize>,
@@ -151,6 +172,25 @@ impl IpConfig {
         }
     }
 
+    /// The address with a gateway.
+    ///
+    /// ```
+    /// let ip = overlay_cni::result::IpConfig::new("198.51.100.7/24".parse().unwrap())
+    ///     .with_gateway("198.51.100.1".parse().unwrap())
+    ///     .with_interface(1);
+    /// assert_eq!(ip.interface, Some(1));
+    /// ```
+    pub fn with_gateway(mut self, gateway: IpAddr) -> Self {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    /// The address on the interface at `index` in the result's `interfaces`.
+    pub fn with_interface(mut self, index: usize) -> Self {
+        self.interface = Some(index);
+        self
+    }
+
     /// `"4"` or `"6"`, the 0.3.x/0.4.0 `version` field for this address.
     pub fn ip_version(&self) -> &'static str {
         match self.address {
@@ -162,6 +202,7 @@ impl IpConfig {
 
 /// A route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Route {
     /// Destination prefix.
     pub dst: IpNet,
@@ -226,13 +267,14 @@ impl Route {
 /// use overlay_cni::Version;
 ///
 /// let mut r = CniResult::new(Version::V1_0_0);
-/// r.interfaces.push(Interface { sandbox: Some("/run/netns/p".into()), ..Interface::new("eth0") });
-/// r.ips.push(IpConfig { interface: Some(0), ..IpConfig::new("2001:db8::7/64".parse().unwrap()) });
+/// r.interfaces.push(Interface::new("eth0").with_sandbox("/run/netns/p"));
+/// r.ips.push(IpConfig::new("2001:db8::7/64".parse().unwrap()).with_interface(0));
 /// r.routes.push(Route::new("::/0".parse().unwrap()).with_gw("2001:db8::1".parse().unwrap()));
 /// let back = CniResult::from_slice(&r.to_vec()).unwrap();
 /// assert_eq!(back, r);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CniResult {
     /// The version whose JSON form this result is written in.
     pub cni_version: Version,

@@ -293,6 +293,7 @@ pub fn load_all(dir: impl AsRef<Path>) -> Result<Vec<ConfList>, LoadError> {
 /// assert_eq!(rt.args.len(), 1);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct RuntimeConf {
     /// The container ID.
     pub container_id: String,

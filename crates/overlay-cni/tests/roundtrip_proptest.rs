@@ -1,7 +1,6 @@
 //! Property tests: configurations and results survive serialisation, and
 //! result conversion follows libcni's rules for arbitrary inputs.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -46,13 +45,11 @@ fn interface() -> impl Strategy<Value = Interface> {
         prop::option::of(text()),
         prop::option::of(text()),
     )
-        .prop_map(|(name, mac, sandbox, mtu, socket_path, pci_id)| Interface {
-            mac,
-            sandbox,
-            mtu,
-            socket_path,
-            pci_id,
-            ..Interface::new(name)
+        .prop_map(|(name, mac, sandbox, mtu, socket_path, pci_id)| {
+            let mut i = Interface::new(name);
+            (i.mac, i.sandbox, i.mtu, i.socket_path, i.pci_id) =
+                (mac, sandbox, mtu, socket_path, pci_id);
+            i
         })
 }
 
@@ -62,14 +59,11 @@ fn route() -> impl Strategy<Value = Route> {
         prop::option::of(ip_addr()),
         prop::array::uniform5(prop::option::of(any::<u32>())),
     )
-        .prop_map(|(dst, gw, [mtu, advmss, priority, table, scope])| Route {
-            gw,
-            mtu,
-            advmss,
-            priority,
-            table,
-            scope,
-            ..Route::new(dst)
+        .prop_map(|(dst, gw, [mtu, advmss, priority, table, scope])| {
+            let mut r = Route::new(dst);
+            (r.gw, r.mtu, r.advmss, r.priority, r.table, r.scope) =
+                (gw, mtu, advmss, priority, table, scope);
+            r
         })
 }
 
@@ -80,11 +74,10 @@ fn dns() -> impl Strategy<Value = Dns> {
         prop::collection::vec(text(), 0..3),
         prop::collection::vec(text(), 0..3),
     )
-        .prop_map(|(nameservers, domain, search, options)| Dns {
-            nameservers,
-            domain,
-            search,
-            options,
+        .prop_map(|(nameservers, domain, search, options)| {
+            let mut d = Dns::default();
+            (d.nameservers, d.domain, d.search, d.options) = (nameservers, domain, search, options);
+            d
         })
 }
 
@@ -108,19 +101,16 @@ fn result_1_1() -> impl Strategy<Value = CniResult> {
             let n = interfaces.len();
             let ips = ips
                 .into_iter()
-                .map(|(address, gateway, index, has_index)| IpConfig {
-                    interface: (has_index && n > 0).then(|| index.index(n)),
-                    address,
-                    gateway,
+                .map(|(address, gateway, index, has_index)| {
+                    let mut ip = IpConfig::new(address);
+                    ip.gateway = gateway;
+                    ip.interface = (has_index && n > 0).then(|| index.index(n));
+                    ip
                 })
                 .collect();
-            CniResult {
-                cni_version: Version::V1_1_0,
-                interfaces,
-                ips,
-                routes,
-                dns,
-            }
+            let mut r = CniResult::new(Version::V1_1_0);
+            (r.interfaces, r.ips, r.routes, r.dns) = (interfaces, ips, routes, dns);
+            r
         })
 }
 
@@ -179,19 +169,16 @@ fn plugin_config() -> impl Strategy<Value = NetworkConfig> {
                 dns,
                 extra,
             )| {
-                NetworkConfig {
-                    cni_version,
-                    name,
-                    plugin_type,
-                    capabilities: capabilities.map(|c: BTreeMap<String, bool>| c),
-                    runtime_config,
-                    args,
-                    ip_masq,
-                    ipam: ipam.map(|(plugin_type, extra)| IpamConfig { plugin_type, extra }),
-                    dns,
-                    prev_result: None,
-                    extra,
-                }
+                let mut c = NetworkConfig::new(plugin_type);
+                (c.cni_version, c.name, c.capabilities) = (cni_version, name, capabilities);
+                (c.runtime_config, c.args, c.ip_masq) = (runtime_config, args, ip_masq);
+                c.ipam = ipam.map(|(plugin_type, extra)| {
+                    let mut ipam = IpamConfig::default();
+                    (ipam.plugin_type, ipam.extra) = (plugin_type, extra);
+                    ipam
+                });
+                (c.dns, c.extra) = (dns, extra);
+                c
             },
         )
 }
@@ -208,15 +195,11 @@ fn conf_list() -> impl Strategy<Value = NetworkConfigList> {
     )
         .prop_map(
             |(cni_version, cni_versions, name, disable_check, disable_gc, plugins, extra)| {
-                NetworkConfigList {
-                    cni_version,
-                    cni_versions,
-                    name,
-                    disable_check,
-                    disable_gc,
-                    plugins,
-                    extra,
-                }
+                let mut l = NetworkConfigList::default();
+                (l.cni_version, l.cni_versions, l.name) = (cni_version, cni_versions, name);
+                (l.disable_check, l.disable_gc) = (disable_check, disable_gc);
+                (l.plugins, l.extra) = (plugins, extra);
+                l
             },
         )
 }
