@@ -58,9 +58,9 @@
 //! // The receiving peer gets the inner frame back as a sub-slice.
 //! let decap = vxlan.decapsulate(wire_bytes).unwrap();
 //! assert_eq!(decap.inner, &wire_bytes[headroom..]);
-//! assert_eq!(decap.tunnel().vni(), Vni::new(4242).unwrap());
-//! assert_eq!(decap.outer().ip.src_addr(), outer.src_ip);
-//! assert!((49152..=65535).contains(&decap.outer().udp.src_port));
+//! assert_eq!(decap.vni(), Vni::new(4242).unwrap());
+//! assert_eq!(decap.ip().src_addr(), outer.src_ip);
+//! assert!((49152..=65535).contains(&decap.udp().src_port));
 //! # let _ = me;
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
