@@ -20,7 +20,6 @@
 //!  "hairpinMode": true, "ipam": {"type": "host-local", "subnet": "10.22.0.0/16"}}
 //! ```
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::thread;
 
@@ -95,12 +94,17 @@ impl BridgeConf {
     }
 }
 
-/// The host end's name: stable per attachment, so DEL finds it without
-/// entering the pod's namespace (which may be gone).
+/// The host end's name: derived from the attachment with a hash that is
+/// stable across builds (FNV-1a), so DEL finds it without entering the pod's
+/// namespace (which may be gone), even after the plugin was upgraded.
 fn host_veth_name(req: &Request) -> String {
-    let mut h = DefaultHasher::new();
-    (req.network_name(), req.container_id(), req.ifname()).hash(&mut h);
-    format!("veth{:08x}", h.finish() as u32)
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [req.network_name(), req.container_id(), req.ifname()] {
+        for byte in part.bytes().chain([0]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("veth{:08x}", (hash ^ (hash >> 32)) as u32)
 }
 
 fn netlink(what: &str) -> impl FnOnce(overlay_netlink::Error) -> CniError + '_ {
@@ -134,8 +138,12 @@ fn gateway_of(ip: &IpConfig) -> Option<IpAddr> {
     ip.gateway.or_else(|| {
         let net = ip.address.trunc();
         match net {
-            IpNet::V4(n) => Some(IpAddr::V4((u32::from(n.network()) + 1).into())),
-            IpNet::V6(n) => Some(IpAddr::V6((u128::from(n.network()) + 1).into())),
+            IpNet::V4(n) => u32::from(n.network())
+                .checked_add(1)
+                .map(|a| IpAddr::V4(a.into())),
+            IpNet::V6(n) => u128::from(n.network())
+                .checked_add(1)
+                .map(|a| IpAddr::V6(a.into())),
         }
     })
 }
