@@ -23,6 +23,9 @@ use crate::wire::{Vni, WireError};
 /// interpret options; a receiver that finds a critical option it does not
 /// understand must drop the packet (RFC 8926 section 3.5), which the caller
 /// decides from [`GeneveHeader::options`](super::GeneveHeader::options).
+/// The payload is returned whatever its protocol type; it is an Ethernet
+/// frame when [`GeneveHeader::protocol_type`](super::GeneveHeader::protocol_type)
+/// is `0x6558`.
 ///
 /// ```
 /// use std::net::Ipv6Addr;
