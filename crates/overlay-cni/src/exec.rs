@@ -15,10 +15,12 @@
 //! ```
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::error::CniError;
 use crate::result::ResultError;
@@ -91,6 +93,14 @@ pub enum ExecError {
         plugin: PathBuf,
         /// What was wrong.
         source: ResultError,
+    },
+    /// The plugin did not finish within the time limit and was killed.
+    #[error("plugin {} did not finish within {after:?} and was killed", plugin.display())]
+    Timeout {
+        /// The executable.
+        plugin: PathBuf,
+        /// The time limit.
+        after: Duration,
     },
     /// The plugin's answer to `VERSION` is not a valid version object.
     #[error("plugin {} printed an invalid VERSION answer: {source}", plugin.display())]
@@ -180,6 +190,28 @@ pub fn exec_plugin(
     env: &[(&str, &str)],
     stdin: &[u8],
 ) -> Result<Vec<u8>, ExecError> {
+    exec_plugin_with_timeout(plugin, env, stdin, None)
+}
+
+/// [`exec_plugin`] with a time limit: when the plugin has not closed its
+/// stdout and exited within `timeout`, it is killed and
+/// [`ExecError::Timeout`] is returned. `None` waits indefinitely.
+///
+/// ```
+/// use std::time::Duration;
+/// use overlay_cni::exec::{exec_plugin_with_timeout, ExecError};
+///
+/// let err = exec_plugin_with_timeout("/bin/sh".as_ref(), &[], b"sleep 10", Some(Duration::from_millis(100)))
+///     .unwrap_err();
+/// assert!(matches!(err, ExecError::Timeout { .. }));
+/// ```
+pub fn exec_plugin_with_timeout(
+    plugin: &Path,
+    env: &[(&str, &str)],
+    stdin: &[u8],
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>, ExecError> {
+    let deadline = timeout.map(|t| Instant::now() + t);
     let mut command = Command::new(plugin);
     command
         .envs(
@@ -197,40 +229,91 @@ pub fn exec_plugin(
         plugin: plugin.to_owned(),
         source,
     };
-    let output = std::thread::scope(|scope| {
-        let writer = child.stdin.take().map(|mut pipe| {
-            scope.spawn(move || {
-                // A plugin may exit without reading stdin (VERSION): a broken
-                // pipe is not our failure then; its exit status tells.
-                match pipe.write_all(stdin) {
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                    other => other,
+    let timed_out = |child: &mut Child| {
+        // The plugin may have exited just now; either way it is reaped here.
+        let _ = child.kill();
+        let _ = child.wait();
+        ExecError::Timeout {
+            plugin: plugin.to_owned(),
+            after: timeout.unwrap_or_default(),
+        }
+    };
+
+    // Writer and reader own their pipes on detached threads, so that a
+    // plugin (or a process it left behind) that holds a pipe open cannot
+    // block us past the deadline.
+    let writer = child.stdin.take().map(|mut pipe| {
+        let input = stdin.to_vec();
+        std::thread::spawn(move || match pipe.write_all(&input) {
+            // A plugin may exit without reading stdin (VERSION): a broken
+            // pipe is not our failure then; its exit status tells.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        })
+    });
+    let (tx, rx) = mpsc::channel();
+    let reader = child.stdout.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = tx.send(pipe.read_to_end(&mut out).map(|_| out));
+        })
+    });
+    let stdout = match (reader, deadline) {
+        (None, _) => Vec::new(),
+        (Some(_), None) => rx
+            .recv()
+            .map_err(|_| io_err(std::io::Error::other("stdout reader stopped")))?
+            .map_err(io_err)?,
+        (Some(_), Some(deadline)) => {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(read) => read.map_err(io_err)?,
+                Err(mpsc::RecvTimeoutError::Timeout) => return Err(timed_out(&mut child)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(io_err(std::io::Error::other("stdout reader stopped")));
                 }
-            })
-        });
-        let output = child.wait_with_output();
-        if let Some(writer) = writer {
+            }
+        }
+    };
+    // Stdout is closed: the plugin is exiting. Reap it, within the deadline.
+    let status = match deadline {
+        None => child.wait().map_err(io_err)?,
+        Some(deadline) => {
+            let mut pause = Duration::from_micros(50);
+            loop {
+                if let Some(status) = child.try_wait().map_err(io_err)? {
+                    break status;
+                }
+                if Instant::now() >= deadline {
+                    return Err(timed_out(&mut child));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+        }
+    };
+    if let Some(writer) = writer {
+        // The plugin has exited, so the writer is done unless a process it
+        // left behind holds stdin open; do not wait for that one.
+        if deadline.is_none() || writer.is_finished() {
             match writer.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => return Err(io_err(e)),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        output
-    })
-    .map_err(io_err)?;
-    if output.status.success() {
-        return Ok(output.stdout);
     }
-    match serde_json::from_slice::<CniError>(&output.stdout) {
+    if status.success() {
+        return Ok(stdout);
+    }
+    match serde_json::from_slice::<CniError>(&stdout) {
         Ok(error) => Err(ExecError::Plugin {
             plugin: plugin.to_owned(),
             error,
         }),
         Err(_) => Err(ExecError::Failed {
             plugin: plugin.to_owned(),
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
         }),
     }
 }
@@ -391,5 +474,51 @@ mod tests {
             });
             assert_eq!(exec_plugin(&path, &[], b"").unwrap(), b"ready\n");
         });
+    }
+
+    #[test]
+    fn timeout_kills_a_hanging_plugin_and_spares_a_quick_one() {
+        let start = Instant::now();
+        let err = exec_plugin_with_timeout(
+            Path::new("/bin/sh"),
+            &[],
+            b"exec sleep 30",
+            Some(Duration::from_millis(200)),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ExecError::Timeout { after, .. } if after == Duration::from_millis(200))
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        let out = exec_plugin_with_timeout(
+            Path::new("/bin/sh"),
+            &[],
+            b"echo quick",
+            Some(Duration::from_secs(10)),
+        )
+        .unwrap();
+        assert_eq!(out, b"quick\n");
+    }
+
+    #[test]
+    fn timeout_is_not_blocked_by_a_leftover_process_holding_stdout() {
+        let start = Instant::now();
+        let err = exec_plugin_with_timeout(
+            Path::new("/bin/sh"),
+            &[],
+            b"sleep 3 & echo started",
+            Some(Duration::from_millis(200)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

@@ -39,7 +39,7 @@ use crate::config::{
     ATTACHMENTS_KEY, GcAttachment, NetworkConfig, NetworkConfigList, VALID_ATTACHMENTS_KEY,
 };
 use crate::error::CniError;
-use crate::exec::{ExecError, exec_plugin, find_in_path, version_info_with_env};
+use crate::exec::{ExecError, exec_plugin_with_timeout, find_in_path, version_info_with_env};
 use crate::plugin::Command;
 use crate::result::CniResult;
 use crate::validate;
@@ -451,6 +451,7 @@ pub struct Runtime {
     path: Vec<PathBuf>,
     cache_dir: PathBuf,
     env: Vec<(String, String)>,
+    timeout: Option<std::time::Duration>,
 }
 
 impl Runtime {
@@ -460,7 +461,26 @@ impl Runtime {
             path,
             cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
             env: Vec::new(),
+            timeout: None,
         }
+    }
+
+    /// Kill a plugin that runs longer than `timeout` and fail the operation
+    /// with [`ExecError::Timeout`] (libcni's context deadline). No limit by default.
+    ///
+    /// ```
+    /// let rt = overlay_cni::runtime::Runtime::new(vec![])
+    ///     .with_timeout(std::time::Duration::from_secs(30));
+    /// assert_eq!(rt.timeout(), Some(std::time::Duration::from_secs(30)));
+    /// ```
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The time limit per plugin run, if any.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout
     }
 
     /// Set an extra environment variable for every plugin this runtime runs
@@ -610,7 +630,7 @@ impl Runtime {
         let stdin = serde_json::to_vec(config).unwrap_or_default();
         let mut env = self.extra_env();
         env.extend(cni_env);
-        exec_plugin(&path, &env, &stdin).map_err(err)
+        exec_plugin_with_timeout(&path, &env, &stdin, self.timeout).map_err(err)
     }
 
     fn validate_attachment(list: &ConfList, rt: &RuntimeConf) -> Result<(), RuntimeError> {

@@ -35,6 +35,7 @@ echo "$CNI_COMMAND $name" >> "$REC_DIR/log"
 printf '%s' "$stdin" > "$REC_DIR/$CNI_COMMAND-$name.json"
 env | grep '^CNI_' | sort > "$REC_DIR/$CNI_COMMAND-$name.env"
 case "$stdin" in *'"fail"'*) echo '{"code":117,"msg":"told to fail","details":"by config"}'; exit 1;; esac
+case "$stdin" in *'"hang"'*) exec sleep 30;; esac
 case "$stdin" in *'"garbage"'*) echo 'this is not json'; exit 0;; esac
 case "$CNI_COMMAND" in
   ADD) printf '{"cniVersion":"0.4.0","interfaces":[{"name":"%s"}],"ips":[{"version":"4","address":"198.51.100.%s/24","interface":0}]}' "$name" "${#name}";;
@@ -435,6 +436,31 @@ fn add_failures_are_typed_and_leave_no_cache() {
         fx.runtime.add_network_list(&unsupported, &rt("c1")),
         Err(RuntimeError::UnsupportedVersion { .. })
     ));
+}
+
+#[test]
+fn a_hanging_plugin_is_killed_at_the_runtime_timeout() {
+    let fx = Fixture::new();
+    let runtime = fx
+        .runtime
+        .clone()
+        .with_timeout(std::time::Duration::from_millis(300));
+    let mut list = fx.list("1.0.0");
+    list.config.plugins[0]
+        .extra
+        .insert("hang".into(), json!(true));
+    let start = std::time::Instant::now();
+    let err = runtime.add_network_list(&list, &rt("c1")).unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Plugin { source, .. } if matches!(**source, ExecError::Timeout { .. })),
+        "{err}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert!(runtime.cached_attachments().unwrap().is_empty());
+    // Without the hang, the same runtime works.
+    runtime
+        .add_network_list(&fx.list("1.0.0"), &rt("c1"))
+        .unwrap();
 }
 
 #[test]
