@@ -189,6 +189,38 @@ pub enum UdpChecksumMode {
     Zero,
 }
 
+/// The flow label of an outer IPv6 header.
+///
+/// ```
+/// use overlay_core::encap::FlowLabel;
+/// assert_eq!(FlowLabel::Fixed(0x12345).value(0xdead_beef), 0x12345);
+/// assert_eq!(FlowLabel::FromFlowHash.value(0xdead_beef), 0xdbeef);
+/// // A hash whose low 20 bits are zero still yields a non-zero label.
+/// assert_ne!(FlowLabel::FromFlowHash.value(0x0010_0000), 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FlowLabel {
+    /// A fixed label (the low 20 bits are used). Linux's default is 0.
+    Fixed(u32),
+    /// The low 20 bits of the inner [`flow_hash`], never 0, so that IPv6
+    /// routers that balance on the flow label spread tunnelled flows like
+    /// the UDP source port does (RFC 6438).
+    FromFlowHash,
+}
+
+impl FlowLabel {
+    /// The 20-bit label for a packet whose inner flow hashes to `hash`.
+    #[inline]
+    pub fn value(self, hash: u32) -> u32 {
+        match self {
+            FlowLabel::Fixed(label) => label & 0x000f_ffff,
+            // RFC 6437: 0 means "no label", so map it to 1.
+            FlowLabel::FromFlowHash => (hash & 0x000f_ffff).max(1),
+        }
+    }
+}
+
 /// Outer UDP/IP settings shared by the UDP-based encapsulations.
 ///
 /// ```
@@ -215,6 +247,8 @@ pub struct TunnelConfig {
     pub dont_fragment: bool,
     /// Outer IPv4 DSCP/ECN byte or IPv6 traffic class (default 0).
     pub tos: u8,
+    /// Outer IPv6 flow label (default [`FlowLabel::Fixed`]`(0)`, like Linux).
+    pub ipv6_flow_label: FlowLabel,
     /// Whether received non-zero UDP checksums are verified (default yes).
     pub verify_udp_checksum: bool,
     /// Whether received zero UDP checksums over IPv6 are accepted (default
@@ -233,6 +267,7 @@ impl TunnelConfig {
             ttl: 64,
             dont_fragment: true,
             tos: 0,
+            ipv6_flow_label: FlowLabel::Fixed(0),
             verify_udp_checksum: true,
             allow_zero_udp_checksum_ipv6: false,
         }
@@ -277,6 +312,13 @@ impl TunnelConfig {
     #[inline]
     pub fn with_tos(mut self, tos: u8) -> Self {
         self.tos = tos;
+        self
+    }
+
+    /// Sets the outer IPv6 flow label policy.
+    #[inline]
+    pub fn with_ipv6_flow_label(mut self, label: FlowLabel) -> Self {
+        self.ipv6_flow_label = label;
         self
     }
 
@@ -712,10 +754,8 @@ fn encapsulate_udp(
         }
     }
 
-    let src_port = source_port(
-        flow_hash(&buf[inner_start..end]),
-        cfg.src_port_range.clone(),
-    );
+    let hash = flow_hash(&buf[inner_start..end]);
+    let src_port = source_port(hash, cfg.src_port_range.clone());
     let packet = &mut buf[start..end];
     let (eth_buf, rest) = packet.split_at_mut(eth_len);
     let (ip_buf, l4) = rest.split_at_mut(ip_len);
@@ -768,6 +808,7 @@ fn encapsulate_udp(
             let mut ip = ipv6::Repr::new(src, dst, IpProtocol::Udp, udp_len);
             ip.hop_limit = cfg.ttl;
             ip.traffic_class = cfg.tos;
+            ip.flow_label = cfg.ipv6_flow_label.value(hash);
             ip.emit(&mut ipv6::Packet::new_unchecked(&mut *ip_buf));
             EtherType::Ipv6
         }
@@ -808,6 +849,24 @@ pub(crate) mod tests {
             "2001:db8::1".parse::<Ipv6Addr>().unwrap().into(),
             "2001:db8::2".parse::<Ipv6Addr>().unwrap().into(),
         )
+    }
+
+    #[test]
+    fn ipv6_flow_label_follows_the_configured_policy() {
+        let inner = [0x5au8; 60];
+        let label = |policy| {
+            let cfg = TunnelConfig::new(4789).with_ipv6_flow_label(policy);
+            let mut buf = [0u8; 130];
+            buf[70..].copy_from_slice(&inner);
+            encapsulate_udp(&cfg, &[0; 8], &mut buf, 70, 60, &outer_v6()).unwrap();
+            ipv6::Packet::new_checked(&buf[14..]).unwrap().flow_label()
+        };
+        assert_eq!(label(FlowLabel::Fixed(0)), 0);
+        assert_eq!(label(FlowLabel::Fixed(0xabcde)), 0xabcde);
+        assert_eq!(
+            label(FlowLabel::FromFlowHash),
+            FlowLabel::FromFlowHash.value(flow_hash(&inner))
+        );
     }
 
     #[test]
