@@ -285,3 +285,103 @@ proptest! {
         let _ = NetworkConfig::from_slice(&bytes);
     }
 }
+
+/// A plugin that succeeds at everything, so that only the runner can fail.
+struct Accepting;
+
+impl overlay_cni::Plugin for Accepting {
+    fn add(&self, req: &overlay_cni::Request) -> Result<CniResult, overlay_cni::CniError> {
+        let mut r = CniResult::new(Version::V1_1_0);
+        r.ips.push(IpConfig::new(
+            "198.51.100.7/24".parse().expect("valid literal"),
+        ));
+        r.interfaces.push(Interface::new(req.ifname()));
+        Ok(r)
+    }
+    fn del(&self, _: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
+        Ok(())
+    }
+    fn check(&self, _: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
+        Ok(())
+    }
+}
+
+fn env_value() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(String::new())),
+        "[ -~]{0,20}".prop_map(Some),
+        "[a-z0-9]{1,15}".prop_map(Some),
+    ]
+}
+
+fn stdin_doc() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..64),
+        (
+            prop::option::of(prop_oneof![
+                version().prop_map(|v| Value::from(v.to_string())),
+                json_leaf()
+            ]),
+            prop::option::of(prop_oneof!["[a-z0-9][a-z0-9._-]{0,8}", "[ -~]{0,8}"]),
+            json_value(),
+            json_value(),
+        )
+            .prop_map(|(version, name, prev, attachments)| {
+                let mut doc = Map::new();
+                if let Some(v) = version {
+                    doc.insert("cniVersion".into(), v);
+                }
+                if let Some(n) = name {
+                    doc.insert("name".into(), Value::from(n));
+                }
+                doc.insert("type".into(), Value::from("accepting"));
+                doc.insert("prevResult".into(), prev);
+                doc.insert("cni.dev/valid-attachments".into(), attachments);
+                serde_json::to_vec(&Value::Object(doc)).unwrap_or_default()
+            }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn the_runner_answers_any_invocation_with_a_result_or_an_error_object(
+        command in prop_oneof![
+            Just(None),
+            prop::sample::select(vec!["ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC"]).prop_map(|c| Some(c.to_owned())),
+            "[A-Z]{0,6}".prop_map(Some),
+        ],
+        container_id in env_value(),
+        netns in env_value(),
+        ifname in env_value(),
+        path in env_value(),
+        stdin in stdin_doc(),
+    ) {
+        let mut env = std::collections::HashMap::new();
+        for (key, value) in [
+            ("CNI_COMMAND", command.clone()),
+            ("CNI_CONTAINERID", container_id),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", ifname),
+            ("CNI_PATH", path),
+        ] {
+            if let Some(value) = value {
+                env.insert(key.to_owned(), value);
+            }
+        }
+        let out = overlay_cni::plugin::dispatch(&Accepting, &env, &stdin);
+        match out.exit_code {
+            0 => {
+                if command.as_deref() == Some("ADD") {
+                    prop_assert!(CniResult::from_slice(&out.stdout).is_ok());
+                }
+            }
+            1 => {
+                let err = out.cni_error();
+                prop_assert!(err.is_some(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+                prop_assert!(err.and_then(|e| e.cni_version).is_some());
+            }
+            other => prop_assert!(false, "exit code {other}"),
+        }
+    }
+}
