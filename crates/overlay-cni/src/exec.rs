@@ -201,7 +201,7 @@ pub fn exec_plugin(
 /// use std::time::Duration;
 /// use overlay_cni::exec::{exec_plugin_with_timeout, ExecError};
 ///
-/// let err = exec_plugin_with_timeout("/bin/sh".as_ref(), &[], b"sleep 10", Some(Duration::from_millis(100)))
+/// let err = exec_plugin_with_timeout("/bin/sh".as_ref(), &[], b"exec sleep 10", Some(Duration::from_millis(100)))
 ///     .unwrap_err();
 /// assert!(matches!(err, ExecError::Timeout { .. }));
 /// ```
@@ -510,7 +510,8 @@ mod tests {
         let err = exec_plugin_with_timeout(
             Path::new("/bin/sh"),
             &[],
-            b"sleep 3 & echo started",
+            // The leftover `sleep` outlives the deadline but not the test run.
+            b"sleep 1 & echo started",
             Some(Duration::from_millis(200)),
         )
         .unwrap_err();
