@@ -483,7 +483,10 @@ fn check(s: &Scenario, pcap: &[u8]) {
         for frame in &frames {
             assert_eq!(
                 strict.decapsulate(frame).map(|_| ()),
-                Err(DecapError::Wire(WireError::ZeroUdpChecksumIpv6)),
+                Err(DecapError::Wire {
+                    offset: 54,
+                    error: WireError::ZeroUdpChecksumIpv6
+                }),
                 "{}: zero IPv6 UDP checksum accepted without the RFC 6935 opt-in",
                 s.name
             );

@@ -138,8 +138,9 @@ impl Encapsulation for GeneveEncap {
 
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
         let located = parse_outer(packet, &self.config)?;
-        let header = geneve::Packet::new_checked(located.udp_payload)?;
-        header.validate()?;
+        let header =
+            geneve::Packet::new_checked(located.udp_payload).map_err(located.tunnel_error())?;
+        header.validate().map_err(located.tunnel_error())?;
         let header_len = header.header_len();
         Ok(located.finish(packet, TunnelKind::Geneve, header_len))
     }
@@ -188,10 +189,13 @@ mod tests {
         buf[43] = 0;
         assert_eq!(
             geneve.decapsulate(&buf).unwrap_err(),
-            DecapError::Wire(WireError::CriticalBitNotSet {
-                offset: 8,
-                type_: 0x81
-            })
+            DecapError::Wire {
+                offset: 42,
+                error: WireError::CriticalBitNotSet {
+                    offset: 8,
+                    type_: 0x81
+                }
+            }
         );
     }
 

@@ -390,9 +390,15 @@ pub enum EncapError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecapError {
-    /// A header is malformed; the error says which and where.
-    #[error(transparent)]
-    Wire(#[from] WireError),
+    /// A header is malformed. `error` names the layer and the offset within
+    /// that header; `offset` is where that header starts in the packet.
+    #[error("header at byte {offset} of the packet: {error}")]
+    Wire {
+        /// Offset of the malformed header from the start of the packet.
+        offset: usize,
+        /// What is wrong with it.
+        error: WireError,
+    },
     /// The outer frame carries neither IPv4 nor IPv6.
     #[error("outer frame carries EtherType {0}, not IPv4 or IPv6")]
     NotIp(EtherType),
@@ -624,7 +630,7 @@ impl<'a> Decapsulated<'a> {
 }
 
 /// Where the outer layers are, as [`parse_outer`] found them.
-struct Located<'a> {
+pub(super) struct Located<'a> {
     ip_offset: usize,
     udp_offset: usize,
     ipv6: bool,
@@ -634,6 +640,11 @@ struct Located<'a> {
 }
 
 impl<'a> Located<'a> {
+    /// Wraps a [`WireError`] of the tunnel header.
+    fn tunnel_error(&self) -> impl FnOnce(WireError) -> DecapError {
+        at(self.udp_offset + udp::HEADER_LEN)
+    }
+
     /// Completes a [`Decapsulated`] once the tunnel header is validated.
     #[inline]
     fn finish(
@@ -657,16 +668,22 @@ impl<'a> Located<'a> {
     }
 }
 
+/// Wraps a [`WireError`] of the header that starts at `offset`.
+#[inline]
+fn at(offset: usize) -> impl FnOnce(WireError) -> DecapError {
+    move |error| DecapError::Wire { offset, error }
+}
+
 /// Validates outer Ethernet, IPv4/IPv6 and UDP; never panics.
 fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<Located<'a>, DecapError> {
-    let eth = ethernet::Packet::new_checked(packet)?;
+    let eth = ethernet::Packet::new_checked(packet).map_err(at(0))?;
     let ip_offset = eth.header_len();
     let ethertype = eth.ethertype();
     let l3 = eth.into_payload();
     let (ipv6, addrs, ip_header_len, l4) = match ethertype {
         EtherType::Ipv4 => {
-            let p = ipv4::Packet::new_checked(l3)?;
-            p.validate()?;
+            let p = ipv4::Packet::new_checked(l3).map_err(at(ip_offset))?;
+            p.validate().map_err(at(ip_offset))?;
             if p.more_frags() || p.frag_offset() != 0 {
                 return Err(DecapError::Fragmented {
                     offset: p.frag_offset(),
@@ -681,8 +698,8 @@ fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<Located<'a>, 
             (false, addrs, header_len, p.into_payload())
         }
         EtherType::Ipv6 => {
-            let p = ipv6::Packet::new_checked(l3)?;
-            p.validate()?;
+            let p = ipv6::Packet::new_checked(l3).map_err(at(ip_offset))?;
+            p.validate().map_err(at(ip_offset))?;
             if p.next_header() != IpProtocol::Udp {
                 return Err(DecapError::NotUdp(p.next_header()));
             }
@@ -691,8 +708,11 @@ fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<Located<'a>, 
         }
         other => return Err(DecapError::NotIp(other)),
     };
-    let udp_packet = udp::Packet::new_checked(l4)?;
-    udp_packet.validate(&addrs, &cfg.udp_parse_options())?;
+    let udp_offset = ip_offset + ip_header_len;
+    let udp_packet = udp::Packet::new_checked(l4).map_err(at(udp_offset))?;
+    udp_packet
+        .validate(&addrs, &cfg.udp_parse_options())
+        .map_err(at(udp_offset))?;
     if udp_packet.dst_port() != cfg.dst_port {
         return Err(DecapError::UnexpectedPort {
             expected: cfg.dst_port,
@@ -701,7 +721,7 @@ fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<Located<'a>, 
     }
     Ok(Located {
         ip_offset,
-        udp_offset: ip_offset + ip_header_len,
+        udp_offset,
         ipv6,
         udp_payload: udp_packet.into_payload(),
     })

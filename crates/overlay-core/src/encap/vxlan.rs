@@ -118,8 +118,9 @@ impl Encapsulation for VxlanEncap {
 
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
         let located = parse_outer(packet, &self.config)?;
-        let header = vxlan::Packet::new_checked(located.udp_payload)?;
-        header.validate()?;
+        let header =
+            vxlan::Packet::new_checked(located.udp_payload).map_err(located.tunnel_error())?;
+        header.validate().map_err(located.tunnel_error())?;
         Ok(located.finish(packet, TunnelKind::Vxlan, vxlan::HEADER_LEN))
     }
 }
@@ -192,7 +193,10 @@ mod tests {
             VxlanEncap::new(Vni::new(1).unwrap())
                 .decapsulate(&buf)
                 .unwrap_err(),
-            DecapError::Wire(WireError::ZeroUdpChecksumIpv6)
+            DecapError::Wire {
+                offset: 54,
+                error: WireError::ZeroUdpChecksumIpv6
+            }
         );
         let rx = VxlanEncap::new(Vni::new(1).unwrap())
             .with_config(TunnelConfig::new(4789).with_allow_zero_udp_checksum_ipv6(true));
@@ -207,11 +211,51 @@ mod tests {
         buf[80] ^= 0x10;
         assert!(matches!(
             vxlan.decapsulate(&buf),
-            Err(DecapError::Wire(WireError::BadChecksum {
-                layer: Layer::Udp,
-                ..
-            }))
+            Err(DecapError::Wire {
+                offset: 34,
+                error: WireError::BadChecksum {
+                    layer: Layer::Udp,
+                    ..
+                }
+            })
         ));
+    }
+
+    #[test]
+    fn errors_name_the_header_offset_layer_and_field() {
+        let vxlan = VxlanEncap::new(Vni::new(1).unwrap());
+        let mut buf = encap_roundtrip(&vxlan, &outer_v4(), &inner_frame(60));
+        buf[14 + 10] ^= 0xff;
+        let err = vxlan.decapsulate(&buf).unwrap_err();
+        let DecapError::Wire { offset, error } = &err else {
+            panic!("unexpected {err:?}")
+        };
+        assert_eq!(*offset, 14);
+        assert!(matches!(
+            error,
+            WireError::BadChecksum {
+                layer: Layer::Ipv4,
+                offset: 10,
+                ..
+            }
+        ));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("header at byte 14 of the packet: IPv4: bad checksum"),
+            "{text}"
+        );
+        assert!(text.ends_with("at byte 10"), "{text}");
+
+        let buf = encap_roundtrip(&vxlan, &outer_v4(), &inner_frame(60));
+        let mut no_vni = buf.clone();
+        no_vni[42] = 0;
+        assert_eq!(
+            vxlan.decapsulate(&no_vni).unwrap_err(),
+            DecapError::Wire {
+                offset: 42,
+                error: WireError::VxlanVniFlagClear
+            }
+        );
     }
 
     #[test]
