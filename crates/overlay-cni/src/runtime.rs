@@ -598,7 +598,7 @@ impl Runtime {
         command: Command,
         config: &Value,
         rt: &RuntimeConf,
-    ) -> Result<Vec<u8>, RuntimeError> {
+    ) -> Result<(PathBuf, Vec<u8>), RuntimeError> {
         let err = |source| RuntimeError::Plugin {
             network: list.config.name.clone(),
             plugin_type: plugin.plugin_type.clone(),
@@ -630,7 +630,8 @@ impl Runtime {
         let stdin = serde_json::to_vec(config).unwrap_or_default();
         let mut env = self.extra_env();
         env.extend(cni_env);
-        exec_plugin_with_timeout(&path, &env, &stdin, self.timeout).map_err(err)
+        let stdout = exec_plugin_with_timeout(&path, &env, &stdin, self.timeout).map_err(err)?;
+        Ok((path, stdout))
     }
 
     fn validate_attachment(list: &ConfList, rt: &RuntimeConf) -> Result<(), RuntimeError> {
@@ -651,7 +652,7 @@ impl Runtime {
         let mut prev: Option<CniResult> = None;
         for plugin in &list.config.plugins {
             let config = Self::plugin_config(plugin, name, version, prev.as_ref(), rt);
-            let stdout = self.exec(list, plugin, Command::Add, &config, rt)?;
+            let (path, stdout) = self.exec(list, plugin, Command::Add, &config, rt)?;
             if stdout.iter().all(u8::is_ascii_whitespace) {
                 return Err(RuntimeError::MissingResult {
                     network: name.clone(),
@@ -665,7 +666,7 @@ impl Runtime {
                     plugin_type: plugin.plugin_type.clone(),
                     command: Command::Add,
                     source: Box::new(ExecError::BadResult {
-                        plugin: PathBuf::from(&plugin.plugin_type),
+                        plugin: path,
                         source,
                     }),
                 })?;
