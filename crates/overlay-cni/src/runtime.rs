@@ -101,6 +101,7 @@ pub enum LoadError {
 /// assert_eq!(list.bytes, bytes); // cached verbatim, as libcni does
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ConfList {
     /// The parsed list.
     pub config: NetworkConfigList,
