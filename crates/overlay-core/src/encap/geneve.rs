@@ -136,6 +136,7 @@ impl Encapsulation for GeneveEncap {
         )
     }
 
+    #[inline]
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
         let located = parse_outer(packet, &self.config)?;
         let header =

@@ -675,6 +675,7 @@ fn at(offset: usize) -> impl FnOnce(WireError) -> DecapError {
 }
 
 /// Validates outer Ethernet, IPv4/IPv6 and UDP; never panics.
+#[inline(always)]
 fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<Located<'a>, DecapError> {
     let eth = ethernet::Packet::new_checked(packet).map_err(at(0))?;
     let ip_offset = eth.header_len();

@@ -116,6 +116,7 @@ impl Encapsulation for VxlanEncap {
         )
     }
 
+    #[inline]
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
         let located = parse_outer(packet, &self.config)?;
         let header =
