@@ -412,6 +412,14 @@ pub enum RuntimeError {
         /// What went wrong.
         source: CacheError,
     },
+    /// The configuration stored in a cache entry is not a valid conflist.
+    #[error("network {network:?}: cached configuration: {source}")]
+    CachedConfig {
+        /// The network.
+        network: String,
+        /// What is wrong with it.
+        source: Box<LoadError>,
+    },
     /// Several failures during `GC` (each stale `DEL` and each plugin's `GC`).
     #[error("GC of network {network:?} failed: {}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Gc {
@@ -720,6 +728,56 @@ impl Runtime {
             .result_as(version)
             .transpose()
             .map_err(|source| Self::cache_err(list)(CacheError::Result { path, source }))
+    }
+
+    /// The configuration and runtime arguments an attachment was made with,
+    /// from the cache (libcni's `GetNetworkListCachedConfig`): the conflist
+    /// bytes, and `rt` with its args, capability args and (when `rt` has none)
+    /// netns replaced by the cached ones. `Ok(None)` when nothing is cached.
+    ///
+    /// This lets a runtime delete an attachment whose configuration file has
+    /// changed or gone since `ADD`.
+    ///
+    /// ```no_run
+    /// use overlay_cni::runtime::{Runtime, RuntimeConf};
+    ///
+    /// let cni = Runtime::new(vec!["/opt/cni/bin".into()]);
+    /// let rt = RuntimeConf::new("3f6940ab5ab4", "eth0");
+    /// if let Some((list, rt)) = cni.cached_config("pods", &rt).unwrap() {
+    ///     cni.del_network_list(&list, &rt).unwrap();
+    /// }
+    /// ```
+    pub fn cached_config(
+        &self,
+        network: &str,
+        rt: &RuntimeConf,
+    ) -> Result<Option<(ConfList, RuntimeConf)>, RuntimeError> {
+        let cache_err = |source| RuntimeError::Cache {
+            network: network.to_owned(),
+            source,
+        };
+        let Some(entry) = CacheEntry::read(&self.cache_dir, network, &rt.container_id, &rt.ifname)
+            .map_err(cache_err)?
+        else {
+            return Ok(None);
+        };
+        if entry.kind != crate::cache::CACHE_KIND_V1 {
+            // A legacy entry holds only a result: no configuration to return.
+            return Ok(None);
+        }
+        let list = ConfList::from_bytes(entry.config).map_err(|e| RuntimeError::CachedConfig {
+            network: network.to_owned(),
+            source: Box::new(e),
+        })?;
+        let mut cached_rt = rt.clone();
+        if !entry.cni_args.is_empty() {
+            cached_rt.args = entry.cni_args.into_iter().map(|[k, v]| (k, v)).collect();
+        }
+        cached_rt.capability_args = entry.capability_args;
+        if cached_rt.netns.is_none() && !entry.netns.is_empty() {
+            cached_rt.netns = Some(PathBuf::from(entry.netns));
+        }
+        Ok(Some((list, cached_rt)))
     }
 
     /// Run `CHECK` along the chain with the cached result as `prevResult`.

@@ -215,6 +215,23 @@ fn del_runs_in_reverse_with_the_cached_prev_result_and_removes_the_cache() {
 }
 
 #[test]
+fn cached_config_returns_the_list_and_arguments_of_the_attachment() {
+    let fx = Fixture::new();
+    let list = fx.list("1.0.0");
+    fx.runtime.add_network_list(&list, &rt("c1")).unwrap();
+    let bare = RuntimeConf::new("c1", "eth0");
+    let (cached_list, cached_rt) = fx.runtime.cached_config("fake", &bare).unwrap().unwrap();
+    assert_eq!(cached_list.bytes, list.bytes);
+    assert_eq!(cached_list.config, list.config);
+    assert_eq!(cached_rt, rt("c1"));
+    // The attachment can be deleted from the cache alone.
+    fx.runtime
+        .del_network_list(&cached_list, &cached_rt)
+        .unwrap();
+    assert!(fx.runtime.cached_config("fake", &bare).unwrap().is_none());
+}
+
+#[test]
 fn del_runs_without_prev_result_when_the_cache_entry_is_corrupt() {
     let fx = Fixture::new();
     let list = fx.list("1.0.0");
