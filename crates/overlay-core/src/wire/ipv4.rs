@@ -21,7 +21,9 @@
 //! buffer; the payload is bounded by the total length, so Ethernet padding
 //! after the datagram is excluded. [`Repr::parse`] additionally checks the
 //! version and verifies the header checksum. Fragments parse (the fields are
-//! in the `Repr`); it is up to the caller to refuse them.
+//! in the `Repr`); it is up to the caller to refuse them. The reserved flag
+//! bit (which RFC 791 requires to be zero) is ignored, so a header with it set
+//! does not re-emit byte-exact.
 //!
 //! # Panic contract
 //!
@@ -491,8 +493,9 @@ impl Repr {
         }
     }
 
-    /// Reads and validates a header: length checks, version 4, the reserved
-    /// flag clear, and a correct header checksum.
+    /// Reads and validates a header: length checks, version 4 and a correct
+    /// header checksum (see [`Packet::validate`]). The reserved flag bit is
+    /// ignored and not kept.
     #[inline]
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr, WireError> {
         packet.check_len()?;
