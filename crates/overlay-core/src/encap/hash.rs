@@ -59,10 +59,11 @@ fn be_u16(b: &[u8], at: usize) -> Option<u16> {
 /// * for TCP and UDP (IPv4 not fragmented, IPv6 without extension headers):
 ///   the source and destination ports.
 ///
-/// It reads at most the first 58 bytes of the frame and never panics: a
+/// It reads at most the first 82 bytes of the frame (a tagged IPv4 header
+/// with 40 bytes of options, then the ports) and never panics: a
 /// frame too short for a layer is hashed over the layers it has. The result
-/// is deterministic (no per-process seed) so that every node maps a flow to
-/// the same port.
+/// is deterministic (no per-process seed), so a flow keeps its source port,
+/// and thus its underlay path, across restarts of the sender.
 ///
 /// ```
 /// use overlay_core::encap::flow_hash;
