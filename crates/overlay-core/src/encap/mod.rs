@@ -10,6 +10,12 @@
 //! over IPv4 (the fast path) and a computed one over IPv6, where RFC 8200
 //! requires it.
 //!
+//! Decapsulation validates every outer header (lengths, versions, the IPv4
+//! header checksum, the UDP checksum as configured, the UDP destination port,
+//! no outer IPv4 fragments, the tunnel header) without allocating, and never
+//! panics. Its result, [`Decapsulated`], records where each header is and
+//! reads fields from the validated bytes on demand.
+//!
 //! Implementations: [`VxlanEncap`] (RFC 7348, with VXLAN-GBP) and
 //! [`GeneveEncap`] (RFC 8926, with options). Further encapsulations implement
 //! the same trait.
