@@ -1,0 +1,226 @@
+//! ADD and DEL latency of the `overlay-bridge` example plugin against
+//! Debian's reference `bridge` + `host-local` plugins with the same config
+//! shape (bridge with gateway address, default route, hairpin, MTU, host-local
+//! IPAM), measured in the same run.
+//!
+//! Both plugins run as processes spawned from a thread inside a test
+//! namespace acting as the node; each iteration gets a fresh pod namespace,
+//! created and deleted outside the timed part (criterion `iter_custom`). The
+//! timed part is exactly one plugin process: spawn, CNI command, exit.
+//!
+//! Targets: our ADD median at most 0.3x of the reference's, our DEL median at
+//! most 0.7x. Needs root; without `CAP_NET_ADMIN` it prints why and exits.
+//!
+//! The example plugin is built (release) with the cargo running this bench,
+//! into the same target directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use overlay_testsupport::{TestNetns, has_net_admin, unique_name};
+
+/// Debian's reference plugins.
+const DEBIAN_PLUGINS: &str = "/usr/lib/cni";
+
+/// One plugin under test and its network config.
+struct Subject {
+    label: &'static str,
+    program: PathBuf,
+    config: String,
+}
+
+/// Build the example plugin in release mode and return its path.
+fn build_overlay_bridge() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "overlay-examples",
+            "--bin",
+            "overlay-bridge",
+        ])
+        .status()
+        .expect("cannot run cargo to build overlay-bridge");
+    assert!(status.success(), "building overlay-bridge failed");
+    // This bench runs from <target>/release/deps/.
+    let exe = std::env::current_exe().expect("current_exe");
+    let release = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("bench binary lives in <target>/release/deps");
+    let bin = release.join("overlay-bridge");
+    assert!(bin.exists(), "{} missing after build", bin.display());
+    bin
+}
+
+/// A config in the reference `bridge` plugin's shape.
+fn config(plugin: &str, bridge: &str, subnet: &str, data_dir: &Path) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"bench-{plugin}","type":"{plugin}","bridge":"{bridge}",
+"isGateway":true,"isDefaultGateway":true,"hairpinMode":true,"mtu":1400,
+"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{subnet}"}}]]}}}}"#,
+        data_dir.display()
+    )
+}
+
+/// One plugin run requested from the worker thread.
+struct Job {
+    subject: usize,
+    command: &'static str,
+    netns: PathBuf,
+    cid: String,
+}
+
+/// Run one CNI command; return how long the plugin process took.
+fn invoke(
+    label: &str,
+    program: &Path,
+    config: &str,
+    command: &str,
+    cni_path: &str,
+    netns: &Path,
+    cid: &str,
+) -> Duration {
+    let start = Instant::now();
+    let mut child = Command::new(program)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", cni_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(config.as_bytes())
+            .expect("write plugin stdin");
+    }
+    let out = child.wait_with_output().expect("wait for plugin");
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{label} {command} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+fn bench_cni(c: &mut Criterion) {
+    if !has_net_admin() {
+        eprintln!("cni_latency: skipped, needs root (CAP_NET_ADMIN)");
+        return;
+    }
+    let ours = build_overlay_bridge();
+    let host = TestNetns::with_kind("hst").expect("host netns");
+    let dir = std::env::temp_dir().join(unique_name("cnib"));
+    std::fs::create_dir_all(dir.join("bin")).expect("bench dir");
+    std::os::unix::fs::symlink(&ours, dir.join("bin/overlay-bridge")).expect("symlink");
+    let cni_path = format!("{}:{DEBIAN_PLUGINS}", dir.join("bin").display());
+    let subjects = [
+        Subject {
+            label: "overlay-bridge",
+            program: ours,
+            config: config(
+                "overlay-bridge",
+                &unique_name("bo"),
+                "198.18.64.0/20",
+                &dir.join("ipam"),
+            ),
+        },
+        Subject {
+            label: "reference bridge+host-local",
+            program: Path::new(DEBIAN_PLUGINS).join("bridge"),
+            config: config(
+                "bridge",
+                &unique_name("br"),
+                "198.18.80.0/20",
+                &dir.join("ipam"),
+            ),
+        },
+    ];
+
+    // Plugin processes are spawned by a worker thread inside `host`, so that
+    // they (and the iptables, sysctl and netlink calls they make) never touch
+    // the root namespace; the timing is taken around the process on that thread.
+    let (jobs, job_rx) = mpsc::channel::<Job>();
+    let (done_tx, done) = mpsc::channel::<Duration>();
+    let worker = {
+        let subjects: Vec<(String, PathBuf, String)> = subjects
+            .iter()
+            .map(|s| (s.label.to_string(), s.program.clone(), s.config.clone()))
+            .collect();
+        let cni_path = cni_path.clone();
+        let host_path = host.path().to_path_buf();
+        std::thread::spawn(move || {
+            overlay_testsupport::run_in_netns_path(&host_path, move || {
+                for job in job_rx {
+                    let (label, program, config) = &subjects[job.subject];
+                    let took = invoke(
+                        label,
+                        program,
+                        config,
+                        job.command,
+                        &cni_path,
+                        &job.netns,
+                        &job.cid,
+                    );
+                    if done_tx.send(took).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("enter host netns");
+        })
+    };
+    let run = |subject: usize, command: &'static str, pod: &TestNetns, cid: &str| -> Duration {
+        jobs.send(Job {
+            subject,
+            command,
+            netns: pod.path().to_path_buf(),
+            cid: cid.to_string(),
+        })
+        .expect("worker alive");
+        done.recv().expect("worker alive")
+    };
+
+    for (name, timed) in [("cni_add", "ADD"), ("cni_del", "DEL")] {
+        let mut group = c.benchmark_group(name);
+        group
+            .sample_size(30)
+            .measurement_time(Duration::from_secs(8));
+        for (index, subject) in subjects.iter().enumerate() {
+            group.bench_function(subject.label, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for i in 0..iters {
+                        let pod = TestNetns::with_kind("pod").expect("pod netns");
+                        let cid = format!("{name}-{i}");
+                        let add = run(index, "ADD", &pod, &cid);
+                        let del = run(index, "DEL", &pod, &cid);
+                        total += if timed == "ADD" { add } else { del };
+                    }
+                    total
+                });
+            });
+        }
+        group.finish();
+    }
+    drop(jobs);
+    worker.join().expect("worker thread");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench_cni);
+criterion_main!(benches);
