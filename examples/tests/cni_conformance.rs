@@ -362,6 +362,76 @@ mod raw_protocol {
     }
 
     #[test]
+    fn ip_masq_masquerades_the_pod_and_del_removes_the_rules() {
+        privileged_test!();
+        let host = Host::new();
+        let pod = TestNetns::with_kind("pod").unwrap();
+        let bridge = unique_name("br");
+        let mut conf = bridge_conf(&host, "1.0.0", &bridge, "198.18.15.0/24");
+        conf["ipMasq"] = json!(true);
+        conf["ipam"]["ranges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!([{"subnet": "2001:db8:15::/64"}]));
+        let result = add_and_check_pod(&host, &conf, "cmasq", &pod, "eth0");
+        let ips = result_ips(&result);
+        let rules = host.snapshot().rules.join("\n");
+        for (ip, prefix, subnet) in [
+            (&ips[0], 32, "198.18.15.0/24"),
+            (&ips[1], 128, "2001:db8:15::/64"),
+        ] {
+            let jump = format!("-A POSTROUTING -s {ip}/{prefix} -j OVB-");
+            assert!(rules.contains(&jump), "{jump} missing:\n{rules}");
+            assert!(rules.contains(&format!("-d {subnet} -j ACCEPT")), "{rules}");
+        }
+        assert_eq!(rules.matches("-j MASQUERADE").count(), 2, "{rules}");
+        let mut check = conf.clone();
+        check["prevResult"] = result;
+        run(
+            &host,
+            &add_env(&host, "cmasq", &pod, "eth0").command("CHECK"),
+            &check,
+        )
+        .ok();
+        run(
+            &host,
+            &add_env(&host, "cmasq", &pod, "eth0").command("DEL"),
+            &check,
+        )
+        .ok();
+        run(
+            &host,
+            &add_env(&host, "cmasq", &pod, "eth0").command("DEL"),
+            &check,
+        )
+        .ok();
+        let mut markers = ips;
+        markers.extend(["OVB-".to_owned(), "MASQUERADE".to_owned()]);
+        host.assert_clean(&[&bridge], &markers);
+    }
+
+    #[test]
+    fn promisc_mode_is_rejected_with_code_2() {
+        privileged_test!();
+        let host = Host::new();
+        let pod = TestNetns::with_kind("pod").unwrap();
+        let mut conf = bridge_conf(&host, "1.0.0", &unique_name("br"), "198.18.16.0/24");
+        conf["promiscMode"] = json!(true);
+        let out = host.exec_plugin(
+            &support::overlay_bridge(),
+            &add_env(&host, "c1", &pod, "eth0"),
+            &serde_json::to_vec(&conf).unwrap(),
+        );
+        let err = out.cni_error(2);
+        assert!(
+            err["msg"].as_str().unwrap().contains("promiscMode"),
+            "{err}"
+        );
+        assert_eq!(links_of(&pod).len(), 1, "only lo in the pod");
+        host.assert_clean(&[], &[]);
+    }
+
+    #[test]
     fn check_fails_when_the_interface_is_gone() {
         privileged_test!();
         let host = Host::new();

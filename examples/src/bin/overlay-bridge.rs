@@ -11,8 +11,10 @@
 //! link setup, and DEL releases the address while the kernel tears the veth
 //! down. CHECK verifies the interface and the addresses of `prevResult`; DEL
 //! is idempotent and succeeds when the namespace or interface is gone; GC and
-//! STATUS are forwarded to the IPAM plugin. `ipMasq: true` and
-//! `promiscMode: true` are rejected with code 2 (unsupported field).
+//! STATUS are forwarded to the IPAM plugin. `ipMasq` masquerades the pod's
+//! traffic leaving its subnet with `iptables`/`ip6tables` in the plugin's
+//! namespace, as the reference plugin does. `promiscMode: true` is rejected
+//! with code 2 (unsupported field): overlay-netlink has no promiscuity setter.
 //!
 //! ```json
 //! {"cniVersion": "1.1.0", "name": "pods", "type": "overlay-bridge",
@@ -34,6 +36,8 @@ use serde::Deserialize;
 const CODE_NETLINK: u32 = 100;
 /// Plugin-specific code: the container interface name is already taken.
 const CODE_IFNAME_TAKEN: u32 = 101;
+/// Plugin-specific code: an `iptables` command for `ipMasq` failed.
+const CODE_IPTABLES: u32 = 102;
 
 /// The plugin's own keys of the network configuration.
 #[derive(Debug, Deserialize)]
@@ -75,9 +79,6 @@ impl BridgeConf {
             )
             .with_details("overlay-bridge does not implement it; set it to false")
         };
-        if req.config.ip_masq == Some(true) {
-            return Err(unsupported("ipMasq"));
-        }
         if conf.promisc_mode {
             return Err(unsupported("promiscMode"));
         }
@@ -98,13 +99,107 @@ impl BridgeConf {
 /// stable across builds (FNV-1a), so DEL finds it without entering the pod's
 /// namespace (which may be gone), even after the plugin was upgraded.
 fn host_veth_name(req: &Request) -> String {
+    let hash = attachment_hash(req);
+    format!("veth{:08x}", (hash ^ (hash >> 32)) as u32)
+}
+
+/// FNV-1a over the network name, container ID and interface name.
+fn attachment_hash(req: &Request) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in [req.network_name(), req.container_id(), req.ifname()] {
         for byte in part.bytes().chain([0]) {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!("veth{:08x}", (hash ^ (hash >> 32)) as u32)
+    hash
+}
+
+/// `ipMasq`: per attachment, a nat chain `OVB-<hash>` that accepts traffic to
+/// the pod's subnet and masquerades the rest (except multicast), jumped to
+/// from POSTROUTING for the pod's source address; the reference plugin's
+/// rule layout. Removal needs no address: it follows the jumps to the chain.
+mod masq {
+    use super::*;
+    use std::process::Command;
+
+    fn chain(req: &Request) -> String {
+        format!("OVB-{:016x}", attachment_hash(req))
+    }
+
+    fn iptables(tool: &str, args: &[&str]) -> Result<String, CniError> {
+        let out = Command::new(tool)
+            .args(["-w", "-t", "nat"])
+            .args(args)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            Ok(out) => Err(CniError::plugin(
+                CODE_IPTABLES,
+                format!(
+                    "{tool} -t nat {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            )),
+            Err(e) => Err(CniError::plugin(
+                CODE_IPTABLES,
+                format!("cannot run {tool}: {e}"),
+            )),
+        }
+    }
+
+    fn tool(v4: bool) -> &'static str {
+        if v4 { "iptables" } else { "ip6tables" }
+    }
+
+    /// Masquerade `ips`; on failure, remove what was added.
+    pub(super) fn add(req: &Request, ips: &[IpConfig]) -> Result<(), CniError> {
+        let chain = chain(req);
+        let added = ips.iter().try_for_each(|ip| {
+            let v4 = ip.address.addr().is_ipv4();
+            let (tool, multicast) = (tool(v4), if v4 { "224.0.0.0/4" } else { "ff00::/8" });
+            if iptables(tool, &["-S", &chain]).is_err() {
+                iptables(tool, &["-N", &chain])?;
+            }
+            let subnet = ip.address.trunc().to_string();
+            iptables(tool, &["-A", &chain, "-d", &subnet, "-j", "ACCEPT"])?;
+            iptables(
+                tool,
+                &["-A", &chain, "!", "-d", multicast, "-j", "MASQUERADE"],
+            )?;
+            let source = IpNet::from(ip.address.addr()).to_string();
+            iptables(tool, &["-A", "POSTROUTING", "-s", &source, "-j", &chain]).map(drop)
+        });
+        added.inspect_err(|_| {
+            let _ = del(req);
+        })
+    }
+
+    /// Remove the attachment's chain and the jumps to it; absent is success.
+    pub(super) fn del(req: &Request) -> Result<(), CniError> {
+        let chain = chain(req);
+        for tool in [tool(true), tool(false)] {
+            if iptables(tool, &["-S", &chain]).is_err() {
+                continue; // no chain: nothing of ours in this family
+            }
+            let rules = iptables(tool, &["-S", "POSTROUTING"])?;
+            for rule in rules
+                .lines()
+                .filter(|r| r.ends_with(&format!("-j {chain}")))
+            {
+                // "-A POSTROUTING ..." -> "-D POSTROUTING ..."
+                let args: Vec<&str> = std::iter::once("-D")
+                    .chain(rule.split_whitespace().skip(1))
+                    .collect();
+                iptables(tool, &args)?;
+            }
+            iptables(tool, &["-F", &chain])?;
+            iptables(tool, &["-X", &chain])?;
+        }
+        Ok(())
+    }
 }
 
 fn netlink(what: &str) -> impl FnOnce(overlay_netlink::Error) -> CniError + '_ {
@@ -392,14 +487,19 @@ impl Plugin for OverlayBridge {
                 return Err(e);
             }
         };
-        match rt.block_on(Self::configure(
-            req,
-            &conf,
-            &host,
-            &pod,
-            &links,
-            ipam.result(),
-        )) {
+        match rt
+            .block_on(Self::configure(
+                req,
+                &conf,
+                &host,
+                &pod,
+                &links,
+                ipam.result(),
+            ))
+            .and_then(|result| match req.config.ip_masq {
+                Some(true) => masq::add(req, &result.ips).map(|()| result),
+                _ => Ok(result),
+            }) {
             Ok(result) => {
                 ipam.commit();
                 Ok(result)
@@ -416,10 +516,15 @@ impl Plugin for OverlayBridge {
         thread::scope(|s| {
             let ipam = s.spawn(|| delegate::delegate_del(&ipam_type, &req.config_bytes, &req.env));
             let links = Self::remove_host_veth(req);
+            let masq = match req.config.ip_masq {
+                Some(true) => masq::del(req),
+                _ => Ok(()),
+            };
             let ipam = ipam
                 .join()
                 .map_err(|_| CniError::new(ErrorCode::Internal, "IPAM thread panicked"))?;
             links?;
+            masq?;
             ipam.map_err(CniError::from)
         })
     }
