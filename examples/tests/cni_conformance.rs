@@ -45,6 +45,30 @@ fn run(host: &Host, env: &CniEnv, conf: &Value) -> support::PluginOutput {
     )
 }
 
+/// A host, a pod, a bridge name and our plugin's config for them.
+fn setup(version: &str, subnet: &str) -> (Host, TestNetns, String, Value) {
+    let host = Host::new();
+    let pod = TestNetns::with_kind("pod").unwrap();
+    let bridge = unique_name("br");
+    let conf = bridge_conf(&host, version, &bridge, subnet);
+    (host, pod, bridge, conf)
+}
+
+/// Run our plugin with `command` for container `cid`, interface `eth0`.
+fn call(
+    host: &Host,
+    pod: &TestNetns,
+    command: &str,
+    cid: &str,
+    conf: &Value,
+) -> support::PluginOutput {
+    run(
+        host,
+        &add_env(host, cid, pod, "eth0").command(command),
+        conf,
+    )
+}
+
 /// ADD then assert the pod side: the interface with the address, the default
 /// route via the gateway and the MTU.
 fn add_and_check_pod(host: &Host, conf: &Value, cid: &str, pod: &TestNetns, ifname: &str) -> Value {
@@ -115,9 +139,7 @@ mod raw_protocol {
     #[test]
     fn unsupported_version_is_code_1() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let mut conf = bridge_conf(&host, "9.9.9", &unique_name("br"), "198.18.1.0/24");
+        let (host, pod, _, mut conf) = setup("9.9.9", "198.18.1.0/24");
         let env = add_env(&host, "c1", &pod, "eth0");
         expect_error(&host, &env, &serde_json::to_vec(&conf).unwrap(), 1);
         conf["cniVersion"] = json!("0.0.1");
@@ -128,9 +150,7 @@ mod raw_protocol {
     #[test]
     fn each_missing_variable_is_code_4() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let conf = bridge_conf(&host, "1.0.0", &unique_name("br"), "198.18.2.0/24");
+        let (host, pod, _, conf) = setup("1.0.0", "198.18.2.0/24");
         let stdin = serde_json::to_vec(&conf).unwrap();
         let cases: [(&str, &[&str]); 3] = [
             (
@@ -182,10 +202,8 @@ mod raw_protocol {
     #[test]
     fn bad_network_name_is_code_7() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
+        let (host, pod, _, mut conf) = setup("1.0.0", "198.18.3.0/24");
         let env = add_env(&host, "c1", &pod, "eth0");
-        let mut conf = bridge_conf(&host, "1.0.0", &unique_name("br"), "198.18.3.0/24");
         conf["name"] = json!("bad/name with spaces");
         expect_error(&host, &env, &serde_json::to_vec(&conf).unwrap(), 7);
         conf.as_object_mut().unwrap().remove("name");
@@ -196,9 +214,7 @@ mod raw_protocol {
     #[test]
     fn ifname_over_15_bytes_is_code_4() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let conf = bridge_conf(&host, "1.0.0", &unique_name("br"), "198.18.4.0/24");
+        let (host, pod, _, conf) = setup("1.0.0", "198.18.4.0/24");
         let env = add_env(&host, "c1", &pod, "eth0123456789abc");
         expect_error(&host, &env, &serde_json::to_vec(&conf).unwrap(), 4);
         // Exactly 15 bytes is fine.
@@ -245,9 +261,7 @@ mod raw_protocol {
     #[test]
     fn unknown_command_is_code_4() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let conf = bridge_conf(&host, "1.0.0", &unique_name("br"), "198.18.7.0/24");
+        let (host, pod, _, conf) = setup("1.0.0", "198.18.7.0/24");
         let env = add_env(&host, "c1", &pod, "eth0").command("ATTACH");
         let err = expect_error(&host, &env, &serde_json::to_vec(&conf).unwrap(), 4);
         assert!(err.to_string().contains("ATTACH"), "{err}");
@@ -257,10 +271,7 @@ mod raw_protocol {
     #[test]
     fn add_check_del_and_del_again_succeed() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let bridge = unique_name("br");
-        let conf = bridge_conf(&host, "1.0.0", &bridge, "198.18.8.0/24");
+        let (host, pod, bridge, conf) = setup("1.0.0", "198.18.8.0/24");
         let cid = unique_name("c");
         let mut result = add_and_check_pod(&host, &conf, &cid, &pod, "eth0");
         // The result names the bridge, the host veth and the pod's interface.
@@ -285,41 +296,18 @@ mod raw_protocol {
 
         let mut check = conf.clone();
         check["prevResult"] = result.take();
-        run(
-            &host,
-            &add_env(&host, &cid, &pod, "eth0").command("CHECK"),
-            &check,
-        )
-        .ok();
-        run(
-            &host,
-            &add_env(&host, &cid, &pod, "eth0").command("DEL"),
-            &check,
-        )
-        .ok();
+        call(&host, &pod, "CHECK", &cid, &check).ok();
+        call(&host, &pod, "DEL", &cid, &check).ok();
         assert_eq!(links_of(&pod).len(), 1, "only lo left in the pod");
-        run(
-            &host,
-            &add_env(&host, &cid, &pod, "eth0").command("DEL"),
-            &check,
-        )
-        .ok();
-        run(
-            &host,
-            &add_env(&host, &cid, &pod, "eth0").command("DEL"),
-            &conf,
-        )
-        .ok();
+        call(&host, &pod, "DEL", &cid, &check).ok();
+        call(&host, &pod, "DEL", &cid, &conf).ok();
         host.assert_clean(&[&bridge], &[cid]);
     }
 
     #[test]
     fn dual_stack_add_check_del() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let bridge = unique_name("br");
-        let mut conf = bridge_conf(&host, "1.0.0", &bridge, "198.18.14.0/24");
+        let (host, pod, bridge, mut conf) = setup("1.0.0", "198.18.14.0/24");
         conf["ipam"]["ranges"]
             .as_array_mut()
             .unwrap()
@@ -345,18 +333,8 @@ mod raw_protocol {
         assert!(gw6.contains("2001:db8:14::1/64"), "bridge address: {gw6}");
         let mut check = conf.clone();
         check["prevResult"] = result;
-        run(
-            &host,
-            &add_env(&host, "c6", &pod, "eth0").command("CHECK"),
-            &check,
-        )
-        .ok();
-        run(
-            &host,
-            &add_env(&host, "c6", &pod, "eth0").command("DEL"),
-            &check,
-        )
-        .ok();
+        call(&host, &pod, "CHECK", "c6", &check).ok();
+        call(&host, &pod, "DEL", "c6", &check).ok();
         assert_eq!(links_of(&pod).len(), 1, "only lo left in the pod");
         host.assert_clean(&[&bridge], &ips);
     }
@@ -364,10 +342,7 @@ mod raw_protocol {
     #[test]
     fn ip_masq_masquerades_the_pod_and_del_removes_the_rules() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let bridge = unique_name("br");
-        let mut conf = bridge_conf(&host, "1.0.0", &bridge, "198.18.15.0/24");
+        let (host, pod, bridge, mut conf) = setup("1.0.0", "198.18.15.0/24");
         conf["ipMasq"] = json!(true);
         conf["ipam"]["ranges"]
             .as_array_mut()
@@ -387,24 +362,9 @@ mod raw_protocol {
         assert_eq!(rules.matches("-j MASQUERADE").count(), 2, "{rules}");
         let mut check = conf.clone();
         check["prevResult"] = result;
-        run(
-            &host,
-            &add_env(&host, "cmasq", &pod, "eth0").command("CHECK"),
-            &check,
-        )
-        .ok();
-        run(
-            &host,
-            &add_env(&host, "cmasq", &pod, "eth0").command("DEL"),
-            &check,
-        )
-        .ok();
-        run(
-            &host,
-            &add_env(&host, "cmasq", &pod, "eth0").command("DEL"),
-            &check,
-        )
-        .ok();
+        call(&host, &pod, "CHECK", "cmasq", &check).ok();
+        call(&host, &pod, "DEL", "cmasq", &check).ok();
+        call(&host, &pod, "DEL", "cmasq", &check).ok();
         let mut markers = ips;
         markers.extend(["OVB-".to_owned(), "MASQUERADE".to_owned()]);
         host.assert_clean(&[&bridge], &markers);
@@ -413,9 +373,7 @@ mod raw_protocol {
     #[test]
     fn promisc_mode_is_rejected_with_code_2() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let mut conf = bridge_conf(&host, "1.0.0", &unique_name("br"), "198.18.16.0/24");
+        let (host, pod, _, mut conf) = setup("1.0.0", "198.18.16.0/24");
         conf["promiscMode"] = json!(true);
         let out = host.exec_plugin(
             &support::overlay_bridge(),
@@ -434,26 +392,14 @@ mod raw_protocol {
     #[test]
     fn check_fails_when_the_interface_is_gone() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let bridge = unique_name("br");
-        let conf = bridge_conf(&host, "1.0.0", &bridge, "198.18.9.0/24");
+        let (host, pod, bridge, conf) = setup("1.0.0", "198.18.9.0/24");
         let mut check = conf.clone();
         check["prevResult"] = add_and_check_pod(&host, &conf, "c1", &pod, "eth0");
         pod.ip(["link", "del", "eth0"]).unwrap();
-        let out = run(
-            &host,
-            &add_env(&host, "c1", &pod, "eth0").command("CHECK"),
-            &check,
-        );
+        let out = call(&host, &pod, "CHECK", "c1", &check);
         assert!(!out.success, "{out:#?}");
         out.json();
-        run(
-            &host,
-            &add_env(&host, "c1", &pod, "eth0").command("DEL"),
-            &check,
-        )
-        .ok();
+        call(&host, &pod, "DEL", "c1", &check).ok();
         host.assert_clean(&[&bridge], &[]);
     }
 
@@ -478,10 +424,7 @@ mod raw_protocol {
     #[test]
     fn del_without_netns_variable_releases_the_address() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let bridge = unique_name("br");
-        let conf = bridge_conf(&host, "1.0.0", &bridge, "198.18.11.0/24");
+        let (host, pod, bridge, conf) = setup("1.0.0", "198.18.11.0/24");
         add_and_check_pod(&host, &conf, "c1", &pod, "eth0");
         let mut env = add_env(&host, "c1", &pod, "eth0").command("DEL");
         env.netns = None;
@@ -494,13 +437,10 @@ mod raw_protocol {
     #[test]
     fn add_of_an_existing_interface_name_fails_and_leaks_nothing() {
         privileged_test!();
-        let host = Host::new();
-        let pod = TestNetns::with_kind("pod").unwrap();
-        let bridge = unique_name("br");
-        let conf = bridge_conf(&host, "1.0.0", &bridge, "198.18.12.0/24");
+        let (host, pod, bridge, conf) = setup("1.0.0", "198.18.12.0/24");
         let first = add_and_check_pod(&host, &conf, "c1", &pod, "eth0");
         let links_before = host.snapshot().links;
-        let out = run(&host, &add_env(&host, "c2", &pod, "eth0"), &conf);
+        let out = call(&host, &pod, "ADD", "c2", &conf);
         let err = out.json();
         assert!(!out.success, "{out:#?}");
         assert!(err["msg"].as_str().unwrap().contains("eth0"), "{err}");
@@ -510,12 +450,7 @@ mod raw_protocol {
             1,
             "c2's address released"
         );
-        run(
-            &host,
-            &add_env(&host, "c1", &pod, "eth0").command("DEL"),
-            &conf,
-        )
-        .ok();
+        call(&host, &pod, "DEL", "c1", &conf).ok();
         let _ = first;
         host.assert_clean(&[&bridge], &[]);
     }
@@ -797,21 +732,11 @@ mod ipam_delegation {
 
         let mut check = conf.clone();
         check["prevResult"] = result;
-        run(
-            &host,
-            &add_env(&host, "cnoop", &pod, "eth0").command("CHECK"),
-            &check,
-        )
-        .ok();
+        call(&host, &pod, "CHECK", "cnoop", &check).ok();
         assert_eq!(recorded(&debug)["Command"], "CHECK");
         assert_eq!(recorded_stdin(&debug), check);
 
-        run(
-            &host,
-            &add_env(&host, "cnoop", &pod, "eth0").command("DEL"),
-            &check,
-        )
-        .ok();
+        call(&host, &pod, "DEL", "cnoop", &check).ok();
         assert_eq!(recorded(&debug)["Command"], "DEL");
         assert_eq!(recorded_stdin(&debug), check);
         assert_eq!(links_of(&pod).len(), 1, "only lo left in the pod");
@@ -827,7 +752,7 @@ mod ipam_delegation {
         let ipam_result = json!({"cniVersion": "1.0.0", "ips": [{"address": "198.18.31.5/24"}]});
         // "lo" exists and is not a bridge: the link setup fails.
         let conf = noop_conf("lo", &debug, ipam_result);
-        let out = run(&host, &add_env(&host, "cfail", &pod, "eth0"), &conf);
+        let out = call(&host, &pod, "ADD", "cfail", &conf);
         assert!(!out.success, "{out:#?}");
         assert!(
             out.json()["msg"].as_str().unwrap().contains("lo"),
@@ -852,7 +777,7 @@ mod ipam_delegation {
         let conf = noop_conf(&bridge, &debug, json!({}));
         let record = json!({"ReportError": "pool exhausted", "ReportStderr": "noop says hi\n"});
         fs::write(&debug, record.to_string()).unwrap();
-        let out = run(&host, &add_env(&host, "cerr", &pod, "eth0"), &conf);
+        let out = call(&host, &pod, "ADD", "cerr", &conf);
         assert!(!out.success, "{out:#?}");
         assert!(
             out.json()["msg"]
