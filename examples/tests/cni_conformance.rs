@@ -649,6 +649,7 @@ mod libcni_chain {
             ours.contains(&json!("1.1.0")) && ours.contains(&json!("0.3.0")),
             "{versions}"
         );
+        host.assert_clean(&[], &[]);
     }
 }
 
