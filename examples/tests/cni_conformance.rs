@@ -868,6 +868,45 @@ fi
         );
         host.assert_clean(&[], &[]);
     }
+
+    #[test]
+    fn gc_and_status_through_the_libcni_driver_reach_the_ipam_plugin() {
+        privileged_test!();
+        let host = Host::new();
+        install_recorder(&host);
+        let pod = TestNetns::with_kind("pod").unwrap();
+        let file = host.write_conflist(
+            "30-gc.conflist",
+            &json!({
+                "cniVersion": "1.1.0",
+                "name": "ovtgcl",
+                "plugins": [{"type": "overlay-bridge", "bridge": unique_name("br"),
+                             "ipam": {"type": "recorder"}}],
+            }),
+        );
+        let rt = RuntimeArgs {
+            container_id: "unused",
+            netns: pod.path(),
+            ifname: "eth0",
+            cap_args: json!({}),
+        };
+        host.driver(&file, "gc", &rt).ok();
+        let stdin: Value =
+            serde_json::from_slice(&fs::read(host.debug_dir().join("GC.stdin")).unwrap()).unwrap();
+        assert_eq!(stdin["name"], "ovtgcl", "name injected: {stdin}");
+        assert_eq!(stdin["cniVersion"], "1.1.0", "cniVersion injected: {stdin}");
+        assert_eq!(stdin["cni.dev/valid-attachments"], json!([]), "{stdin}");
+        host.driver(&file, "status", &rt).ok();
+        let stdin: Value =
+            serde_json::from_slice(&fs::read(host.debug_dir().join("STATUS.stdin")).unwrap())
+                .unwrap();
+        assert_eq!(stdin["name"], "ovtgcl");
+        fs::write(host.debug_dir().join("status-code"), "50").unwrap();
+        let out = host.driver(&file, "status", &rt);
+        assert!(!out.success, "{out:#?}");
+        assert_eq!(out.json()["code"], 50, "{out:#?}");
+        host.assert_clean(&[], &[]);
+    }
 }
 
 mod runtime_side {
