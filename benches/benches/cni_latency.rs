@@ -9,7 +9,9 @@
 //! timed part is exactly one plugin process: spawn, CNI command, exit.
 //!
 //! Targets: our ADD median at most 0.3x of the reference's, our DEL median at
-//! most 0.7x. Needs root; without `CAP_NET_ADMIN` it prints why and exits.
+//! most 0.7x. Besides criterion's groups (one subject after the other), a
+//! paired run alternates the subjects every iteration and prints the median
+//! ratios, which load changes on a shared machine do not skew. Needs root; without `CAP_NET_ADMIN` it prints why and exits.
 //!
 //! The example plugin is built (release) with the cargo running this bench,
 //! into the same target directory.
@@ -67,6 +69,15 @@ fn config(plugin: &str, bridge: &str, subnet: &str, data_dir: &Path) -> String {
 "ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{subnet}"}}]]}}}}"#,
         data_dir.display()
     )
+}
+
+/// Iterations of the paired (alternating) measurement.
+const PAIRED_ITERATIONS: usize = 60;
+
+/// The median of some durations.
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
 /// One plugin run requested from the worker thread.
@@ -216,6 +227,30 @@ fn bench_cni(c: &mut Criterion) {
             });
         }
         group.finish();
+    }
+
+    // Criterion measures one subject after the other, so load that changes
+    // between them (this machine is shared) skews their ratio. The paired
+    // run alternates the subjects every iteration and reports median ratios.
+    let mut samples: [[Vec<Duration>; 2]; 2] = Default::default();
+    for i in 0..PAIRED_ITERATIONS {
+        for (index, per_subject) in samples.iter_mut().enumerate() {
+            let pod = TestNetns::with_kind("pod").expect("pod netns");
+            let cid = format!("paired-{i}");
+            per_subject[0].push(run(index, "ADD", &pod, &cid));
+            per_subject[1].push(run(index, "DEL", &pod, &cid));
+        }
+    }
+    for (command, column) in [("ADD", 0), ("DEL", 1)] {
+        let ours = median(&mut samples[0][column]);
+        let theirs = median(&mut samples[1][column]);
+        println!(
+            "cni_latency paired ({PAIRED_ITERATIONS} alternating iterations): {command} median \
+             {} {ours:.2?}, {} {theirs:.2?}, ratio {:.2}",
+            subjects[0].label,
+            subjects[1].label,
+            ours.as_secs_f64() / theirs.as_secs_f64()
+        );
     }
     drop(jobs);
     worker.join().expect("worker thread");
