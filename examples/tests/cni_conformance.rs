@@ -385,6 +385,7 @@ mod raw_protocol {
             err["msg"].as_str().unwrap().contains("promiscMode"),
             "{err}"
         );
+        call(&host, &pod, "DEL", "c1", &conf).ok();
         assert_eq!(links_of(&pod).len(), 1, "only lo in the pod");
         host.assert_clean(&[], &[]);
     }

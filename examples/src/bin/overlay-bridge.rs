@@ -72,16 +72,6 @@ impl BridgeConf {
         })?;
         // As the reference plugin: a default gateway implies a gateway.
         conf.is_gateway |= conf.is_default_gateway;
-        let unsupported = |field: &str| {
-            CniError::new(
-                ErrorCode::UnsupportedField,
-                format!("{field}: true is not supported"),
-            )
-            .with_details("overlay-bridge does not implement it; set it to false")
-        };
-        if conf.promisc_mode {
-            return Err(unsupported("promiscMode"));
-        }
         let ipam = req
             .config
             .ipam
@@ -449,6 +439,14 @@ impl OverlayBridge {
 impl Plugin for OverlayBridge {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let (conf, ipam_type) = BridgeConf::from_request(req)?;
+        if conf.promisc_mode {
+            // Only ADD refuses it: DEL of such a config must still succeed.
+            return Err(CniError::new(
+                ErrorCode::UnsupportedField,
+                "promiscMode: true is not supported",
+            )
+            .with_details("overlay-netlink has no promiscuity setter; set it to false"));
+        }
         let pod_ns = open_netns(req)?;
         let rt = runtime()?;
         let _in_runtime = rt.enter();
