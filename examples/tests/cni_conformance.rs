@@ -557,6 +557,18 @@ mod libcni_chain {
         };
         let result = host.driver(&file, "add", &rt).ok();
         assert_eq!(result["cniVersion"], version, "{result:#}");
+        // Results before 1.0.0 carry ips[].version; 1.0.0 dropped it.
+        let ip_version = (version != "1.0.0").then_some("4");
+        assert_eq!(
+            result["ips"][0]["version"].as_str(),
+            ip_version,
+            "{result:#}"
+        );
+        assert_eq!(
+            result["interfaces"][2]["sandbox"],
+            json!(pod.path()),
+            "{result:#}"
+        );
         let ips = result_ips(&result);
         assert_eq!(ips.len(), 1, "{result:#}");
         let pod_ip = &ips[0];
