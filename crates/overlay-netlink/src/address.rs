@@ -188,6 +188,7 @@ impl<'h> AddressOps<'h> {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLM_F_ACK;
     use std::sync::Arc;
 
     use super::*;
@@ -207,9 +208,9 @@ mod tests {
             .unwrap();
         handle.address().delete((3, v4)).await.unwrap();
         let reqs = fake.requests();
-        assert_eq!(reqs[0].flags, NLM_F_CREATE | NLM_F_EXCL);
-        assert_eq!(reqs[1].flags, NLM_F_CREATE | NLM_F_REPLACE);
-        assert_eq!(reqs[2].flags, 0);
+        assert_eq!(reqs[0].flags, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK);
+        assert_eq!(reqs[1].flags, NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK);
+        assert_eq!(reqs[2].flags, NLM_F_ACK);
         let RouteNetlinkMessage::NewAddress(a) = &reqs[0].message else {
             panic!()
         };

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use netlink_packet_core::NLM_F_DUMP;
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::address::AddressOps;
@@ -12,7 +12,7 @@ use crate::link::LinkOps;
 use crate::neighbour::NeighbourOps;
 use crate::netns::Netns;
 use crate::route::RouteOps;
-use crate::transport::{Reply, Request, SocketTransport, Transport};
+use crate::transport::{RawReply, Reply, Request, SocketTransport, Transport};
 
 /// How many times a dump interrupted by a concurrent change is retried.
 const DUMP_RETRIES: usize = 5;
@@ -95,7 +95,8 @@ impl Handle {
         FdbOps::new(self)
     }
 
-    /// Send a batch of requests; map a transport failure to [`Error::Transport`].
+    /// Send a batch of requests (every change asks for an ACK); map a
+    /// transport failure to [`Error::Transport`].
     pub(crate) async fn exchange(
         &self,
         operation: &'static str,
@@ -103,6 +104,12 @@ impl Handle {
         requests: Vec<Request>,
     ) -> Result<Vec<Reply>> {
         let expected = requests.len();
+        let mut requests = requests;
+        for r in &mut requests {
+            if !r.is_dump() {
+                r.flags |= NLM_F_ACK;
+            }
+        }
         let replies =
             self.transport
                 .exchange(requests)
@@ -112,6 +119,33 @@ impl Handle {
                     object: object(),
                     source,
                 })?;
+        if replies.len() != expected {
+            return Err(Error::UnexpectedReply {
+                operation,
+                object: String::new(),
+                detail: "the transport returned a different number of replies than requests",
+            });
+        }
+        Ok(replies)
+    }
+
+    /// Like [`Handle::exchange`], with unparsed replies.
+    pub(crate) async fn exchange_raw(
+        &self,
+        operation: &'static str,
+        object: impl FnOnce() -> String,
+        requests: Vec<Request>,
+    ) -> Result<Vec<RawReply>> {
+        let expected = requests.len();
+        let replies = self
+            .transport
+            .exchange_raw(requests)
+            .await
+            .map_err(|source| Error::Transport {
+                operation,
+                object: object(),
+                source,
+            })?;
         if replies.len() != expected {
             return Err(Error::UnexpectedReply {
                 operation,

@@ -811,6 +811,7 @@ impl<'h> LinkOps<'h> {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLM_F_ACK;
     use std::sync::Arc;
 
     use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
@@ -855,7 +856,7 @@ mod tests {
                 flags,
                 message: RouteNetlinkMessage::NewLink(m),
             } => {
-                assert_eq!(*flags, NLM_F_CREATE | NLM_F_EXCL);
+                assert_eq!(*flags, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK);
                 m.clone()
             }
             other => panic!("expected RTM_NEWLINK, got {other:?}"),

@@ -241,6 +241,7 @@ impl<'h> NeighbourOps<'h> {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLM_F_ACK;
     use std::sync::Arc;
 
     use super::*;
@@ -266,7 +267,7 @@ mod tests {
             .await
             .unwrap();
         let reqs = fake.requests();
-        assert_eq!(reqs[0].flags, NLM_F_CREATE | NLM_F_REPLACE);
+        assert_eq!(reqs[0].flags, NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK);
         let RouteNetlinkMessage::NewNeighbour(m) = &reqs[0].message else {
             panic!()
         };

@@ -37,7 +37,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -51,9 +51,9 @@ use crate::error::{Error, ErrorKind, InvalidInput, IpFamily, KernelError, Result
 use crate::fdb::FdbEntry;
 use crate::handle::Handle;
 use crate::mac::MacAddr;
-use crate::neighbour::{Neighbour, NeighbourState};
+use crate::neighbour::Neighbour;
 use crate::route::{Route, TABLE_MAIN};
-use crate::transport::{Reply, Request};
+use crate::transport::{Reply, Request, raw_messages};
 use crate::validate;
 
 /// A remote node of the overlay.
@@ -237,7 +237,15 @@ struct Current {
     /// MAC -> destinations of `self` entries with a destination.
     fdb: HashMap<MacAddr, Vec<(IpAddr, bool)>>,
     /// Main-table routes with a gateway on the device.
-    routes: HashMap<IpNet, Route>,
+    routes: HashMap<IpNet, RouteSeen>,
+}
+
+/// The fields of an installed route that reconcile compares.
+#[derive(Debug)]
+struct RouteSeen {
+    gateway: Option<IpAddr>,
+    onlink: bool,
+    metric: Option<u32>,
 }
 
 const DUMP_RETRIES: usize = 5;
@@ -316,7 +324,7 @@ impl Overlay {
 
     /// Read the overlay state of the VXLAN device: five dumps (neighbours
     /// per family, FDB, routes per family) in one round trip.
-    async fn current(&self) -> Result<Current> {
+    async fn current(&self, expected: usize) -> Result<Current> {
         const OP: &str = "read overlay state";
         let mut attempt = 0;
         let replies = loop {
@@ -342,7 +350,7 @@ impl Overlay {
             }
             let replies = self
                 .handle
-                .exchange(OP, || format!("on link index {}", self.vxlan), requests)
+                .exchange_raw(OP, || format!("on link index {}", self.vxlan), requests)
                 .await?;
             let interrupted = replies
                 .iter()
@@ -353,48 +361,76 @@ impl Overlay {
             }
             break replies;
         };
-        let mut current = Current::default();
+        let mut current = Current {
+            neighbours: HashMap::with_capacity(expected),
+            fdb: HashMap::with_capacity(expected),
+            routes: HashMap::with_capacity(expected),
+        };
         for reply in replies {
-            let messages = reply.map_err(|source| Error::Kernel {
+            let raw = reply.map_err(|source| Error::Kernel {
                 operation: OP,
                 object: format!("on link index {}", self.vxlan),
                 source,
             })?;
-            for m in &messages {
-                self.absorb(&mut current, m);
+            for (message_type, payload) in raw_messages(&raw) {
+                self.absorb(&mut current, message_type, payload);
             }
         }
         Ok(current)
     }
 
-    fn absorb(&self, current: &mut Current, message: &RouteNetlinkMessage) {
-        match message {
-            RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == self.vxlan => {
-                if n.header.family == AddressFamily::Bridge {
-                    if let Some(e) = FdbEntry::from_message(n)
-                        && e.on_self
-                        && e.mac != MacAddr::ZERO
-                        && let Some(dst) = e.dst
+    fn delete_fdb(&self, mac: MacAddr, dst: IpAddr) -> (Change, Request) {
+        let entry = FdbEntry::new(self.vxlan, mac).dst(dst);
+        (
+            Change::DeleteFdb { mac, dst },
+            Request::new(RouteNetlinkMessage::DelNeighbour(entry.message()), 0),
+        )
+    }
+
+    /// Take one dumped message into `current`. The dumps of a reconcile hold
+    /// thousands of entries of which a few fields matter, so they are read
+    /// straight from the bytes (see [`lean`]) instead of being parsed whole.
+    fn absorb(&self, current: &mut Current, message_type: u16, payload: &[u8]) {
+        match message_type {
+            lean::RTM_NEWNEIGH => {
+                let Some(n) = lean::neighbour(payload) else {
+                    return;
+                };
+                if n.ifindex != self.vxlan {
+                    return;
+                }
+                if n.family == lean::AF_BRIDGE {
+                    if n.flags & lean::NTF_SELF != 0
+                        && let (Some(mac), Some(dst)) = (n.mac, n.dst)
+                        && mac != MacAddr::ZERO
                     {
                         current
                             .fdb
-                            .entry(e.mac)
+                            .entry(mac)
                             .or_default()
-                            .push((dst, e.permanent));
+                            .push((dst, n.state == lean::NUD_PERMANENT));
                     }
-                } else if let Some(nb) = Neighbour::from_message(n) {
+                } else if let Some(ip) = n.dst {
                     current
                         .neighbours
-                        .insert(nb.ip, (nb.mac, nb.state == NeighbourState::Permanent));
+                        .insert(ip, (n.mac, n.state == lean::NUD_PERMANENT));
                 }
             }
-            RouteNetlinkMessage::NewRoute(r) => {
-                if let Some(route) = Route::from_message(r)
-                    && route.dev == Some(self.vxlan)
-                    && route.table == TABLE_MAIN
-                    && route.gateway.is_some()
+            lean::RTM_NEWROUTE => {
+                if let Some(r) = lean::route(payload)
+                    && r.oif == Some(self.vxlan)
+                    && r.table == TABLE_MAIN
+                    && r.gateway.is_some()
+                    && let Ok(destination) = IpNet::new(r.dst, r.dst_len)
                 {
-                    current.routes.insert(route.destination, route);
+                    current.routes.insert(
+                        destination,
+                        RouteSeen {
+                            gateway: r.gateway,
+                            onlink: r.onlink,
+                            metric: r.metric,
+                        },
+                    );
                 }
             }
             _ => {}
@@ -415,29 +451,24 @@ impl Overlay {
         for peer in desired {
             peer.validate(OP)?;
         }
-        let current = self.current().await?;
+        // Every desired item found in `current` is taken out of it; what is
+        // left afterwards is stale.
+        let mut current = self.current(desired.len()).await?;
         let mut report = ReconcileReport::default();
         let mut installs: Vec<(Change, Request)> = Vec::new();
-
-        let mut want_neigh: HashSet<IpAddr> = HashSet::new();
-        let mut want_fdb: HashSet<(MacAddr, IpAddr)> = HashSet::new();
-        let mut want_routes: HashSet<IpNet> = HashSet::new();
+        let mut removals: Vec<(Change, Request)> = Vec::new();
         let mut neigh_reqs = Vec::new();
         let mut fdb_reqs = Vec::new();
         let mut route_reqs = Vec::new();
 
         for peer in desired {
-            want_neigh.insert(peer.vtep_ip);
-            want_fdb.insert((peer.vtep_mac, peer.underlay));
             let mut present = 0usize;
             let mut missing = 0usize;
 
-            match current.neighbours.get(&peer.vtep_ip) {
-                Some((mac, true)) if *mac == Some(peer.vtep_mac) => present += 1,
+            match current.neighbours.remove(&peer.vtep_ip) {
+                Some((mac, true)) if mac == Some(peer.vtep_mac) => present += 1,
                 found => {
-                    if found.is_some() {
-                        present += 1;
-                    }
+                    present += usize::from(found.is_some());
                     missing += 1;
                     neigh_reqs.push((
                         Change::ReplaceNeighbour {
@@ -451,33 +482,31 @@ impl Overlay {
                     ));
                 }
             }
-            match current.fdb.get(&peer.vtep_mac) {
-                Some(dsts) if dsts.contains(&(peer.underlay, true)) => present += 1,
-                found => {
-                    if found.is_some() {
-                        present += 1;
-                    }
-                    missing += 1;
-                    fdb_reqs.push((
-                        Change::ReplaceFdb {
-                            mac: peer.vtep_mac,
-                            dst: peer.underlay,
-                        },
-                        Request::new(
-                            RouteNetlinkMessage::NewNeighbour(self.fdb(peer).message()),
-                            NLM_F_CREATE | NLM_F_REPLACE,
-                        ),
-                    ));
-                }
+            let dsts = current.fdb.remove(&peer.vtep_mac).unwrap_or_default();
+            for (dst, _) in dsts.iter().filter(|(dst, _)| *dst != peer.underlay) {
+                removals.push(self.delete_fdb(peer.vtep_mac, *dst));
+            }
+            if dsts.contains(&(peer.underlay, true)) {
+                present += 1;
+            } else {
+                present += usize::from(!dsts.is_empty());
+                missing += 1;
+                fdb_reqs.push((
+                    Change::ReplaceFdb {
+                        mac: peer.vtep_mac,
+                        dst: peer.underlay,
+                    },
+                    Request::new(
+                        RouteNetlinkMessage::NewNeighbour(self.fdb(peer).message()),
+                        NLM_F_CREATE | NLM_F_REPLACE,
+                    ),
+                ));
             }
             for cidr in &peer.pod_cidrs {
-                want_routes.insert(*cidr);
-                match current.routes.get(cidr) {
+                match current.routes.remove(cidr) {
                     Some(r) if r.gateway == Some(peer.vtep_ip) && r.onlink => present += 1,
                     found => {
-                        if found.is_some() {
-                            present += 1;
-                        }
+                        present += usize::from(found.is_some());
                         missing += 1;
                         route_reqs.push((
                             Change::ReplaceRoute {
@@ -503,50 +532,42 @@ impl Overlay {
             }
         }
 
-        // Removals, in reverse order of installation.
-        let mut removals: Vec<(Change, Request)> = Vec::new();
-        for (dst, route) in &current.routes {
-            if !want_routes.contains(dst) {
-                let mut del = Route::new(*dst).dev(self.vxlan).table(TABLE_MAIN);
-                del.metric = route.metric;
-                removals.push((
-                    Change::DeleteRoute { destination: *dst },
-                    Request::new(RouteNetlinkMessage::DelRoute(del.message(true)), 0),
-                ));
-            }
+        // What no desired peer claimed, removed in reverse order of
+        // installation: routes, FDB entries, neighbour entries.
+        let mut stale_routes: Vec<_> = current.routes.into_iter().collect();
+        stale_routes.sort_by_key(|(dst, _)| *dst);
+        for (dst, seen) in stale_routes {
+            let mut del = Route::new(dst).dev(self.vxlan).table(TABLE_MAIN);
+            del.metric = seen.metric;
+            removals.push((
+                Change::DeleteRoute { destination: dst },
+                Request::new(RouteNetlinkMessage::DelRoute(del.message(true)), 0),
+            ));
         }
-        let mut removed_macs = HashSet::new();
-        for (mac, dsts) in &current.fdb {
+        let mut stale_fdb: Vec<_> = current.fdb.into_iter().collect();
+        stale_fdb.sort_by_key(|(mac, _)| *mac);
+        report.removed_peers = stale_fdb.len();
+        for (mac, dsts) in stale_fdb {
             for (dst, _) in dsts {
-                if !want_fdb.contains(&(*mac, *dst)) {
-                    if !desired.iter().any(|p| p.vtep_mac == *mac) {
-                        removed_macs.insert(*mac);
-                    }
-                    let entry = FdbEntry::new(self.vxlan, *mac).dst(*dst);
-                    removals.push((
-                        Change::DeleteFdb {
-                            mac: *mac,
-                            dst: *dst,
-                        },
-                        Request::new(RouteNetlinkMessage::DelNeighbour(entry.message()), 0),
-                    ));
-                }
+                removals.push(self.delete_fdb(mac, dst));
             }
         }
-        for (ip, (_, permanent)) in &current.neighbours {
-            if *permanent && !want_neigh.contains(ip) {
-                removals.push((
-                    Change::DeleteNeighbour { ip: *ip },
-                    Request::new(
-                        RouteNetlinkMessage::DelNeighbour(Neighbour::delete_message(
-                            self.vxlan, *ip,
-                        )),
-                        0,
-                    ),
-                ));
-            }
+        let mut stale_neigh: Vec<IpAddr> = current
+            .neighbours
+            .into_iter()
+            .filter(|(_, (_, permanent))| *permanent)
+            .map(|(ip, _)| ip)
+            .collect();
+        stale_neigh.sort();
+        for ip in stale_neigh {
+            removals.push((
+                Change::DeleteNeighbour { ip },
+                Request::new(
+                    RouteNetlinkMessage::DelNeighbour(Neighbour::delete_message(self.vxlan, ip)),
+                    0,
+                ),
+            ));
         }
-        report.removed_peers = removed_macs.len();
 
         installs.extend(removals);
         installs.extend(neigh_reqs);
@@ -589,6 +610,7 @@ fn is_delete(change: &Change) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLM_F_ACK;
     use std::sync::Arc;
 
     use netlink_packet_route::neighbour::NeighbourState as RawState;
@@ -684,7 +706,7 @@ mod tests {
             panic!()
         };
         assert_eq!(f.header.family, AddressFamily::Bridge);
-        assert_eq!(changes[4].flags, NLM_F_CREATE | NLM_F_REPLACE);
+        assert_eq!(changes[4].flags, NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK);
         assert!(matches!(
             changes[5].message,
             RouteNetlinkMessage::NewRoute(_)
@@ -770,5 +792,191 @@ mod tests {
             report.failures[0].change,
             Change::ReplaceRoute { .. }
         ));
+    }
+}
+
+/// Reading neighbour and route dump messages straight from their bytes.
+///
+/// Layouts from `linux/neighbour.h` and `linux/rtnetlink.h`; every access is
+/// bounds-checked, and a message too short for its header is skipped.
+mod lean {
+    use std::net::IpAddr;
+
+    use crate::mac::MacAddr;
+
+    pub(super) const RTM_NEWROUTE: u16 = 24;
+    pub(super) const RTM_NEWNEIGH: u16 = 28;
+    pub(super) const AF_BRIDGE: u8 = libc::AF_BRIDGE as u8;
+    pub(super) const NTF_SELF: u8 = 0x02;
+    pub(super) const NUD_PERMANENT: u16 = 0x80;
+    const NDA_DST: u16 = 1;
+    const NDA_LLADDR: u16 = 2;
+    const RTA_DST: u16 = 1;
+    const RTA_OIF: u16 = 4;
+    const RTA_GATEWAY: u16 = 5;
+    const RTA_PRIORITY: u16 = 6;
+    const RTA_TABLE: u16 = 15;
+    const RTNH_F_ONLINK: u32 = 4;
+    /// `sizeof(struct ndmsg)` and `sizeof(struct rtmsg)`.
+    const HEADER: usize = 12;
+
+    /// The attributes (type, value) of a message body.
+    fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+        std::iter::from_fn(move || {
+            let len = usize::from(u16::from_ne_bytes([*buf.first()?, *buf.get(1)?]));
+            let kind = u16::from_ne_bytes([*buf.get(2)?, *buf.get(3)?]) & 0x3fff;
+            if len < 4 || len > buf.len() {
+                return None;
+            }
+            let value = &buf[4..len];
+            buf = buf.get(((len + 3) & !3).min(buf.len())..).unwrap_or(&[]);
+            Some((kind, value))
+        })
+    }
+
+    fn ip(value: &[u8]) -> Option<IpAddr> {
+        match value.len() {
+            4 => <[u8; 4]>::try_from(value).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(value).ok().map(IpAddr::from),
+            _ => None,
+        }
+    }
+
+    fn u32_of(value: &[u8]) -> Option<u32> {
+        <[u8; 4]>::try_from(value).ok().map(u32::from_ne_bytes)
+    }
+
+    pub(super) struct Neigh {
+        pub(super) family: u8,
+        pub(super) ifindex: u32,
+        pub(super) state: u16,
+        pub(super) flags: u8,
+        pub(super) dst: Option<IpAddr>,
+        pub(super) mac: Option<MacAddr>,
+    }
+
+    pub(super) fn neighbour(payload: &[u8]) -> Option<Neigh> {
+        let h = payload.get(..HEADER)?;
+        let mut n = Neigh {
+            family: h[0],
+            ifindex: u32::from_ne_bytes([h[4], h[5], h[6], h[7]]),
+            state: u16::from_ne_bytes([h[8], h[9]]),
+            flags: h[10],
+            dst: None,
+            mac: None,
+        };
+        for (kind, value) in attributes(&payload[HEADER..]) {
+            match kind {
+                NDA_DST => n.dst = ip(value),
+                NDA_LLADDR => n.mac = MacAddr::from_slice(value),
+                _ => {}
+            }
+        }
+        Some(n)
+    }
+
+    pub(super) struct Rt {
+        pub(super) dst: IpAddr,
+        pub(super) dst_len: u8,
+        pub(super) table: u32,
+        pub(super) onlink: bool,
+        pub(super) oif: Option<u32>,
+        pub(super) gateway: Option<IpAddr>,
+        pub(super) metric: Option<u32>,
+    }
+
+    pub(super) fn route(payload: &[u8]) -> Option<Rt> {
+        let h = payload.get(..HEADER)?;
+        let unspecified = match i32::from(h[0]) {
+            libc::AF_INET => IpAddr::from([0u8; 4]),
+            libc::AF_INET6 => IpAddr::from([0u8; 16]),
+            _ => return None,
+        };
+        let mut r = Rt {
+            dst: unspecified,
+            dst_len: h[1],
+            table: u32::from(h[4]),
+            onlink: u32::from_ne_bytes([h[8], h[9], h[10], h[11]]) & RTNH_F_ONLINK != 0,
+            oif: None,
+            gateway: None,
+            metric: None,
+        };
+        for (kind, value) in attributes(&payload[HEADER..]) {
+            match kind {
+                RTA_DST => r.dst = ip(value)?,
+                RTA_OIF => r.oif = u32_of(value),
+                RTA_GATEWAY => r.gateway = ip(value),
+                RTA_PRIORITY => r.metric = u32_of(value),
+                RTA_TABLE => r.table = u32_of(value)?,
+                _ => {}
+            }
+        }
+        Some(r)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use netlink_packet_core::Emitable;
+
+        use super::*;
+        use crate::fdb::FdbEntry;
+        use crate::neighbour::Neighbour;
+        use crate::route::Route;
+
+        fn bytes(e: &impl Emitable) -> Vec<u8> {
+            let mut b = vec![0; e.buffer_len()];
+            e.emit(&mut b);
+            b
+        }
+
+        #[test]
+        fn lean_readers_agree_with_netlink_packet_route() {
+            let mac = MacAddr([2, 0, 0, 0, 0, 7]);
+            let n = bytes(&Neighbour::permanent(9, "192.0.2.7".parse().unwrap(), mac).message());
+            let got = neighbour(&n).unwrap();
+            assert_eq!(
+                (got.ifindex, got.state, got.mac),
+                (9, NUD_PERMANENT, Some(mac))
+            );
+            assert_eq!(got.dst, Some("192.0.2.7".parse().unwrap()));
+
+            let f = bytes(
+                &FdbEntry::new(9, mac)
+                    .dst("2001:db8::2".parse().unwrap())
+                    .message(),
+            );
+            let got = neighbour(&f).unwrap();
+            assert_eq!((got.family, got.flags & NTF_SELF), (AF_BRIDGE, NTF_SELF));
+            assert_eq!(got.dst, Some("2001:db8::2".parse().unwrap()));
+
+            let route = Route::new("10.244.2.0/24".parse().unwrap())
+                .gateway("10.244.2.0".parse().unwrap())
+                .dev(9)
+                .onlink()
+                .metric(5)
+                .table(1000);
+            let got = super::route(&bytes(&route.message(false))).unwrap();
+            assert_eq!(
+                (got.dst_len, got.table, got.oif, got.metric),
+                (24, 1000, Some(9), Some(5))
+            );
+            assert!(got.onlink);
+            assert_eq!(got.gateway, route.gateway);
+        }
+
+        #[test]
+        fn lean_readers_reject_short_or_malformed_input_without_panicking() {
+            assert!(neighbour(&[0; 11]).is_none());
+            assert!(route(&[0; 5]).is_none());
+            // A header, then an attribute claiming more bytes than exist.
+            let mut bad = vec![0u8; 12];
+            bad[0] = libc::AF_INET as u8;
+            bad.extend_from_slice(&[200, 0, 1, 0, 1, 2]);
+            assert!(route(&bad).is_some_and(|r| r.gateway.is_none()));
+            for len in 0..bad.len() {
+                let _ = neighbour(&bad[..len]);
+                let _ = route(&bad[..len]);
+            }
+        }
     }
 }

@@ -359,6 +359,7 @@ impl<'h> RouteOps<'h> {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLM_F_ACK;
     use std::sync::Arc;
 
     use super::*;
@@ -377,7 +378,7 @@ mod tests {
             .metric(7);
         handle.route().replace(&route).await.unwrap();
         let req = &fake.requests()[0];
-        assert_eq!(req.flags, NLM_F_CREATE | NLM_F_REPLACE);
+        assert_eq!(req.flags, NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK);
         let RouteNetlinkMessage::NewRoute(m) = &req.message else {
             panic!()
         };

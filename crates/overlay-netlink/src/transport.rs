@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use netlink_packet_core::{DecodeError, ParseableParametrized};
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
@@ -63,6 +64,50 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// means the transport itself failed and nothing can be said about the
     /// requests.
     async fn exchange(&self, requests: Vec<Request>) -> Result<Vec<Reply>, TransportError>;
+
+    /// Like [`Transport::exchange`], but each reply is the kernel's messages
+    /// unparsed: whole netlink messages (headers included, each padded to 4
+    /// bytes) one after another. Hot paths that read large dumps and need
+    /// only a few attributes parse these themselves.
+    ///
+    /// The provided implementation serialises the replies of `exchange`.
+    async fn exchange_raw(&self, requests: Vec<Request>) -> Result<Vec<RawReply>, TransportError> {
+        let replies = self.exchange(requests).await?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| {
+                reply.map(|messages| {
+                    let mut out = Vec::new();
+                    for inner in messages {
+                        let mut message = NetlinkMessage::new(
+                            NetlinkHeader::default(),
+                            NetlinkPayload::InnerMessage(inner),
+                        );
+                        message.finalize();
+                        let start = out.len();
+                        let len = message.buffer_len();
+                        out.resize(start + ((len + 3) & !3), 0);
+                        message.serialize(&mut out[start..start + len]);
+                    }
+                    out
+                })
+            })
+            .collect())
+    }
+}
+
+/// A reply in raw form: the kernel's messages, unparsed and concatenated.
+pub type RawReply = Result<Vec<u8>, KernelError>;
+
+/// Iterate over the messages of a [`RawReply`]: `(message type, payload)`.
+/// Stops at the first incomplete message.
+pub fn raw_messages(raw: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = raw;
+    std::iter::from_fn(move || {
+        let (header, payload, _, next) = split_message(rest)?;
+        rest = next;
+        Some((header.message_type, payload))
+    })
 }
 
 /// Requests written per `sendto`, and in flight before reading their ACKs.
@@ -201,10 +246,52 @@ fn send_all(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// Whether a message changes state and answers only with an ACK or an error
+/// (as opposed to a `Get*` request, which answers with data).
+fn is_change(message: &RouteNetlinkMessage) -> bool {
+    !matches!(
+        message,
+        RouteNetlinkMessage::GetLink(_)
+            | RouteNetlinkMessage::GetAddress(_)
+            | RouteNetlinkMessage::GetNeighbour(_)
+            | RouteNetlinkMessage::GetRoute(_)
+            | RouteNetlinkMessage::GetRule(_)
+            | RouteNetlinkMessage::GetNsId(_)
+            | RouteNetlinkMessage::GetNeighbourTable(_)
+            | RouteNetlinkMessage::GetAddrLabel(_)
+            | RouteNetlinkMessage::GetQueueDiscipline(_)
+            | RouteNetlinkMessage::GetTrafficClass(_)
+            | RouteNetlinkMessage::GetTrafficFilter(_)
+            | RouteNetlinkMessage::GetTrafficAction(_)
+            | RouteNetlinkMessage::GetTrafficChain(_)
+            | RouteNetlinkMessage::GetStats(_)
+    )
+}
+
+/// Length of a netlink message header.
+const HEADER_LEN: usize = 16;
+/// `NLMSG_NOOP`.
+const NLMSG_NOOP: u16 = 1;
+/// `NLMSG_ERROR`.
+const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE`.
+const NLMSG_DONE: u16 = 3;
+/// `NLMSG_OVERRUN`.
+const NLMSG_OVERRUN: u16 = 4;
+
+/// What one request got: parsed messages, or raw ones in raw mode.
+type Outcome = Result<(Vec<RouteNetlinkMessage>, Vec<u8>), KernelError>;
+
 /// Progress of one request while its replies arrive.
 struct Pending {
     dump: bool,
+    /// Sent without `NLM_F_ACK`: success is implied by any reply to a
+    /// later request (the kernel handles a socket's requests in order and
+    /// always reports errors).
+    silent: bool,
     messages: Vec<RouteNetlinkMessage>,
+    /// The unparsed messages, in raw mode.
+    raw: Vec<u8>,
     result: Option<Result<(), KernelError>>,
     interrupted: bool,
 }
@@ -368,15 +455,25 @@ impl Conn {
 
     /// Run one window of requests: send them (in datagrams of at most
     /// `MAX_SEND` bytes) and read until every one is answered.
-    async fn window(&mut self, requests: Vec<Request>) -> Result<Vec<Reply>, TransportError> {
+    async fn window(
+        &mut self,
+        requests: Vec<Request>,
+        raw: bool,
+    ) -> Result<Vec<Outcome>, TransportError> {
         let first = self.seq.wrapping_add(1);
-        let mut pending: Vec<Pending> = Vec::with_capacity(requests.len());
-        for request in requests {
+        let count = requests.len();
+        let mut pending: Vec<Pending> = Vec::with_capacity(count);
+        for (i, request) in requests.into_iter().enumerate() {
             self.seq = self.seq.wrapping_add(1);
             let dump = request.is_dump();
+            // A change followed by another request in this window needs no
+            // ACK of its own: the later reply confirms it, and an error is
+            // reported whether or not an ACK was asked for. This saves one
+            // datagram (two system calls) per change in large batches.
+            let silent = !dump && i + 1 < count && is_change(&request.message);
             let mut header = NetlinkHeader::default();
-            header.flags = request.flags | NLM_F_REQUEST;
-            if !dump {
+            header.flags = (request.flags | NLM_F_REQUEST) & !NLM_F_ACK;
+            if !dump && !silent {
                 header.flags |= NLM_F_ACK;
             }
             header.sequence_number = self.seq;
@@ -392,7 +489,9 @@ impl Conn {
             message.serialize(&mut self.send[start..start + len]);
             pending.push(Pending {
                 dump,
+                silent,
                 messages: Vec::new(),
+                raw: Vec::new(),
                 result: None,
                 interrupted: false,
             });
@@ -400,28 +499,43 @@ impl Conn {
         self.flush().await?;
 
         let mut open = pending.len();
+        // Silent requests before this index are settled.
+        let mut settled = 0;
         while open > 0 {
             let len = recv_datagram(&self.fd, &mut self.recv).await?;
-            for message in parse_datagram(&self.recv[..len])? {
-                let slot = message.header.sequence_number.wrapping_sub(first) as usize;
+            let mut rest = &self.recv[..len];
+            while let Some((header, payload, whole, next)) = split_message(rest) {
+                rest = next;
+                let slot = header.sequence_number.wrapping_sub(first) as usize;
                 // Replies to requests of an earlier, abandoned exchange.
-                let Some(p) = pending.get_mut(slot) else {
+                if slot >= pending.len() {
                     continue;
-                };
+                }
+                // A reply to `slot` means every earlier request was handled;
+                // silent ones without an error succeeded.
+                while settled < slot {
+                    let p = &mut pending[settled];
+                    if p.silent && p.result.is_none() {
+                        p.result = Some(Ok(()));
+                        open -= 1;
+                    }
+                    settled += 1;
+                }
+                let p = &mut pending[slot];
                 if p.result.is_some() {
                     continue;
                 }
-                if message.header.flags & NLM_F_DUMP_INTR != 0 {
+                if header.flags & NLM_F_DUMP_INTR != 0 {
                     p.interrupted = true;
                 }
-                let flags = message.header.flags;
-                match message.payload {
-                    NetlinkPayload::InnerMessage(inner) => {
-                        p.messages.push(inner);
-                    }
-                    NetlinkPayload::Done(done) => {
-                        p.result = Some(if done.code < 0 {
-                            Err(KernelError::new(-done.code))
+                match header.message_type {
+                    NLMSG_NOOP | NLMSG_OVERRUN => {}
+                    NLMSG_DONE => {
+                        let code = payload
+                            .get(..4)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        p.result = Some(if code < 0 {
+                            Err(KernelError::new(code.saturating_neg()))
                         } else if p.interrupted {
                             Err(KernelError {
                                 errno: libc::EINTR,
@@ -432,29 +546,41 @@ impl Conn {
                         });
                         open -= 1;
                     }
-                    NetlinkPayload::Error(error) => match error.code {
-                        None if p.dump => {} // an ACK before DONE; keep reading
-                        None => {
+                    NLMSG_ERROR => {
+                        let Some(code) = payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        else {
+                            return Err(TransportError::Decode(DecodeError::from(
+                                "NLMSG_ERROR shorter than its error code",
+                            )));
+                        };
+                        if code == 0 {
+                            if p.dump {
+                                continue; // an ACK before DONE; keep reading
+                            }
                             p.result = Some(Ok(()));
-                            open -= 1;
-                        }
-                        Some(code) => {
+                        } else {
                             p.result = Some(Err(KernelError {
-                                errno: code.get().saturating_abs(),
-                                message: extack_message(flags, &error.header),
+                                errno: code.saturating_abs(),
+                                message: extack_message(header.flags, &payload[4..]),
                             }));
-                            open -= 1;
                         }
-                    },
-                    // Noop, Overrun, and future payload kinds carry no answer.
-                    _ => {}
+                        open -= 1;
+                    }
+                    _ if raw => p.raw.extend_from_slice(whole),
+                    message_type => {
+                        let inner = RouteNetlinkMessage::parse_with_param(payload, message_type)
+                            .map_err(TransportError::Decode)?;
+                        p.messages.push(inner);
+                    }
                 }
             }
         }
         Ok(pending
             .into_iter()
             .map(|p| match p.result {
-                Some(Ok(())) => Ok(p.messages),
+                Some(Ok(())) => Ok((p.messages, p.raw)),
                 Some(Err(e)) => Err(e),
                 None => Err(KernelError::new(libc::EIO)),
             })
@@ -462,11 +588,33 @@ impl Conn {
     }
 }
 
-#[async_trait]
-impl Transport for SocketTransport {
-    async fn exchange(&self, requests: Vec<Request>) -> Result<Vec<Reply>, TransportError> {
+/// The first netlink message of a buffer, split off by [`split_message`]:
+/// its header, its payload, the whole message, and the rest of the buffer
+/// (after alignment).
+type Split<'a> = (NetlinkHeader, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Split the first netlink message off `data`. `None` when no complete
+/// message remains.
+fn split_message(data: &[u8]) -> Option<Split<'_>> {
+    let len = usize::try_from(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?)).ok()?;
+    if len < HEADER_LEN || len > data.len() {
+        return None;
+    }
+    let whole = &data[..len];
+    let mut header = NetlinkHeader::default();
+    header.length = len as u32;
+    header.message_type = u16::from_ne_bytes([whole[4], whole[5]]);
+    header.flags = u16::from_ne_bytes([whole[6], whole[7]]);
+    header.sequence_number = u32::from_ne_bytes([whole[8], whole[9], whole[10], whole[11]]);
+    header.port_number = u32::from_ne_bytes([whole[12], whole[13], whole[14], whole[15]]);
+    let next = data.get(((len + 3) & !3).min(data.len())..).unwrap_or(&[]);
+    Some((header, &whole[HEADER_LEN..], whole, next))
+}
+
+impl SocketTransport {
+    async fn run(&self, requests: Vec<Request>, raw: bool) -> Result<Vec<Outcome>, TransportError> {
         let mut conn = self.state.lock().await;
-        let mut replies = Vec::with_capacity(requests.len());
+        let mut outcomes = Vec::with_capacity(requests.len());
         let mut requests = requests.into_iter().peekable();
         while requests.peek().is_some() {
             // The kernel runs one dump per socket at a time (a second one
@@ -482,9 +630,28 @@ impl Transport for SocketTransport {
                     break;
                 }
             }
-            replies.extend(conn.window(window).await?);
+            outcomes.extend(conn.window(window, raw).await?);
         }
-        Ok(replies)
+        Ok(outcomes)
+    }
+}
+
+#[async_trait]
+impl Transport for SocketTransport {
+    async fn exchange(&self, requests: Vec<Request>) -> Result<Vec<Reply>, TransportError> {
+        let outcomes = self.run(requests, false).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.map(|(messages, _)| messages))
+            .collect())
+    }
+
+    async fn exchange_raw(&self, requests: Vec<Request>) -> Result<Vec<RawReply>, TransportError> {
+        let outcomes = self.run(requests, true).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.map(|(_, raw)| raw))
+            .collect())
     }
 }
 

@@ -455,3 +455,59 @@ async fn handles_are_shared_across_tasks_and_dropping_them_releases_the_namespac
     assert_eq!(h.link().list().await.unwrap().len(), 9);
     drop(h);
 }
+
+#[tokio::test]
+async fn a_batch_reports_each_failure_in_place_even_without_per_request_acks() {
+    use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+    use overlay_netlink::transport::{Request, SocketTransport, Transport};
+
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let rt = tokio::runtime::Handle::current();
+    // A raw transport opened inside the namespace.
+    let transport = netns(&t)
+        .run(move || {
+            let _entered = rt.enter();
+            SocketTransport::new()
+        })
+        .unwrap()
+        .unwrap();
+    let bridge = |name: &str| {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        Request::new(
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+        )
+    };
+    // Changes in the middle of a window go without an ACK of their own; the
+    // failing one must still get its error, and the others success.
+    let mut requests = vec![bridge("ovbra"), bridge("ovbra"), bridge("ovbrb")];
+    requests.push(Request::new(
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        NLM_F_DUMP,
+    ));
+    requests.push(bridge("ovbrb"));
+    let replies = transport.exchange(requests).await.unwrap();
+    assert_eq!(replies.len(), 5);
+    assert!(replies[0].is_ok());
+    assert_eq!(replies[1].as_ref().unwrap_err().errno, libc::EEXIST);
+    assert!(replies[2].is_ok());
+    assert_eq!(replies[3].as_ref().unwrap().len(), 3); // lo, ovbra, ovbrb
+    assert_eq!(replies[4].as_ref().unwrap_err().errno, libc::EEXIST);
+    let mut names = link_names(&t);
+    names.sort();
+    assert_eq!(names, ["lo", "ovbra", "ovbrb"]);
+
+    // Hundreds of changes in one exchange: every one is answered.
+    let many: Vec<Request> = (0..300).map(|i| bridge(&format!("ovm{i}"))).collect();
+    let replies = transport.exchange(many).await.unwrap();
+    assert!(replies.iter().all(|r| r.is_ok()));
+    assert_eq!(link_names(&t).len(), 303);
+}
