@@ -52,7 +52,7 @@ fn peers() -> Vec<RemotePeer> {
             // Underlay in 198.18.0.0/15, pod ranges 10.128.0.0/9 as /24s.
             RemotePeer::new(
                 IpAddr::from([198, 18 + (hi >> 7), hi, lo]),
-                MacAddr([2, 0, 0, 1, hi, lo]),
+                MacAddr::new([2, 0, 0, 1, hi, lo]),
                 IpAddr::from([10, 128 + hi, lo, 0]),
             )
             .pod_cidr(

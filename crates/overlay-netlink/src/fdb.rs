@@ -12,8 +12,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::Result;
 use crate::handle::Handle;
-use crate::mac::MacAddr;
 use crate::validate;
+use overlay_core::MacAddr;
 
 /// A forwarding database entry.
 ///
@@ -131,8 +131,9 @@ impl FdbEntry {
             flags |= NeighbourFlags::Controller;
         }
         msg.header.flags = flags;
-        msg.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(self.mac.0.to_vec()));
+        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(
+            self.mac.octets().to_vec(),
+        ));
         if let Some(dst) = self.dst {
             msg.attributes
                 .push(NeighbourAttribute::Destination(NeighbourAddress::from(dst)));
@@ -158,7 +159,7 @@ impl FdbEntry {
         let mut mac = None;
         for a in &msg.attributes {
             match a {
-                NeighbourAttribute::LinkLayerAddress(m) => mac = MacAddr::from_slice(m),
+                NeighbourAttribute::LinkLayerAddress(m) => mac = crate::mac::exact(m),
                 NeighbourAttribute::Destination(d) => entry.dst = neighbour_ip(d),
                 NeighbourAttribute::Vni(v) => entry.vni = Some(*v),
                 NeighbourAttribute::Port(p) => entry.port = Some(*p),
@@ -321,7 +322,7 @@ mod tests {
         assert_eq!(m.header.flags, NeighbourFlags::Own);
         assert_eq!(m.header.state, RawState::Permanent);
         for a in [
-            NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()),
+            NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()),
             NeighbourAttribute::Destination(NeighbourAddress::Inet(
                 "198.51.100.2".parse().unwrap(),
             )),
@@ -341,7 +342,7 @@ mod tests {
     async fn a_vni_over_24_bits_is_rejected_without_a_request() {
         let fake = Arc::new(FakeTransport::new());
         let handle = Handle::with_transport(fake.clone());
-        let e = FdbEntry::new(6, MacAddr([2, 0, 0, 0, 0, 1])).vni(1 << 24);
+        let e = FdbEntry::new(6, MacAddr::new([2, 0, 0, 0, 0, 1])).vni(1 << 24);
         assert!(matches!(
             handle.fdb().replace(&e).await,
             Err(Error::InvalidInput {

@@ -94,9 +94,9 @@ pub use handle::Handle;
 pub use link::{
     Ensured, Link, LinkId, LinkKind, LinkOps, VXLAN_PORT, VethConfig, VxlanConfig, VxlanInfo,
 };
-pub use mac::{MacAddr, ParseMacError};
 pub use neighbour::{Neighbour, NeighbourOps, NeighbourState};
 pub use netns::{NETNS_RUN_DIR, Netns};
+pub use overlay_core::{MacAddr, ParseMacAddrError};
 pub use route::{Route, RouteOps, Scope, TABLE_LOCAL, TABLE_MAIN};
 pub use transport::{FakeTransport, SocketTransport, Transport};
 pub use validate::{MAX_IFNAME_LEN, MAX_VNI, validate_ifname};

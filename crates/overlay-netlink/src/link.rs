@@ -14,9 +14,9 @@ use netlink_packet_route::link::{
 
 use crate::error::{Error, IpFamily, Result};
 use crate::handle::Handle;
-use crate::mac::MacAddr;
 use crate::netns::Netns;
 use crate::validate;
+use overlay_core::MacAddr;
 
 /// Names a link: by index, or by name (resolved by the kernel).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -159,7 +159,7 @@ impl Link {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
                 LinkAttribute::Mtu(m) => link.mtu = Some(*m),
-                LinkAttribute::Address(a) => link.mac = MacAddr::from_slice(a),
+                LinkAttribute::Address(a) => link.mac = crate::mac::exact(a),
                 LinkAttribute::Controller(m) if *m != 0 => link.master = Some(*m),
                 LinkAttribute::Link(p) if *p != 0 => link.parent = Some(*p),
                 LinkAttribute::LinkInfo(infos) => {
@@ -363,7 +363,8 @@ impl VxlanConfig {
             msg.attributes.push(LinkAttribute::Mtu(m));
         }
         if let Some(mac) = self.mac {
-            msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+            msg.attributes
+                .push(LinkAttribute::Address(mac.octets().to_vec()));
         }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Vxlan),
@@ -452,7 +453,8 @@ impl VethConfig {
             peer.attributes.push(LinkAttribute::Mtu(m));
         }
         if let Some(mac) = self.peer_mac {
-            peer.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+            peer.attributes
+                .push(LinkAttribute::Address(mac.octets().to_vec()));
         }
         let mut msg = LinkMessage::default();
         msg.attributes
@@ -461,7 +463,8 @@ impl VethConfig {
             msg.attributes.push(LinkAttribute::Mtu(m));
         }
         if let Some(mac) = self.mac {
-            msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+            msg.attributes
+                .push(LinkAttribute::Address(mac.octets().to_vec()));
         }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
@@ -614,7 +617,8 @@ impl<'h> LinkOps<'h> {
         let id = id.into();
         check_id(OP, &id)?;
         let mut msg = addressed(&id);
-        msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        msg.attributes
+            .push(LinkAttribute::Address(mac.octets().to_vec()));
         self.set(OP, id, msg).await
     }
 

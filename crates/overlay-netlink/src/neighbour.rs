@@ -11,7 +11,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{IpFamily, Result};
 use crate::handle::Handle;
-use crate::mac::MacAddr;
+use overlay_core::MacAddr;
 
 /// The state of a neighbour entry (`NUD_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,7 +116,7 @@ impl Neighbour {
             )));
         if let Some(mac) = self.mac {
             msg.attributes
-                .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+                .push(NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()));
         }
         msg
     }
@@ -132,7 +132,7 @@ impl Neighbour {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
                     ip = Some(IpAddr::V6(*v))
                 }
-                NeighbourAttribute::LinkLayerAddress(m) => mac = MacAddr::from_slice(m),
+                NeighbourAttribute::LinkLayerAddress(m) => mac = crate::mac::exact(m),
                 _ => {}
             }
         }
@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(m.header.ifindex, 4);
         assert!(
             m.attributes
-                .contains(&NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()))
+                .contains(&NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()))
         );
         let RouteNetlinkMessage::DelNeighbour(d) = &reqs[1].message else {
             panic!()

@@ -50,11 +50,11 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use crate::error::{Error, ErrorKind, InvalidInput, IpFamily, KernelError, Result};
 use crate::fdb::FdbEntry;
 use crate::handle::Handle;
-use crate::mac::MacAddr;
 use crate::neighbour::Neighbour;
 use crate::route::{Route, TABLE_MAIN};
 use crate::transport::{Reply, Request, raw_messages};
 use crate::validate;
+use overlay_core::MacAddr;
 
 /// A remote node of the overlay.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -90,7 +90,7 @@ impl RemotePeer {
 
     fn validate(&self, operation: &'static str) -> Result<()> {
         let object = self.underlay;
-        if !self.vtep_mac.is_unicast() {
+        if !self.vtep_mac.is_unicast() || self.vtep_mac == MacAddr::ZERO {
             return Err(Error::invalid(
                 operation,
                 object,
@@ -621,7 +621,7 @@ mod tests {
     fn peer(n: u8) -> RemotePeer {
         RemotePeer::new(
             IpAddr::from([198, 51, 100, n]),
-            MacAddr([2, 0, 0, 0, 0, n]),
+            MacAddr::new([2, 0, 0, 0, 0, n]),
             IpAddr::from([10, 244, n, 0]),
         )
         .pod_cidr(format!("10.244.{n}.0/24").parse().unwrap())
@@ -802,7 +802,7 @@ mod tests {
 mod lean {
     use std::net::IpAddr;
 
-    use crate::mac::MacAddr;
+    use overlay_core::MacAddr;
 
     pub(super) const RTM_NEWROUTE: u16 = 24;
     pub(super) const RTM_NEWNEIGH: u16 = 28;
@@ -868,7 +868,7 @@ mod lean {
         for (kind, value) in attributes(&payload[HEADER..]) {
             match kind {
                 NDA_DST => n.dst = ip(value),
-                NDA_LLADDR => n.mac = MacAddr::from_slice(value),
+                NDA_LLADDR => n.mac = crate::mac::exact(value),
                 _ => {}
             }
         }
@@ -931,7 +931,7 @@ mod lean {
 
         #[test]
         fn lean_readers_agree_with_netlink_packet_route() {
-            let mac = MacAddr([2, 0, 0, 0, 0, 7]);
+            let mac = MacAddr::new([2, 0, 0, 0, 0, 7]);
             let n = bytes(&Neighbour::permanent(9, "192.0.2.7".parse().unwrap(), mac).message());
             let got = neighbour(&n).unwrap();
             assert_eq!(

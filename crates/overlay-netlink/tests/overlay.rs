@@ -74,7 +74,7 @@ async fn node(n: u8, ns: TestNetns, underlay_dev: &str, underlay_ip: IpAddr) -> 
     }
 
     let under = link.get(underlay_dev).await.unwrap();
-    let mac = MacAddr([2, 0, 0, 0, n, 0]);
+    let mac = MacAddr::new([2, 0, 0, 0, n, 0]);
     let (vx, _) = link
         .ensure_vxlan(
             &VxlanConfig::new("flannel.1", 1)
@@ -243,7 +243,7 @@ async fn reconcile_updates_moved_peers_removes_stale_ones_and_matches_ip() {
     let peer = |n: u8, underlay: u8| {
         RemotePeer::new(
             IpAddr::from([192, 0, 2, underlay]),
-            MacAddr([2, 0, 0, 0, n, 0]),
+            MacAddr::new([2, 0, 0, 0, n, 0]),
             IpAddr::from([10, 244, n, 0]),
         )
         .pod_cidr(format!("10.244.{n}.0/24").parse().unwrap())
