@@ -143,6 +143,11 @@ struct Conn {
     seq: u32,
     recv: Vec<u8>,
     send: Vec<u8>,
+    /// Sequence number of a dump whose end has not been read. Set while an
+    /// exchange runs; still set at the start of the next one only if that
+    /// exchange was cancelled, in which case the dump is drained first (the
+    /// kernel refuses a second dump on a socket with `EBUSY`).
+    open_dump: Option<u32>,
 }
 
 impl fmt::Debug for SocketTransport {
@@ -318,6 +323,7 @@ impl SocketTransport {
                 seq: 0,
                 recv: vec![0; INITIAL_RECV],
                 send: Vec::with_capacity(MAX_SEND),
+                open_dump: None,
             }),
         })
     }
@@ -453,6 +459,25 @@ impl Conn {
         Ok(())
     }
 
+    /// Read and drop replies until the dump with sequence number `seq` ends.
+    async fn drain_dump(&mut self, seq: u32) -> Result<(), TransportError> {
+        loop {
+            let len = recv_datagram(&self.fd, &mut self.recv).await?;
+            let mut rest = &self.recv[..len];
+            while let Some((header, _, _, next)) = split_message(rest) {
+                rest = next;
+                // A dump ends with NLMSG_DONE, or fails with an error (never
+                // ACKed: dumps are sent without NLM_F_ACK).
+                if header.sequence_number == seq
+                    && matches!(header.message_type, NLMSG_DONE | NLMSG_ERROR)
+                {
+                    self.open_dump = None;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// Run one window of requests: send them (in datagrams of at most
     /// `MAX_SEND` bytes) and read until every one is answered.
     async fn window(
@@ -460,6 +485,11 @@ impl Conn {
         requests: Vec<Request>,
         raw: bool,
     ) -> Result<Vec<Outcome>, TransportError> {
+        // Bytes left by an exchange that was cancelled while sending.
+        self.send.clear();
+        if let Some(seq) = self.open_dump {
+            self.drain_dump(seq).await?;
+        }
         let first = self.seq.wrapping_add(1);
         let count = requests.len();
         let mut pending: Vec<Pending> = Vec::with_capacity(count);
@@ -477,6 +507,9 @@ impl Conn {
                 header.flags |= NLM_F_ACK;
             }
             header.sequence_number = self.seq;
+            if dump {
+                self.open_dump = Some(self.seq);
+            }
             let mut message =
                 NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request.message));
             message.finalize();
@@ -528,9 +561,11 @@ impl Conn {
                 if header.flags & NLM_F_DUMP_INTR != 0 {
                     p.interrupted = true;
                 }
+
                 match header.message_type {
                     NLMSG_NOOP | NLMSG_OVERRUN => {}
                     NLMSG_DONE => {
+                        self.open_dump = None;
                         let code = payload
                             .get(..4)
                             .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
@@ -561,6 +596,9 @@ impl Conn {
                             }
                             p.result = Some(Ok(()));
                         } else {
+                            if p.dump {
+                                self.open_dump = None;
+                            }
                             p.result = Some(Err(KernelError {
                                 errno: code.saturating_abs(),
                                 message: extack_message(header.flags, &payload[4..]),
