@@ -343,6 +343,30 @@ mod with_etherparse {
         ))
     }
 
+    /// The summary from the slices both etherparse variants end with.
+    #[inline(always)]
+    fn summary(
+        vni: u32,
+        ip: &Ipv4Slice<'_>,
+        outer_src_port: u16,
+        iip: &Ipv4Slice<'_>,
+        tcp: &TcpSlice<'_>,
+    ) -> Decapsulated {
+        Decapsulated {
+            vni,
+            outer_src: ip.header().source_addr(),
+            outer_dst: ip.header().destination_addr(),
+            outer_src_port,
+            inner: FiveTuple {
+                src: iip.header().source_addr(),
+                dst: iip.header().destination_addr(),
+                protocol: PROTO_TCP,
+                src_port: tcp.source_port(),
+                dst_port: tcp.destination_port(),
+            },
+        }
+    }
+
     /// The low-level slices, chained by hand.
     pub(super) fn slices(frame: &[u8]) -> Option<Decapsulated> {
         let eth = Ethernet2Slice::from_slice_without_fcs(frame).ok()?;
@@ -367,19 +391,7 @@ mod with_etherparse {
             return None;
         }
         let tcp = TcpSlice::from_slice(iip.payload().payload).ok()?;
-        Some(Decapsulated {
-            vni,
-            outer_src: ip.header().source_addr(),
-            outer_dst: ip.header().destination_addr(),
-            outer_src_port: udp.source_port(),
-            inner: FiveTuple {
-                src: iip.header().source_addr(),
-                dst: iip.header().destination_addr(),
-                protocol: PROTO_TCP,
-                src_port: tcp.source_port(),
-                dst_port: tcp.destination_port(),
-            },
-        })
+        Some(summary(vni, &ip, udp.source_port(), &iip, &tcp))
     }
 
     /// `SlicedPacket::from_ethernet` on the outer frame, then on the inner.
@@ -405,19 +417,7 @@ mod with_etherparse {
         let Some(TransportSlice::Tcp(tcp)) = &inner.transport else {
             return None;
         };
-        Some(Decapsulated {
-            vni,
-            outer_src: ip.header().source_addr(),
-            outer_dst: ip.header().destination_addr(),
-            outer_src_port: udp.source_port(),
-            inner: FiveTuple {
-                src: iip.header().source_addr(),
-                dst: iip.header().destination_addr(),
-                protocol: PROTO_TCP,
-                src_port: tcp.source_port(),
-                dst_port: tcp.destination_port(),
-            },
-        })
+        Some(summary(vni, ip, udp.source_port(), iip, tcp))
     }
 }
 
