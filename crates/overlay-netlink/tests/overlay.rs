@@ -309,3 +309,74 @@ async fn reconcile_updates_moved_peers_removes_stale_ones_and_matches_ip() {
     assert_eq!(overlay_state(&t), (0, 0, 0));
     let _ = Netns::current().unwrap();
 }
+
+#[tokio::test]
+async fn ipv6_peers_are_programmed_and_removed_like_ipv4_ones() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let h = netns(&t).handle().unwrap();
+    let (vx, _) = h
+        .link()
+        .ensure_vxlan(
+            &VxlanConfig::new("flannel.1", 1)
+                .local("2001:db8::1".parse().unwrap())
+                .port(8472),
+        )
+        .await
+        .unwrap();
+    h.link().set_up(vx.index).await.unwrap();
+    let ov = Overlay::new(&h, vx.index);
+    let peers: Vec<RemotePeer> = (2..5u16)
+        .map(|n| {
+            RemotePeer::new(
+                format!("2001:db8::{n}").parse().unwrap(),
+                MacAddr::new([2, 0, 0, 0, n as u8, 6]),
+                format!("2001:db8:{n}::").parse().unwrap(),
+            )
+            .pod_cidr(format!("2001:db8:{n}::/64").parse().unwrap())
+        })
+        .collect();
+    let r = ov.reconcile(&peers).await.unwrap();
+    assert_eq!(r.added.len(), 3);
+    let neigh = ip_json(
+        &t,
+        &[
+            "-6",
+            "neigh",
+            "show",
+            "dev",
+            "flannel.1",
+            "nud",
+            "permanent",
+        ],
+    );
+    assert_eq!(neigh.as_array().unwrap().len(), 3);
+    let fdb = bridge_json(&t, &["fdb", "show", "dev", "flannel.1"]);
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["dst"] == "2001:db8::3" && e["mac"] == "02:00:00:00:03:06")
+    );
+    let route = ip_json(&t, &["-6", "route", "show", "2001:db8:4::/64"]);
+    assert_eq!(route[0]["gateway"], "2001:db8:4::");
+    assert!(has_flag(&route[0]["flags"], "onlink"));
+    assert!(ov.reconcile(&peers).await.unwrap().is_noop());
+    for p in &peers {
+        ov.remove_peer(p).await.unwrap();
+    }
+    let neigh = ip_json(
+        &t,
+        &[
+            "-6",
+            "neigh",
+            "show",
+            "dev",
+            "flannel.1",
+            "nud",
+            "permanent",
+        ],
+    );
+    assert_eq!(neigh, serde_json::Value::Array(vec![]));
+    assert!(ov.reconcile(&[]).await.unwrap().is_noop());
+}
