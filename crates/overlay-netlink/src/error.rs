@@ -202,6 +202,15 @@ pub enum InvalidInput {
         /// The key.
         key: String,
     },
+    /// Two desired overlay peers claim the same VTEP address, VTEP MAC or pod
+    /// range; programming both would make them overwrite each other.
+    #[error("{what} {value} belongs to more than one peer")]
+    DuplicatePeerItem {
+        /// `"VTEP address"`, `"VTEP MAC"` or `"pod range"`.
+        what: &'static str,
+        /// The duplicated value, formatted.
+        value: String,
+    },
     /// A MAC address that is all zeros or multicast where a unicast address is needed.
     #[error("MAC address {mac} is not a unicast address")]
     MacNotUnicast {

@@ -37,7 +37,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -448,8 +448,28 @@ impl Overlay {
     /// [`Error::Reconcile`] carries the report.
     pub async fn reconcile(&self, desired: &[RemotePeer]) -> Result<ReconcileReport> {
         const OP: &str = "reconcile overlay peers";
+        let mut ips = HashSet::with_capacity(desired.len());
+        let mut macs = HashSet::with_capacity(desired.len());
+        let mut cidrs = HashSet::with_capacity(desired.len());
         for peer in desired {
             peer.validate(OP)?;
+            let duplicate = if !ips.insert(peer.vtep_ip) {
+                Some(("VTEP address", peer.vtep_ip.to_string()))
+            } else if !macs.insert(peer.vtep_mac) {
+                Some(("VTEP MAC", peer.vtep_mac.to_string()))
+            } else {
+                peer.pod_cidrs
+                    .iter()
+                    .find(|c| !cidrs.insert(**c))
+                    .map(|c| ("pod range", c.to_string()))
+            };
+            if let Some((what, value)) = duplicate {
+                return Err(Error::invalid(
+                    OP,
+                    peer.underlay,
+                    InvalidInput::DuplicatePeerItem { what, value },
+                ));
+            }
         }
         // Every desired item found in `current` is taken out of it; what is
         // left afterwards is stale.
@@ -767,6 +787,39 @@ mod tests {
                 ..
             }
         ));
+        assert!(fake.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reconcile_rejects_two_peers_claiming_the_same_pod_range() {
+        let fake = Arc::new(FakeTransport::new());
+        let handle = Handle::with_transport(fake.clone());
+        let mut clash = peer(3);
+        clash.pod_cidrs = peer(2).pod_cidrs.clone();
+        let err = Overlay::new(&handle, 5)
+            .reconcile(&[peer(2), clash])
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::InvalidInput {
+                source: InvalidInput::DuplicatePeerItem {
+                    what: "pod range",
+                    ..
+                },
+                ..
+            }
+        ));
+        let same_mac = RemotePeer::new(
+            IpAddr::from([198, 51, 100, 9]),
+            peer(2).vtep_mac,
+            IpAddr::from([10, 244, 9, 0]),
+        );
+        let err = Overlay::new(&handle, 5)
+            .reconcile(&[peer(2), same_mac])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("VTEP MAC"), "{err}");
         assert!(fake.requests().is_empty());
     }
 
