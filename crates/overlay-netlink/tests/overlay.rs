@@ -105,6 +105,23 @@ async fn node(n: u8, ns: TestNetns, underlay_dev: &str, underlay_ip: IpAddr) -> 
     }
 }
 
+/// An up VXLAN device `flannel.1` with local address `local` in `t`, and the
+/// overlay on it.
+async fn vxlan_overlay(t: &TestNetns, local: &str) -> Overlay {
+    let h = netns(t).handle().unwrap();
+    let (vx, _) = h
+        .link()
+        .ensure_vxlan(
+            &VxlanConfig::new("flannel.1", 1)
+                .local(local.parse().unwrap())
+                .port(8472),
+        )
+        .await
+        .unwrap();
+    h.link().set_up(vx.index).await.unwrap();
+    Overlay::new(&h, vx.index)
+}
+
 fn ping(from: &TestNetns, to: &str) -> bool {
     from.exec(["ping", "-c", "2", "-W", "2", to])
         .unwrap()
@@ -228,18 +245,7 @@ async fn pods_on_two_nodes_ping_across_the_vxlan_overlay_and_teardown_leaves_not
 async fn reconcile_updates_moved_peers_removes_stale_ones_and_matches_ip() {
     privileged_test!();
     let t = TestNetns::new().unwrap();
-    let h = netns(&t).handle().unwrap();
-    let (vx, _) = h
-        .link()
-        .ensure_vxlan(
-            &VxlanConfig::new("flannel.1", 1)
-                .local("192.0.2.1".parse().unwrap())
-                .port(8472),
-        )
-        .await
-        .unwrap();
-    h.link().set_up(vx.index).await.unwrap();
-    let ov = Overlay::new(&h, vx.index);
+    let ov = vxlan_overlay(&t, "192.0.2.1").await;
     let peer = |n: u8, underlay: u8| {
         RemotePeer::new(
             IpAddr::from([192, 0, 2, underlay]),
@@ -314,18 +320,7 @@ async fn reconcile_updates_moved_peers_removes_stale_ones_and_matches_ip() {
 async fn ipv6_peers_are_programmed_and_removed_like_ipv4_ones() {
     privileged_test!();
     let t = TestNetns::new().unwrap();
-    let h = netns(&t).handle().unwrap();
-    let (vx, _) = h
-        .link()
-        .ensure_vxlan(
-            &VxlanConfig::new("flannel.1", 1)
-                .local("2001:db8::1".parse().unwrap())
-                .port(8472),
-        )
-        .await
-        .unwrap();
-    h.link().set_up(vx.index).await.unwrap();
-    let ov = Overlay::new(&h, vx.index);
+    let ov = vxlan_overlay(&t, "2001:db8::1").await;
     let peers: Vec<RemotePeer> = (2..5u16)
         .map(|n| {
             RemotePeer::new(
