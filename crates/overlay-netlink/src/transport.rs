@@ -804,6 +804,48 @@ mod tests {
         assert!(parse_datagram(&data).map(|v| v.is_empty()).unwrap_or(true));
     }
 
+    #[test]
+    fn split_message_walks_aligned_messages_and_stops_at_a_short_one() {
+        // Two messages: 20 bytes (padded to 20) and 17 bytes (padded to 20),
+        // then 3 stray bytes.
+        let mut data = Vec::new();
+        for (len, kind, seq) in [(20u32, 24u16, 7u32), (17, 28, 8)] {
+            data.extend_from_slice(&len.to_ne_bytes());
+            data.extend_from_slice(&kind.to_ne_bytes());
+            data.extend_from_slice(&0u16.to_ne_bytes());
+            data.extend_from_slice(&seq.to_ne_bytes());
+            data.extend_from_slice(&0u32.to_ne_bytes());
+            data.resize(data.len() + (len as usize - 16), 0xaa);
+            data.resize((data.len() + 3) & !3, 0);
+        }
+        data.extend_from_slice(&[1, 2, 3]);
+        let types: Vec<(u16, usize)> = raw_messages(&data).map(|(t, p)| (t, p.len())).collect();
+        assert_eq!(types, [(24, 4), (28, 1)]);
+        let (h, _, whole, rest) = split_message(&data).unwrap();
+        assert_eq!((h.sequence_number, whole.len(), rest.len()), (7, 20, 23));
+        // Lengths below the header size or beyond the buffer end the walk.
+        assert!(split_message(&[0; 15]).is_none());
+        let mut bad = data.clone();
+        bad[0..4].copy_from_slice(&8u32.to_ne_bytes());
+        assert!(split_message(&bad).is_none());
+        bad[0..4].copy_from_slice(&4096u32.to_ne_bytes());
+        assert!(split_message(&bad).is_none());
+    }
+
+    #[test]
+    fn only_get_requests_are_not_changes() {
+        assert!(!is_change(
+            &RouteNetlinkMessage::GetLink(Default::default())
+        ));
+        assert!(!is_change(&RouteNetlinkMessage::GetRoute(
+            Default::default()
+        )));
+        assert!(is_change(&RouteNetlinkMessage::NewLink(Default::default())));
+        assert!(is_change(&RouteNetlinkMessage::DelNeighbour(
+            Default::default()
+        )));
+    }
+
     #[tokio::test]
     async fn fake_transport_records_requests_in_order_and_answers_each() {
         let fake = FakeTransport::with_responder(|r| {
