@@ -7,15 +7,37 @@
 //! examples -> { overlay-cni, overlay-gossip, overlay-ipam, overlay-netlink } -> overlay-core
 //! ```
 //!
-//! It will hold range and bitmap allocators, a store compatible with the
-//! reference `host-local` plugin, and a distributed ring of address ranges
-//! owned by peers (a CRDT that merges, donates space and reclaims the space of
-//! dead peers safely).
+//! - [`range`]: validated address ranges and range sets with the reference
+//!   `host-local` plugin's rules and round-robin allocation order, IPv4 and
+//!   IPv6 alike.
+//! - [`host_local`]: `host-local` in-process: its configuration, its on-disk
+//!   store (`<dataDir>/<network>/<ip>` files, `last_reserved_ip.<i>`, a
+//!   `flock`ed `lock` file) and its `ADD`/`DEL`/`CHECK` behaviour, plus `GC`
+//!   and `STATUS`. A CNI plugin can allocate without spawning `host-local`
+//!   and still share the data directory with it safely.
 //!
 //! ```
-//! // Addresses are IPv4 and IPv6 alike throughout the SDK.
-//! let range: ipnet::IpNet = "fd00:10::/64".parse().unwrap();
-//! assert!(range.contains(&"fd00:10::1".parse::<std::net::IpAddr>().unwrap()));
+//! use overlay_ipam::host_local::Config;
+//!
+//! let data_dir = std::env::temp_dir().join(format!("ipam-crate-doc-{}", std::process::id()));
+//! let net = format!(
+//!     r#"{{"cniVersion":"1.0.0","name":"pods","type":"bridge",
+//!          "ipam":{{"type":"host-local","dataDir":"{}","subnet":"198.51.100.0/24",
+//!                   "routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
+//!     data_dir.display()
+//! );
+//! let config = Config::from_network_config(net.as_bytes(), "").unwrap();
+//! let allocation = config.allocate("container-1", "eth0").unwrap();
+//! assert_eq!(allocation.ips[0].address.to_string(), "198.51.100.2/24");
+//! // The same file the reference plugin would have written.
+//! let file = data_dir.join("pods/198.51.100.2");
+//! assert_eq!(std::fs::read(&file).unwrap(), b"container-1\r\neth0");
+//! config.release("container-1", "eth0").unwrap();
+//! assert!(!file.exists());
+//! # std::fs::remove_dir_all(&data_dir).unwrap();
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
+
+pub mod host_local;
+pub mod range;

@@ -1,0 +1,536 @@
+//! In-process `host-local` IPAM, interchangeable with the reference plugin.
+//!
+//! [`Config`] parses the network configuration `host-local` receives;
+//! [`Config::allocate`], [`Config::release`], [`Config::check`],
+//! [`Config::gc`] and [`Config::status`] do what the plugin's commands do,
+//! on the same files ([`Store`]) under the same `flock`, so processes of the
+//! reference plugin and users of this module can share one data directory
+//! on a node. Allocation follows `host-local`'s order: one address per range
+//! set, round-robin from the address after the set's last reservation,
+//! never a gateway, a network or an IPv4 broadcast address.
+//!
+//! ```
+//! use overlay_ipam::host_local::Config;
+//!
+//! let data_dir = std::env::temp_dir().join(format!("ipam-mod-doc-{}", std::process::id()));
+//! let net = format!(
+//!     r#"{{"cniVersion":"1.0.0","name":"pods","ipam":{{"type":"host-local","dataDir":"{}",
+//!          "ranges":[[{{"subnet":"198.51.100.0/24"}}],[{{"subnet":"2001:db8::/64"}}]]}}}}"#,
+//!     data_dir.display()
+//! );
+//! let config = Config::from_network_config(net.as_bytes(), "").unwrap();
+//!
+//! let a = config.allocate("container-a", "eth0").unwrap();
+//! assert_eq!(a.ips[0].address.to_string(), "198.51.100.2/24");
+//! assert_eq!(a.ips[0].gateway.to_string(), "198.51.100.1");
+//! assert_eq!(a.ips[1].address.to_string(), "2001:db8::2/64");
+//! assert!(config.check("container-a", "eth0").unwrap());
+//!
+//! let b = config.allocate("container-b", "eth0").unwrap();
+//! assert_eq!(b.ips[0].address.to_string(), "198.51.100.3/24");
+//!
+//! // GC keeps only the attachments still in use.
+//! let released = config.gc(&[("container-b", "eth0")]).unwrap();
+//! assert_eq!(released.len(), 2);
+//! config.release("container-b", "eth0").unwrap();
+//! # std::fs::remove_dir_all(&data_dir).unwrap();
+//! ```
+
+mod config;
+mod store;
+
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, RouteSpec};
+pub use store::{LockedStore, Owner, Reservation, Store, StoreError};
+
+/// Why an allocation failed. Nothing stays reserved after a failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AllocError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `resolvConf` cannot be read.
+    #[error("cannot read resolvConf {path}: {source}")]
+    ResolvConf {
+        /// The configured path.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
+    /// Every address of a range set is taken.
+    #[error(
+        "failed to allocate for range {index}: no IP addresses available in range set: {range_set}"
+    )]
+    Exhausted {
+        /// The range set's index.
+        index: usize,
+        /// The range set (`start-end,...`).
+        range_set: String,
+    },
+    /// The attachment already holds an address of a range set.
+    #[error(
+        "failed to allocate for range {index}: {ip} has been allocated to {container_id}, duplicate allocation is not allowed"
+    )]
+    Duplicate {
+        /// The range set's index.
+        index: usize,
+        /// The address it holds.
+        ip: IpAddr,
+        /// The container ID.
+        container_id: String,
+    },
+    /// A requested address is a range's gateway.
+    #[error("failed to allocate for range {index}: requested ip {ip} is subnet's gateway")]
+    RequestedGateway {
+        /// The range set's index.
+        index: usize,
+        /// The address.
+        ip: IpAddr,
+    },
+    /// A requested address is taken.
+    #[error(
+        "failed to allocate for range {index}: requested IP address {ip} is not available in range set {range_set}"
+    )]
+    RequestedTaken {
+        /// The range set's index.
+        index: usize,
+        /// The address.
+        ip: IpAddr,
+        /// The range set (`start-end,...`).
+        range_set: String,
+    },
+    /// Requested addresses lie in no range set.
+    #[error("failed to allocate all requested IPs: {}", display_ips(.0))]
+    RequestedOutside(Vec<IpAddr>),
+}
+
+fn display_ips(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One allocated address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AllocatedIp {
+    /// The address with its subnet's prefix length.
+    pub address: IpNet,
+    /// The gateway of its range.
+    pub gateway: IpAddr,
+}
+
+/// DNS settings read from `resolvConf`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Dns {
+    /// `nameserver` lines, in order.
+    pub nameservers: Vec<String>,
+    /// The last `domain` line.
+    pub domain: Option<String>,
+    /// The words of the `search` lines.
+    pub search: Vec<String>,
+    /// The words of the `options` lines.
+    pub options: Vec<String>,
+}
+
+impl Dns {
+    /// Parse a `resolv.conf` as `host-local` does: comments (`#`, `;`) and
+    /// lines of fewer than two words are skipped.
+    ///
+    /// ```
+    /// let dns = overlay_ipam::host_local::Dns::parse_resolv_conf(
+    ///     "# comment\nnameserver 192.0.2.53\nsearch a.example b.example\noptions ndots:5\ndomain example\n",
+    /// );
+    /// assert_eq!(dns.nameservers, ["192.0.2.53"]);
+    /// assert_eq!(dns.search, ["a.example", "b.example"]);
+    /// assert_eq!(dns.options, ["ndots:5"]);
+    /// assert_eq!(dns.domain.as_deref(), Some("example"));
+    /// ```
+    pub fn parse_resolv_conf(text: &str) -> Dns {
+        let mut dns = Dns::default();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with(['#', ';']) {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [key, first, rest @ ..] = fields.as_slice() else {
+                continue;
+            };
+            let words = || std::iter::once(first).chain(rest).map(|w| w.to_string());
+            match *key {
+                "nameserver" => dns.nameservers.push(first.to_string()),
+                "domain" => dns.domain = Some(first.to_string()),
+                "search" => dns.search.extend(words()),
+                "options" => dns.options.extend(words()),
+                _ => {}
+            }
+        }
+        dns
+    }
+}
+
+/// The result of [`Config::allocate`]: what `host-local` prints for `ADD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Allocation {
+    /// One address per range set, in the order of the sets.
+    pub ips: Vec<AllocatedIp>,
+    /// The configured routes.
+    pub routes: Vec<RouteSpec>,
+    /// DNS settings from `resolvConf` (empty without it).
+    pub dns: Dns,
+}
+
+impl Config {
+    fn open_store(&self) -> Result<Store, StoreError> {
+        Store::open(&self.data_dir, &self.network)
+    }
+
+    /// `ADD`: reserve one address per range set for the attachment, under
+    /// the store's lock. Requested addresses ([`Config::requested_ips`]) are
+    /// taken from the set that holds them. On any failure, the addresses
+    /// reserved by this call are released.
+    pub fn allocate(&self, container_id: &str, ifname: &str) -> Result<Allocation, AllocError> {
+        let dns = match &self.resolv_conf {
+            Some(path) => {
+                Dns::parse_resolv_conf(&std::fs::read_to_string(path).map_err(|source| {
+                    AllocError::ResolvConf {
+                        path: path.clone(),
+                        source,
+                    }
+                })?)
+            }
+            None => Dns::default(),
+        };
+        let store = self.open_store()?;
+        let locked = store.lock()?;
+        let mut reserved: Vec<IpAddr> = Vec::new();
+        let result = self.allocate_locked(&locked, container_id, ifname, &mut reserved);
+        if result.is_err() {
+            for ip in reserved {
+                let _ = locked.remove(ip);
+            }
+        }
+        Ok(Allocation {
+            ips: result?,
+            routes: self.routes.clone(),
+            dns,
+        })
+    }
+
+    fn allocate_locked(
+        &self,
+        store: &LockedStore<'_>,
+        container_id: &str,
+        ifname: &str,
+        reserved: &mut Vec<IpAddr>,
+    ) -> Result<Vec<AllocatedIp>, AllocError> {
+        let mut requested = self.requested_ips.clone();
+        let mut ips = Vec::with_capacity(self.ranges.len());
+        let held = store.get_by_id(container_id, ifname)?;
+        for (index, set) in self.ranges.iter().enumerate() {
+            let wanted = requested.iter().position(|ip| set.contains(*ip));
+            if let Some(ip) = wanted.map(|i| requested.remove(i)) {
+                // `wanted` was found by `set.contains`.
+                let Some(range) = set.range_for(ip) else {
+                    continue;
+                };
+                if ip == range.gateway() {
+                    return Err(AllocError::RequestedGateway { index, ip });
+                }
+                if !store.reserve(container_id, ifname, ip, index)? {
+                    return Err(AllocError::RequestedTaken {
+                        index,
+                        ip,
+                        range_set: set.to_string(),
+                    });
+                }
+                reserved.push(ip);
+                ips.push(AllocatedIp {
+                    address: range.with_prefix(ip),
+                    gateway: range.gateway(),
+                });
+                continue;
+            }
+            if let Some(ip) = held.iter().find(|ip| set.contains(**ip)) {
+                return Err(AllocError::Duplicate {
+                    index,
+                    ip: *ip,
+                    container_id: container_id.to_owned(),
+                });
+            }
+            let last = store.last_reserved_ip(index)?;
+            let mut got = None;
+            for (ip, range) in set.candidates(last) {
+                if store.reserve(container_id, ifname, ip, index)? {
+                    got = Some(AllocatedIp {
+                        address: range.with_prefix(ip),
+                        gateway: range.gateway(),
+                    });
+                    reserved.push(ip);
+                    break;
+                }
+            }
+            ips.push(got.ok_or_else(|| AllocError::Exhausted {
+                index,
+                range_set: set.to_string(),
+            })?);
+        }
+        if !requested.is_empty() {
+            return Err(AllocError::RequestedOutside(requested));
+        }
+        Ok(ips)
+    }
+
+    /// `DEL`: release the attachment's addresses (see [`LockedStore::release`])
+    /// and return them. Releasing nothing is success.
+    pub fn release(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
+        let store = self.open_store()?;
+        let locked = store.lock()?;
+        locked.release(container_id, ifname)
+    }
+
+    /// `CHECK`: whether the attachment holds an address of this network.
+    pub fn check(&self, container_id: &str, ifname: &str) -> Result<bool, StoreError> {
+        let store = self.open_store()?;
+        let locked = store.lock()?;
+        Ok(!locked.get_by_id(container_id, ifname)?.is_empty())
+    }
+
+    /// `GC`: release every reservation whose owner is not one of the
+    /// `valid` attachments (container ID, interface name) and return the
+    /// released addresses. Files of old versions (container ID only) stay
+    /// while a valid attachment has that container ID.
+    pub fn gc<C: AsRef<str>, I: AsRef<str>>(
+        &self,
+        valid: &[(C, I)],
+    ) -> Result<Vec<IpAddr>, StoreError> {
+        let store = self.open_store()?;
+        let locked = store.lock()?;
+        let mut released = Vec::new();
+        for r in locked.reservations()? {
+            let keep = valid.iter().any(|(cid, ifname)| {
+                r.owner.container_id == cid.as_ref().trim()
+                    && r.owner
+                        .ifname
+                        .as_deref()
+                        .is_none_or(|i| i == ifname.as_ref())
+            });
+            if !keep {
+                locked.remove(r.ip)?;
+                released.push(r.ip);
+            }
+        }
+        Ok(released)
+    }
+
+    /// `STATUS`: the store can be opened and its directory is writable.
+    pub fn status(&self) -> Result<(), StoreError> {
+        let store = self.open_store()?;
+        if store.is_writable() {
+            Ok(())
+        } else {
+            Err(StoreError::Io {
+                op: "write to",
+                path: store.dir().to_path_buf(),
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    /// A data directory removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("ovipam-hl-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config(dir: &Path, ipam: &str) -> Config {
+        let json = format!(
+            r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"type":"host-local","dataDir":"{}",{ipam}}}}}"#,
+            dir.display()
+        );
+        Config::from_network_config(json.as_bytes(), "").unwrap()
+    }
+
+    fn addr(a: &Allocation) -> String {
+        a.ips[0].address.addr().to_string()
+    }
+
+    #[test]
+    fn allocation_is_round_robin_after_release() {
+        let dir = TempDir::new();
+        let c = config(&dir.0, r#""subnet":"198.51.100.0/29""#);
+        assert_eq!(addr(&c.allocate("a", "eth0").unwrap()), "198.51.100.2");
+        assert_eq!(addr(&c.allocate("b", "eth0").unwrap()), "198.51.100.3");
+        c.release("a", "eth0").unwrap();
+        // .2 is free again, but allocation continues after the last one.
+        assert_eq!(addr(&c.allocate("c", "eth0").unwrap()), "198.51.100.4");
+    }
+
+    #[test]
+    fn a_full_range_reports_exhaustion_and_keeps_nothing() {
+        let dir = TempDir::new();
+        let c = config(
+            &dir.0,
+            r#""ranges":[[{"subnet":"2001:db8::/126"}],[{"subnet":"198.51.100.0/30"}]]"#,
+        );
+        c.allocate("a", "eth0").unwrap();
+        // The IPv6 set has ::2 and ::3; the IPv4 set only .2.
+        let err = c.allocate("b", "eth0").unwrap_err();
+        assert!(
+            matches!(err, AllocError::Exhausted { index: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "failed to allocate for range 1: no IP addresses available in range set: 198.51.100.1-198.51.100.2"
+        );
+        assert!(
+            !c.check("b", "eth0").unwrap(),
+            "the IPv6 address was rolled back"
+        );
+    }
+
+    #[test]
+    fn a_second_add_of_the_same_attachment_is_refused() {
+        let dir = TempDir::new();
+        let c = config(&dir.0, r#""subnet":"198.51.100.0/24""#);
+        c.allocate("a", "eth0").unwrap();
+        assert!(matches!(
+            c.allocate("a", "eth0"),
+            Err(AllocError::Duplicate { index: 0, .. })
+        ));
+        // Another interface of the same container is another attachment.
+        assert_eq!(addr(&c.allocate("a", "eth1").unwrap()), "198.51.100.3");
+    }
+
+    #[test]
+    fn requested_addresses_are_honoured_or_refused_with_the_reason() {
+        let dir = TempDir::new();
+        let base = format!(
+            r#"{{"cniVersion":"1.0.0","name":"net","ipam":{{"dataDir":"{}","subnet":"198.51.100.0/24"}}}}"#,
+            dir.0.display()
+        );
+        let with_args = |args: &str| Config::from_network_config(base.as_bytes(), args).unwrap();
+        let got = with_args("IP=198.51.100.77").allocate("a", "eth0").unwrap();
+        assert_eq!(addr(&got), "198.51.100.77");
+        assert!(matches!(
+            with_args("IP=198.51.100.77").allocate("b", "eth0"),
+            Err(AllocError::RequestedTaken { .. })
+        ));
+        assert!(matches!(
+            with_args("IP=198.51.100.1").allocate("b", "eth0"),
+            Err(AllocError::RequestedGateway { .. })
+        ));
+        assert!(matches!(
+            with_args("IP=203.0.113.5").allocate("b", "eth0"),
+            Err(AllocError::RequestedOutside(ips)) if ips.len() == 1
+        ));
+        assert!(!with_args("").check("b", "eth0").unwrap());
+    }
+
+    #[test]
+    fn gc_keeps_valid_attachments_only() {
+        let dir = TempDir::new();
+        let c = config(&dir.0, r#""subnet":"198.51.100.0/24""#);
+        for cid in ["a", "b", "c"] {
+            c.allocate(cid, "eth0").unwrap();
+        }
+        let released = c.gc(&[("b", "eth0"), ("c", "eth9")]).unwrap();
+        assert_eq!(released.len(), 2);
+        assert!(c.check("b", "eth0").unwrap());
+        assert!(!c.check("a", "eth0").unwrap());
+        c.status().unwrap();
+    }
+
+    #[test]
+    fn resolv_conf_fills_dns_and_a_missing_file_is_an_error() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let resolv = dir.0.join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 192.0.2.53\nsearch example\n").unwrap();
+        let c = config(
+            &dir.0,
+            &format!(
+                r#""subnet":"198.51.100.0/24","resolvConf":"{}""#,
+                resolv.display()
+            ),
+        );
+        let a = c.allocate("a", "eth0").unwrap();
+        assert_eq!(a.dns.nameservers, ["192.0.2.53"]);
+        std::fs::remove_file(&resolv).unwrap();
+        assert!(matches!(
+            c.allocate("b", "eth0"),
+            Err(AllocError::ResolvConf { .. })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Against a model: no address is ever held twice, releases free
+        /// addresses for reuse, and allocation fails only when every
+        /// allocatable address is held.
+        #[test]
+        fn allocations_are_unique_reusable_and_total(
+            ops in proptest::collection::vec((any::<bool>(), 0usize..12), 1..60),
+        ) {
+            let dir = TempDir::new();
+            // 198.51.100.1-.6 minus the gateway .1: five addresses.
+            let c = config(&dir.0, r#""subnet":"198.51.100.0/29""#);
+            let mut held: std::collections::HashMap<usize, IpAddr> = Default::default();
+            for (add, who) in ops {
+                let cid = format!("c{who}");
+                if add {
+                    match c.allocate(&cid, "eth0") {
+                        Ok(a) => {
+                            prop_assert!(!held.contains_key(&who), "duplicate allowed");
+                            let ip = a.ips[0].address.addr();
+                            prop_assert!(!held.values().any(|h| *h == ip), "{ip} given twice");
+                            held.insert(who, ip);
+                        }
+                        Err(AllocError::Duplicate { .. }) => prop_assert!(held.contains_key(&who)),
+                        Err(AllocError::Exhausted { .. }) => prop_assert_eq!(held.len(), 5),
+                        Err(e) => prop_assert!(false, "unexpected error {e}"),
+                    }
+                } else {
+                    let released: HashSet<IpAddr> =
+                        c.release(&cid, "eth0").unwrap().into_iter().collect();
+                    let expected: HashSet<IpAddr> = held.remove(&who).into_iter().collect();
+                    prop_assert_eq!(released, expected);
+                }
+            }
+        }
+    }
+}
