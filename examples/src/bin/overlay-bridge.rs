@@ -4,17 +4,38 @@
 //!
 //! ADD ensures the bridge (`bridge`, default `cni0`, with `mtu`), creates a
 //! veth pair whose container end is created directly in `CNI_NETNS` as
-//! `CNI_IFNAME`, attaches the host end to the bridge (`hairpinMode`), runs the
-//! `ipam` plugin, puts its addresses on the container interface, the gateway
+//! `CNI_IFNAME`, attaches the host end to the bridge (`hairpinMode`), gets
+//! addresses from IPAM, puts them on the container interface, the gateway
 //! address on the bridge (`isGateway`) and a default route via the gateway in
-//! the pod (`isDefaultGateway`). The IPAM plugin runs in parallel with the
-//! link setup, and DEL releases the address while the kernel tears the veth
-//! down. CHECK verifies the interface and the addresses of `prevResult`; DEL
-//! is idempotent and succeeds when the namespace or interface is gone; GC and
-//! STATUS are forwarded to the IPAM plugin. `ipMasq` masquerades the pod's
-//! traffic leaving its subnet with `iptables`/`ip6tables` in the plugin's
-//! namespace, as the reference plugin does. `promiscMode: true` is rejected
-//! with code 2 (unsupported field): overlay-netlink has no promiscuity setter.
+//! the pod (`isDefaultGateway`). IPAM runs in parallel with the link setup,
+//! and DEL releases the address while the kernel tears the veth down. CHECK
+//! verifies the interface and the addresses of `prevResult`; DEL is
+//! idempotent and succeeds when the namespace or interface is gone. `ipMasq`
+//! masquerades the pod's traffic leaving its subnet with
+//! `iptables`/`ip6tables` in the plugin's namespace, as the reference plugin
+//! does. `promiscMode: true` is rejected with code 2 (unsupported field):
+//! overlay-netlink has no promiscuity setter.
+//!
+//! # IPAM
+//!
+//! With `"ipam": {"type": "host-local", ...}` the plugin allocates
+//! in-process with `overlay_ipam::host_local` instead of running the
+//! `host-local` binary: the same configuration (`ranges`, the legacy
+//! `subnet`/`rangeStart`/`rangeEnd`/`gateway`, `routes`, `dataDir`,
+//! `resolvConf`, requested IPs from `CNI_ARGS` `IP=`, `args.cni.ips` and
+//! `runtimeConfig.ips`), the same files under `<dataDir>/<network>` and the
+//! same `flock` on their `lock` file, so this plugin and the reference
+//! `host-local` can share a node's data directory safely. ADD, DEL, CHECK
+//! and GC (which keeps the runtime's valid attachments) act on those files;
+//! STATUS reports ready when the network's data directory is writable
+//! (code 50 otherwise). This saves the `host-local` process (about 5 ms of
+//! an ADD).
+//!
+//! Any other IPAM type is delegated: the plugin found on `CNI_PATH` runs
+//! with the same environment and configuration, for every command. To force
+//! delegation of `host-local` too (for example to use a patched
+//! `host-local` binary), set `"delegate": true` in the `ipam` object; the
+//! reference plugin ignores that key.
 //!
 //! ```json
 //! {"cniVersion": "1.1.0", "name": "pods", "type": "overlay-bridge",
@@ -26,9 +47,11 @@ use std::net::IpAddr;
 use std::thread;
 
 use ipnet::IpNet;
+use overlay_cni::config::GcAttachment;
 use overlay_cni::delegate::{self, AddGuard};
 use overlay_cni::result::{Interface, IpConfig, Route};
 use overlay_cni::{CniError, CniResult, ErrorCode, Plugin, Request};
+use overlay_ipam::host_local;
 use overlay_netlink::{Address, Handle, Link, LinkKind, Netns, VethConfig};
 use serde::Deserialize;
 
@@ -38,6 +61,10 @@ const CODE_NETLINK: u32 = 100;
 const CODE_IFNAME_TAKEN: u32 = 101;
 /// Plugin-specific code: an `iptables` command for `ipMasq` failed.
 const CODE_IPTABLES: u32 = 102;
+/// Plugin-specific code: in-process `host-local` IPAM could not allocate
+/// (range full, duplicate attachment, requested address unavailable) or
+/// found no address for CHECK.
+const CODE_IPAM: u32 = 103;
 
 /// The plugin's own keys of the network configuration.
 #[derive(Debug, Deserialize)]
@@ -61,7 +88,7 @@ fn default_bridge() -> String {
 }
 
 impl BridgeConf {
-    fn from_request(req: &Request) -> Result<(BridgeConf, String), CniError> {
+    fn from_request(req: &Request) -> Result<(BridgeConf, Ipam), CniError> {
         let extra = serde_json::Value::Object(req.config.extra.clone());
         let mut conf: BridgeConf = serde_json::from_value(extra).map_err(|e| {
             CniError::new(
@@ -72,16 +99,192 @@ impl BridgeConf {
         })?;
         // As the reference plugin: a default gateway implies a gateway.
         conf.is_gateway |= conf.is_default_gateway;
+        Ok((conf, Ipam::from_request(req)?))
+    }
+}
+
+/// Where a request's IPAM runs: see the crate docs' IPAM section.
+enum Ipam {
+    /// `host-local`, in-process, on the reference plugin's files.
+    HostLocal(Box<host_local::Config>),
+    /// Any other type (or `"delegate": true`): the plugin on `CNI_PATH`.
+    Delegate(String),
+}
+
+/// An ADD's allocation, released when dropped unless committed.
+enum Lease<'a> {
+    Delegated(AddGuard),
+    Local(LocalLease<'a>),
+}
+
+/// An in-process `host-local` allocation, released when dropped unless
+/// committed.
+struct LocalLease<'a> {
+    config: &'a host_local::Config,
+    req: &'a Request,
+    /// Some until committed.
+    result: Option<CniResult>,
+}
+
+impl Lease<'_> {
+    fn result(&self) -> &CniResult {
+        match self {
+            Lease::Delegated(guard) => guard.result(),
+            // Invariant: `result` is Some until `commit` consumes the lease.
+            Lease::Local(local) => local.result.as_ref().expect("lease holds its result"),
+        }
+    }
+
+    fn commit(self) {
+        match self {
+            Lease::Delegated(guard) => drop(guard.commit()),
+            Lease::Local(mut local) => local.result = None,
+        }
+    }
+}
+
+impl Drop for LocalLease<'_> {
+    fn drop(&mut self) {
+        if self.result.is_some() {
+            let _ = self
+                .config
+                .release(self.req.container_id(), self.req.ifname());
+        }
+    }
+}
+
+fn ipam_config_error(e: host_local::ConfigError) -> CniError {
+    CniError::new(
+        ErrorCode::InvalidNetworkConfig,
+        "invalid host-local IPAM configuration",
+    )
+    .with_details(e.to_string())
+}
+
+fn ipam_store_error(e: host_local::StoreError) -> CniError {
+    CniError::new(ErrorCode::IoFailure, format!("host-local IPAM store: {e}"))
+}
+
+impl Ipam {
+    fn from_request(req: &Request) -> Result<Ipam, CniError> {
         let ipam = req
             .config
             .ipam
             .as_ref()
-            .map(|i| i.plugin_type.clone())
-            .filter(|t| !t.is_empty())
+            .filter(|i| !i.plugin_type.is_empty())
             .ok_or_else(|| {
                 CniError::new(ErrorCode::InvalidNetworkConfig, "ipam.type is required")
             })?;
-        Ok((conf, ipam))
+        let delegate = match ipam.extra.get("delegate") {
+            None => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(CniError::new(
+                    ErrorCode::InvalidNetworkConfig,
+                    format!("ipam.delegate must be true or false, not {other}"),
+                ));
+            }
+        };
+        if ipam.plugin_type != "host-local" || delegate {
+            return Ok(Ipam::Delegate(ipam.plugin_type.clone()));
+        }
+        host_local::Config::from_network_config(&req.config_bytes, &req.env.args)
+            .map(|c| Ipam::HostLocal(Box::new(c)))
+            .map_err(ipam_config_error)
+    }
+
+    fn add<'a>(&'a self, req: &'a Request) -> Result<Lease<'a>, CniError> {
+        match self {
+            Ipam::Delegate(ty) => Ok(Lease::Delegated(delegate::delegate_add_guarded(
+                ty,
+                &req.config_bytes,
+                &req.env,
+            )?)),
+            Ipam::HostLocal(config) => {
+                let got =
+                    config
+                        .allocate(req.container_id(), req.ifname())
+                        .map_err(|e| match e {
+                            host_local::AllocError::Store(e) => ipam_store_error(e),
+                            other => CniError::plugin(CODE_IPAM, other.to_string()),
+                        })?;
+                let mut result = CniResult::new(req.version);
+                result.ips = got
+                    .ips
+                    .iter()
+                    .map(|ip| IpConfig::new(ip.address).with_gateway(ip.gateway))
+                    .collect();
+                result.routes = got
+                    .routes
+                    .iter()
+                    .map(|r| match r.gw {
+                        Some(gw) => Route::new(r.dst).with_gw(gw),
+                        None => Route::new(r.dst),
+                    })
+                    .collect();
+                result.dns.nameservers = got.dns.nameservers;
+                result.dns.domain = got.dns.domain;
+                result.dns.search = got.dns.search;
+                result.dns.options = got.dns.options;
+                Ok(Lease::Local(LocalLease {
+                    config,
+                    req,
+                    result: Some(result),
+                }))
+            }
+        }
+    }
+
+    fn del(&self, req: &Request) -> Result<(), CniError> {
+        match self {
+            Ipam::Delegate(ty) => Ok(delegate::delegate_del(ty, &req.config_bytes, &req.env)?),
+            Ipam::HostLocal(config) => config
+                .release(req.container_id(), req.ifname())
+                .map(drop)
+                .map_err(ipam_store_error),
+        }
+    }
+
+    fn check(&self, req: &Request) -> Result<(), CniError> {
+        match self {
+            Ipam::Delegate(ty) => Ok(delegate::delegate_check(ty, &req.config_bytes, &req.env)?),
+            Ipam::HostLocal(config) => match config.check(req.container_id(), req.ifname()) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(CniError::plugin(
+                    CODE_IPAM,
+                    format!(
+                        "host-local: failed to find address added by container {}",
+                        req.container_id()
+                    ),
+                )),
+                Err(e) => Err(ipam_store_error(e)),
+            },
+        }
+    }
+
+    fn gc(&self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
+        match self {
+            Ipam::Delegate(ty) => Ok(delegate::delegate_gc(ty, &req.config_bytes, &req.env)?),
+            Ipam::HostLocal(config) => {
+                let valid: Vec<(&str, &str)> = valid
+                    .iter()
+                    .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+                    .collect();
+                config.gc(&valid).map(drop).map_err(ipam_store_error)
+            }
+        }
+    }
+
+    fn status(&self, req: &Request) -> Result<(), CniError> {
+        match self {
+            Ipam::Delegate(ty) => Ok(delegate::delegate_status(ty, &req.config_bytes, &req.env)?),
+            Ipam::HostLocal(config) => config.status().map_err(|e| {
+                CniError::new(
+                    ErrorCode::PluginNotAvailable,
+                    format!("host-local IPAM store is not usable: {e}"),
+                )
+            }),
+        }
     }
 }
 
@@ -438,7 +641,7 @@ impl OverlayBridge {
 
 impl Plugin for OverlayBridge {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        let (conf, ipam_type) = BridgeConf::from_request(req)?;
+        let (conf, ipam) = BridgeConf::from_request(req)?;
         if conf.promisc_mode {
             // Only ADD refuses it: DEL of such a config must still succeed.
             return Err(CniError::new(
@@ -465,20 +668,17 @@ impl Plugin for OverlayBridge {
                 ),
             ));
         }
-        // The IPAM plugin (a separate process) runs while we build the links.
-        let (links, ipam) = thread::scope(|s| {
-            let ipam =
-                s.spawn(|| delegate::delegate_add_guarded(&ipam_type, &req.config_bytes, &req.env));
+        // IPAM (in-process, or a separate process) runs while we build the links.
+        let (links, lease) = thread::scope(|s| {
+            let lease = s.spawn(|| ipam.add(req));
             let links = rt.block_on(Self::setup_links(req, &conf, &host, &pod_ns, &pod));
-            (links, ipam.join())
+            (links, lease.join())
         });
-        let ipam: Result<AddGuard, CniError> = match ipam {
-            Ok(delegated) => delegated.map_err(CniError::from),
-            Err(_) => Err(CniError::new(ErrorCode::Internal, "IPAM thread panicked")),
-        };
-        // On every failure below, dropping `ipam` runs the IPAM plugin's DEL.
-        let (links, ipam) = match (links, ipam) {
-            (Ok(links), Ok(ipam)) => (links, ipam),
+        let lease = lease
+            .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Internal, "IPAM thread panicked")));
+        // On every failure below, dropping the lease releases the allocation.
+        let (links, lease) = match (links, lease) {
+            (Ok(links), Ok(lease)) => (links, lease),
             (Err(e), _) => return Err(e),
             (Ok(links), Err(e)) => {
                 let _ = rt.block_on(host.link().delete(links.1.index));
@@ -492,14 +692,14 @@ impl Plugin for OverlayBridge {
                 &host,
                 &pod,
                 &links,
-                ipam.result(),
+                lease.result(),
             ))
             .and_then(|result| match req.config.ip_masq {
                 Some(true) => masq::add(req, &result.ips).map(|()| result),
                 _ => Ok(result),
             }) {
             Ok(result) => {
-                ipam.commit();
+                lease.commit();
                 Ok(result)
             }
             Err(e) => {
@@ -510,9 +710,9 @@ impl Plugin for OverlayBridge {
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let (_, ipam_type) = BridgeConf::from_request(req)?;
+        let (_, ipam) = BridgeConf::from_request(req)?;
         thread::scope(|s| {
-            let ipam = s.spawn(|| delegate::delegate_del(&ipam_type, &req.config_bytes, &req.env));
+            let ipam = s.spawn(|| ipam.del(req));
             let links = Self::remove_host_veth(req);
             let masq = match req.config.ip_masq {
                 Some(true) => masq::del(req),
@@ -523,19 +723,19 @@ impl Plugin for OverlayBridge {
                 .map_err(|_| CniError::new(ErrorCode::Internal, "IPAM thread panicked"))?;
             links?;
             masq?;
-            ipam.map_err(CniError::from)
+            ipam
         })
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
-        let (conf, ipam_type) = BridgeConf::from_request(req)?;
+        let (conf, ipam) = BridgeConf::from_request(req)?;
         let prev = req
             .prev_result()
             .ok_or_else(|| {
                 CniError::new(ErrorCode::InvalidNetworkConfig, "CHECK needs prevResult")
             })?
             .map_err(|e| CniError::new(ErrorCode::DecodingFailure, format!("prevResult: {e}")))?;
-        delegate::delegate_check(&ipam_type, &req.config_bytes, &req.env)?;
+        ipam.check(req)?;
         let pod_ns = open_netns(req)?;
         let rt = runtime()?;
         let _in_runtime = rt.enter();
@@ -604,26 +804,12 @@ impl Plugin for OverlayBridge {
         })
     }
 
-    fn gc(
-        &self,
-        req: &Request,
-        _valid: &[overlay_cni::config::GcAttachment],
-    ) -> Result<(), CniError> {
-        let (_, ipam_type) = BridgeConf::from_request(req)?;
-        Ok(delegate::delegate_gc(
-            &ipam_type,
-            &req.config_bytes,
-            &req.env,
-        )?)
+    fn gc(&self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
+        BridgeConf::from_request(req)?.1.gc(req, valid)
     }
 
     fn status(&self, req: &Request) -> Result<(), CniError> {
-        let (_, ipam_type) = BridgeConf::from_request(req)?;
-        Ok(delegate::delegate_status(
-            &ipam_type,
-            &req.config_bytes,
-            &req.env,
-        )?)
+        BridgeConf::from_request(req)?.1.status(req)
     }
 }
 
