@@ -40,7 +40,11 @@ use overlay_core::encap::{
 use overlay_core::wire::ethernet::{self, EtherType};
 use overlay_core::wire::vxlan::{self, Gbp};
 use overlay_core::wire::{IpProtocol, Vni, WireError, checksum, ipv4, ipv6, udp};
-use overlay_testsupport::{TestNetns, privileged_test, unique_name, veth_between};
+use overlay_testsupport::{TestNetns, privileged_test, veth_between};
+
+#[path = "fixtures/pcap.rs"]
+mod pcap;
+use pcap::{TempDir, read_pcap};
 
 /// MAC addresses given to the underlay veth ends in A and B.
 const UNDERLAY_MACS: [[u8; 6]; 2] = [[0x02, 0, 0, 0, 0x01, 0x01], [0x02, 0, 0, 0, 0x01, 0x02]];
@@ -166,75 +170,8 @@ fn mac_string(mac: [u8; 6]) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// pcap reading (the classic libpcap format that `tcpdump -w` writes)
-// ---------------------------------------------------------------------------
-
-/// `LINKTYPE_ETHERNET` in a pcap global header.
-const LINKTYPE_ETHERNET: u32 = 1;
-
-/// The frames of a classic pcap file, in order.
-fn read_pcap(bytes: &[u8]) -> Vec<Vec<u8>> {
-    assert!(bytes.len() >= 24, "pcap shorter than its global header");
-    let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    let little = match magic {
-        // Microsecond and nanosecond timestamps, little and big endian.
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        _ => panic!("not a classic pcap file (magic {magic:02x?})"),
-    };
-    let u32_at = |at: usize| -> u32 {
-        let b: [u8; 4] = bytes[at..at + 4].try_into().expect("4-byte slice");
-        if little {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }
-    };
-    assert_eq!(u32_at(20), LINKTYPE_ETHERNET, "pcap link type");
-    let mut frames = Vec::new();
-    let mut at = 24;
-    while at < bytes.len() {
-        assert!(
-            bytes.len() >= at + 16,
-            "truncated pcap record header at {at}"
-        );
-        let captured = u32_at(at + 8) as usize;
-        let original = u32_at(at + 12) as usize;
-        assert_eq!(
-            captured, original,
-            "frame at {at} was cut by the snap length"
-        );
-        let start = at + 16;
-        assert!(
-            bytes.len() >= start + captured,
-            "truncated pcap record at {at}"
-        );
-        frames.push(bytes[start..start + captured].to_vec());
-        at = start + captured;
-    }
-    frames
-}
-
-// ---------------------------------------------------------------------------
 // Capturing from the kernel
 // ---------------------------------------------------------------------------
-
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(unique_name("fx"));
-        fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A running `tcpdump`, killed when dropped if it is still running.
 struct Tcpdump(Child);
@@ -419,7 +356,7 @@ fn capture(s: &Scenario) -> Vec<u8> {
         .expect("permanent neighbour for the peer");
     }
 
-    let dir = TempDir::new();
+    let dir = TempDir::new("fx");
     let out = dir.0.join(format!("{}.pcap", s.name));
     let tcpdump = Tcpdump::start(
         &a,

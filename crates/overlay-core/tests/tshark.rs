@@ -15,12 +15,17 @@ use std::process::Command;
 
 use overlay_core::MacAddr;
 use overlay_core::encap::{
-    Encapsulation, GeneveEncap, OuterParams, TunnelConfig, UdpChecksumMode, VxlanEncap,
+    Encapsulation, GeneveEncap, OuterIp, OuterParams, TunnelConfig, TunnelHeader, UdpChecksumMode,
+    VxlanEncap,
 };
 use overlay_core::wire::geneve::GeneveOption;
 use overlay_core::wire::vxlan::Gbp;
 use overlay_core::wire::{Vni, ethernet, ipv4, ipv6, udp};
-use overlay_testsupport::{privileged_required, unique_name};
+use overlay_testsupport::privileged_required;
+
+#[path = "fixtures/pcap.rs"]
+mod pcap;
+use pcap::{TempDir, read_pcap, write_pcap};
 
 const OUTER_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
 const OUTER_DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
@@ -232,7 +237,7 @@ fn cases() -> Vec<Case> {
 }
 
 // ---------------------------------------------------------------------------
-// Inner frames and the pcap file
+// Inner frames
 // ---------------------------------------------------------------------------
 
 /// RFC 1071 checksum, written out here so that the inner frame does not
@@ -298,45 +303,6 @@ fn build(case: &Case) -> Vec<u8> {
         case.name
     );
     buf
-}
-
-/// A classic pcap file (microsecond timestamps, link type Ethernet).
-fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes()); // thiszone
-    out.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
-    out.extend_from_slice(&65_535u32.to_le_bytes()); // snaplen
-    out.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
-    for (i, frame) in frames.iter().enumerate() {
-        let len = u32::try_from(frame.len()).expect("small frame");
-        let seconds = 1_700_000_000 + u32::try_from(i).expect("few frames");
-        out.extend_from_slice(&seconds.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(frame);
-    }
-    out
-}
-
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(unique_name("ts"));
-        fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -599,12 +565,114 @@ fn tshark_decodes_our_vxlan_and_geneve_packets_to_the_same_fields() {
     }
     let cases = cases();
     let packets: Vec<Vec<u8>> = cases.iter().map(build).collect();
-    let dir = TempDir::new();
+    let dir = TempDir::new("ts");
     let file = dir.0.join("encapsulated.pcap");
-    fs::write(&file, pcap(&packets)).expect("write pcap");
+    fs::write(&file, write_pcap(&packets)).expect("write pcap");
     let names: Vec<&'static str> = cases.iter().map(|c| c.name).collect();
     let decoded = tshark(&file, &names);
     for ((case, packet), d) in cases.iter().zip(&packets).zip(&decoded) {
         check(case, packet, d);
+    }
+}
+
+/// The kernel fixtures (`tests/fixtures/vxlan-*.pcap`), sorted by name.
+fn kernel_fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .expect("read tests/fixtures")
+        .map(|entry| entry.expect("list tests/fixtures").path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("vxlan-") && name.ends_with(".pcap")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// tshark and our decapsulation read the same fields off the frames the
+/// kernel's own VXLAN device sent (see tests/fixtures/README.md).
+#[test]
+fn tshark_and_our_decapsulation_agree_on_the_kernel_fixtures() {
+    if !tshark_available() {
+        return;
+    }
+    let files = kernel_fixtures();
+    assert!(files.len() >= 5, "kernel fixtures missing: {files:?}");
+    let decap = VxlanEncap::new(vni(0))
+        .with_config(TunnelConfig::new(4789).with_allow_zero_udp_checksum_ipv6(true));
+    for file in files {
+        let frames = read_pcap(&fs::read(&file).expect("read fixture"));
+        let decoded = tshark(&file, &vec!["kernel fixture"; frames.len()]);
+        for (i, (frame, d)) in frames.iter().zip(&decoded).enumerate() {
+            let what = format!("{} frame {i}", file.display());
+            let ours = decap
+                .decapsulate(frame)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let outer = ours.outer();
+            assert_eq!(
+                d.first("eth.src"),
+                mac(outer.ethernet.src_addr.octets()),
+                "{what}"
+            );
+            assert_eq!(
+                d.first("eth.dst"),
+                mac(outer.ethernet.dst_addr.octets()),
+                "{what}"
+            );
+            let (src, dst) = (
+                outer.ip.src_addr().to_string(),
+                outer.ip.dst_addr().to_string(),
+            );
+            match outer.ip {
+                OuterIp::V4(_) => {
+                    assert_eq!(
+                        (d.first("ip.src"), d.first("ip.dst")),
+                        (&*src, &*dst),
+                        "{what}"
+                    );
+                    assert_eq!(d.first("ip.checksum.status"), CHECKSUM_GOOD, "{what}");
+                }
+                OuterIp::V6(_) => {
+                    assert_eq!(
+                        (d.first("ipv6.src"), d.first("ipv6.dst")),
+                        (&*src, &*dst),
+                        "{what}"
+                    );
+                }
+            }
+            assert_eq!(
+                d.number("udp.srcport"),
+                u64::from(outer.udp.src_port),
+                "{what}"
+            );
+            assert_eq!(
+                d.number("udp.dstport"),
+                u64::from(outer.udp.dst_port),
+                "{what}"
+            );
+            // We verified every non-zero checksum; tshark must agree, and
+            // call a zero one absent (IPv4) or illegal (IPv6, RFC 8200).
+            let status = match (d.number("udp.checksum"), &outer.ip) {
+                (0, OuterIp::V4(_)) => CHECKSUM_NOT_PRESENT,
+                (0, OuterIp::V6(_)) => CHECKSUM_ILLEGAL,
+                _ => CHECKSUM_GOOD,
+            };
+            assert_eq!(d.first("udp.checksum.status"), status, "{what}");
+            let TunnelHeader::Vxlan(header) = ours.tunnel() else {
+                panic!("{what}: not VXLAN");
+            };
+            assert_eq!(d.number("vxlan.vni"), u64::from(header.vni.get()), "{what}");
+            assert!(d.flag("vxlan.flag_i"), "{what}");
+            assert_eq!(d.flag("vxlan.flag_g"), header.gbp.is_some(), "{what}");
+            let gbp = header.gbp.unwrap_or_default();
+            assert_eq!(d.flag("vxlan.flag_d"), gbp.dont_learn, "{what}");
+            assert_eq!(d.flag("vxlan.flag_a"), gbp.policy_applied, "{what}");
+            assert_eq!(
+                d.number("vxlan.gbp"),
+                u64::from(gbp.group_policy_id),
+                "{what}"
+            );
+        }
     }
 }
