@@ -222,11 +222,81 @@ impl ReconcileReport {
     }
 }
 
+/// How [`Overlay`] chooses the metric of the routes to peers' pod ranges.
+///
+/// The default, [`RouteMetric::Spread`], matters at scale. The IPv4 FIB
+/// shares route attributes (`fib_info`) between routes, and looks for one to
+/// share in a hash table keyed by protocol, scope, preferred source, metric
+/// and device, but not by gateway. An overlay has one gateway (VTEP address)
+/// per peer on one device, so with a single metric every route lands in the
+/// same bucket and each insertion scans all earlier ones: programming N peers
+/// costs O(N^2) in the kernel. Spreading the metric over a range, as a pure
+/// function of the destination, keeps the buckets short while every
+/// destination keeps exactly one route (so `replace` still replaces, and
+/// forwarding is unchanged: no two overlay routes share a destination).
+///
+/// ```
+/// use overlay_netlink::overlay::RouteMetric;
+/// let cidr = "10.244.7.0/24".parse().unwrap();
+/// let m = RouteMetric::default().metric_for(&cidr);
+/// assert_eq!(m, RouteMetric::default().metric_for(&cidr)); // stable
+/// assert_eq!(RouteMetric::Fixed(0).metric_for(&cidr), 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteMetric {
+    /// Every route gets this metric (flannel's behaviour with 0).
+    Fixed(u32),
+    /// `base + hash(destination) % span`: stable per destination.
+    Spread {
+        /// The lowest metric used.
+        base: u32,
+        /// How many distinct metrics are used (at least 1).
+        span: u32,
+    },
+}
+
+impl Default for RouteMetric {
+    fn default() -> Self {
+        RouteMetric::Spread {
+            base: 1024,
+            span: 4096,
+        }
+    }
+}
+
+impl RouteMetric {
+    /// The metric of the route to `destination`.
+    pub fn metric_for(&self, destination: &IpNet) -> u32 {
+        match *self {
+            RouteMetric::Fixed(m) => m,
+            RouteMetric::Spread { base, span } => {
+                // FNV-1a over the prefix bytes and length: stable across
+                // processes and versions, unlike std's RandomState.
+                let mut h: u32 = 0x811c_9dc5;
+                let bytes: Vec<u8> = match destination.network() {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                for b in bytes
+                    .iter()
+                    .chain(std::iter::once(&destination.prefix_len()))
+                {
+                    h ^= u32::from(*b);
+                    h = h.wrapping_mul(0x0100_0193);
+                }
+                base.saturating_add(h % span.max(1))
+            }
+        }
+    }
+}
+
 /// The per-peer state on one VXLAN device; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct Overlay {
     handle: Handle,
     vxlan: u32,
+    metric: RouteMetric,
 }
 
 /// What the kernel holds on the VXLAN device.
@@ -256,7 +326,20 @@ impl Overlay {
         Overlay {
             handle: handle.clone(),
             vxlan: vxlan_index,
+            metric: RouteMetric::default(),
         }
+    }
+
+    /// Use `metric` for the routes to pod ranges (default:
+    /// [`RouteMetric::Spread`]; see there why).
+    pub fn with_route_metric(mut self, metric: RouteMetric) -> Self {
+        self.metric = metric;
+        self
+    }
+
+    /// The route metric policy.
+    pub fn route_metric(&self) -> RouteMetric {
+        self.metric
     }
 
     /// The VXLAN device index.
@@ -273,7 +356,11 @@ impl Overlay {
     }
 
     fn route(&self, cidr: IpNet, gateway: IpAddr) -> Route {
-        Route::new(cidr).gateway(gateway).dev(self.vxlan).onlink()
+        Route::new(cidr)
+            .gateway(gateway)
+            .dev(self.vxlan)
+            .onlink()
+            .metric(self.metric.metric_for(&cidr))
     }
 
     /// Install one peer: neighbour entry, then FDB entry, then one on-link
@@ -523,9 +610,32 @@ impl Overlay {
                 ));
             }
             for cidr in &peer.pod_cidrs {
+                // The kernel stores metric 0 of an IPv6 route as 1024.
+                let metric = match (self.metric.metric_for(cidr), cidr) {
+                    (0, IpNet::V6(_)) => 1024,
+                    (m, _) => m,
+                };
                 match current.routes.remove(cidr) {
-                    Some(r) if r.gateway == Some(peer.vtep_ip) && r.onlink => present += 1,
+                    Some(r)
+                        if r.gateway == Some(peer.vtep_ip)
+                            && r.onlink
+                            && r.metric.unwrap_or(0) == metric =>
+                    {
+                        present += 1
+                    }
                     found => {
+                        // A route with another metric is another route:
+                        // remove it, or both would stay.
+                        if let Some(seen) = &found
+                            && seen.metric.unwrap_or(0) != metric
+                        {
+                            let mut del = Route::new(*cidr).dev(self.vxlan).table(TABLE_MAIN);
+                            del.metric = seen.metric;
+                            removals.push((
+                                Change::DeleteRoute { destination: *cidr },
+                                Request::new(RouteNetlinkMessage::DelRoute(del.message(true)), 0),
+                            ));
+                        }
                         present += usize::from(found.is_some());
                         missing += 1;
                         route_reqs.push((
@@ -653,10 +763,7 @@ mod tests {
             if !r.is_dump() {
                 return Ok(Vec::new());
             }
-            let ov = Overlay {
-                handle: Handle::with_transport(Arc::new(FakeTransport::new())),
-                vxlan: 5,
-            };
+            let ov = Overlay::new(&Handle::with_transport(Arc::new(FakeTransport::new())), 5);
             let mut out = Vec::new();
             match &r.message {
                 RouteNetlinkMessage::GetNeighbour(m)
@@ -686,6 +793,73 @@ mod tests {
             }
             Ok(out)
         }))
+    }
+
+    #[test]
+    fn spread_metrics_are_stable_and_within_their_range() {
+        let m = RouteMetric::Spread {
+            base: 100,
+            span: 16,
+        };
+        let mut seen = HashSet::new();
+        for n in 0..=255u8 {
+            let cidr: IpNet = format!("10.244.{n}.0/24").parse().unwrap();
+            let v = m.metric_for(&cidr);
+            assert!((100..116).contains(&v));
+            assert_eq!(v, m.metric_for(&cidr));
+            seen.insert(v);
+        }
+        // 256 destinations over 16 metrics use (nearly) all of them.
+        assert!(seen.len() >= 14, "{seen:?}");
+        let zero_span = RouteMetric::Spread { base: 7, span: 0 };
+        assert_eq!(zero_span.metric_for(&"10.0.0.0/8".parse().unwrap()), 7);
+    }
+
+    #[tokio::test]
+    async fn reconcile_replaces_a_route_installed_with_another_metric() {
+        // The kernel holds peer 1 as an overlay with metric 0 installed it.
+        let fake = Arc::new(FakeTransport::with_responder(|r: &Request| {
+            if !r.is_dump() {
+                return Ok(Vec::new());
+            }
+            let old = Overlay::new(&Handle::with_transport(Arc::new(FakeTransport::new())), 5)
+                .with_route_metric(RouteMetric::Fixed(0));
+            let p = peer(1);
+            Ok(match &r.message {
+                RouteNetlinkMessage::GetNeighbour(m)
+                    if m.header.family == AddressFamily::Bridge =>
+                {
+                    vec![RouteNetlinkMessage::NewNeighbour(old.fdb(&p).message())]
+                }
+                RouteNetlinkMessage::GetNeighbour(m) if m.header.family == AddressFamily::Inet => {
+                    vec![RouteNetlinkMessage::NewNeighbour(
+                        old.neighbour(&p).message(),
+                    )]
+                }
+                RouteNetlinkMessage::GetRoute(m)
+                    if m.header.address_family == AddressFamily::Inet =>
+                {
+                    vec![RouteNetlinkMessage::NewRoute(
+                        old.route(p.pod_cidrs[0], p.vtep_ip).message(false),
+                    )]
+                }
+                _ => Vec::new(),
+            })
+        }));
+        let ov = Overlay::new(&Handle::with_transport(fake.clone()), 5);
+        let report = ov.reconcile(&[peer(1)]).await.unwrap();
+        let cidr: IpNet = "10.244.1.0/24".parse().unwrap();
+        assert_eq!(report.updated, vec![peer(1).underlay]);
+        assert!(
+            report
+                .changes
+                .contains(&Change::DeleteRoute { destination: cidr })
+        );
+        assert!(report.changes.contains(&Change::ReplaceRoute {
+            destination: cidr,
+            gateway: peer(1).vtep_ip,
+        }));
+        assert_eq!(report.changes.len(), 2, "{:?}", report.changes);
     }
 
     #[tokio::test]
