@@ -243,3 +243,22 @@ fn gc_keeps_valid_attachments_and_status_reports_ready() {
     exec(&host, "DEL", "cid-keep", &pod, &v1_1);
     host.assert_clean(&[&bridge], &[]);
 }
+
+/// DEL returns once the kernel has announced the veth pair deleted, while a
+/// helper process waits out the kernel's deferred teardown: the names are
+/// free at once, so re-adding the same attachment right away succeeds.
+#[test]
+fn the_same_attachment_can_be_added_again_right_after_del() {
+    privileged_test!();
+    let host = Host::new();
+    let bridge = unique_name("br");
+    let ours = conf(&host, "overlay-bridge", &bridge, false);
+    let pod = TestNetns::with_kind("pod").unwrap();
+    for _ in 0..5 {
+        exec(&host, "ADD", "cid-again", &pod, &ours);
+        exec(&host, "DEL", "cid-again", &pod, &ours);
+        let links = support::links_of(&pod);
+        assert!(!links.contains("eth0"), "eth0 still in the pod: {links:?}");
+    }
+    host.assert_clean(&[&bridge], &[]);
+}
