@@ -42,11 +42,10 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Stale namespaces from a killed earlier run would hide leaks: remove them first.
-for ns in $(ip netns list | awk '{print $1}' | grep '^ovt-' || true); do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 || true
-    ip netns del "$ns" || true
-done
+# Test namespaces that exist before the run (a killed earlier run, or another
+# run in progress on a developer machine) are not this run's leaks.
+list_test_netns() { ip netns list | awk '{print $1}' | grep -E '^ov[td]-' | sort || true; }
+BASELINE=$(list_test_netns)
 
 export OVERLAY_REQUIRE_PRIVILEGED=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -73,7 +72,7 @@ if ((QUICK == 0)); then
 fi
 
 step "no test namespace left behind"
-left=$(ip netns list | awk '{print $1}' | grep '^ovt-' || true)
+left=$(comm -13 <(echo "$BASELINE") <(list_test_netns) | grep . || true)
 if [[ -n "$left" ]]; then
     echo "namespaces left behind by tests:" >&2
     echo "$left" >&2
