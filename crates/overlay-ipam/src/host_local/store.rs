@@ -222,8 +222,16 @@ impl LockedStore<'_> {
             return Err(io_err("write", &path)(e));
         }
         drop(file);
+        // As Go's os.WriteFile(name, data, 0644): mode 0644 when created.
         let last = self.path_of(&format!("{LAST_RESERVED_PREFIX}{range_set}"));
-        fs::write(&last, ip.to_string()).map_err(io_err("write", &last))?;
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&last)
+            .and_then(|mut f| f.write_all(ip.to_string().as_bytes()))
+            .map_err(io_err("write", &last))?;
         Ok(true)
     }
 
@@ -337,6 +345,7 @@ mod tests {
         );
         let mode = |p: &str| fs::metadata(net.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode("2001:db8::2"), 0o644);
+        assert_eq!(mode("last_reserved_ip.1"), 0o644);
         assert!(net.join("lock").exists());
         drop(locked);
         fs::remove_dir_all(&dir).unwrap();
