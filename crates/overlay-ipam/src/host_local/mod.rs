@@ -496,6 +496,27 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn concurrent_allocations_through_separate_stores_never_collide() {
+        let dir = TempDir::new();
+        let c = config(&dir.0, r#""subnet":"198.51.100.0/26""#);
+        let ips: Vec<IpAddr> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let c = c.clone();
+                    s.spawn(move || {
+                        c.allocate(&format!("c{i}"), "eth0").unwrap().ips[0]
+                            .address
+                            .addr()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let distinct: HashSet<IpAddr> = ips.iter().copied().collect();
+        assert_eq!(distinct.len(), ips.len(), "{ips:?}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
