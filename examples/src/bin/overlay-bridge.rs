@@ -670,11 +670,26 @@ impl OverlayBridge {
         if let Some(mtu) = conf.mtu {
             veth = veth.mtu(mtu);
         }
-        let host_end = host
-            .link()
-            .add_veth(&veth)
-            .await
-            .map_err(netlink("create veth pair"))?;
+        // A taken CNI_IFNAME makes the creation fail with EEXIST; only then
+        // is it worth a look-up to report it precisely.
+        let host_end = match host.link().add_veth(&veth).await {
+            Ok(link) => link,
+            Err(e) if e.is_already_exists() => {
+                let taken = pod.link().find(req.ifname()).await;
+                return Err(match taken.map_err(netlink("look up CNI_IFNAME"))? {
+                    Some(_) => CniError::plugin(
+                        CODE_IFNAME_TAKEN,
+                        format!(
+                            "interface {} already exists in {}",
+                            req.ifname(),
+                            pod_ns.path().display()
+                        ),
+                    ),
+                    None => netlink("create veth pair")(e),
+                });
+            }
+            Err(e) => return Err(netlink("create veth pair")(e)),
+        };
         let attach = async {
             host.link()
                 .set_master(host_end.index, bridge.index)
@@ -825,17 +840,6 @@ impl Plugin for OverlayBridge {
             .handle()
             .map_err(netlink("netlink socket in CNI_NETNS"))?;
         let host = Handle::new().map_err(netlink("netlink socket"))?;
-        let taken = rt.block_on(pod.link().find(req.ifname()));
-        if taken.map_err(netlink("look up CNI_IFNAME"))?.is_some() {
-            return Err(CniError::plugin(
-                CODE_IFNAME_TAKEN,
-                format!(
-                    "interface {} already exists in {}",
-                    req.ifname(),
-                    pod_ns.path().display()
-                ),
-            ));
-        }
         // IPAM (in-process, or a separate process) runs while we build the links.
         let (links, lease) = thread::scope(|s| {
             let lease = s.spawn(|| ipam.add(req));
