@@ -136,7 +136,7 @@ pub struct OuterParams {
 
 impl OuterParams {
     /// Outer addressing without VLAN tag and with IPv4 identification 0.
-    #[inline]
+    #[inline(always)]
     pub fn new(src_mac: MacAddr, dst_mac: MacAddr, src_ip: IpAddr, dst_ip: IpAddr) -> Self {
         OuterParams {
             src_mac,
@@ -149,20 +149,20 @@ impl OuterParams {
     }
 
     /// Adds an 802.1Q tag to the outer frame.
-    #[inline]
+    #[inline(always)]
     pub fn with_vlan(mut self, tag: VlanTag) -> Self {
         self.vlan = Some(tag);
         self
     }
 
     /// Sets the IPv4 identification.
-    #[inline]
+    #[inline(always)]
     pub fn with_ipv4_ident(mut self, ident: u16) -> Self {
         self.ipv4_ident = ident;
         self
     }
 
-    #[inline]
+    #[inline(always)]
     fn ip_header_len(&self) -> usize {
         match self.src_ip {
             IpAddr::V4(_) => ipv4::HEADER_LEN,
@@ -170,7 +170,7 @@ impl OuterParams {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn eth_header_len(&self) -> usize {
         if self.vlan.is_some() {
             ethernet::TAGGED_HEADER_LEN
@@ -217,7 +217,7 @@ pub enum FlowLabel {
 
 impl FlowLabel {
     /// The 20-bit label for a packet whose inner flow hashes to `hash`.
-    #[inline]
+    #[inline(always)]
     pub fn value(self, hash: u32) -> u32 {
         match self {
             FlowLabel::Fixed(label) => label & 0x000f_ffff,
@@ -264,7 +264,7 @@ pub struct TunnelConfig {
 
 impl TunnelConfig {
     /// Defaults for the given UDP destination port.
-    #[inline]
+    #[inline(always)]
     pub fn new(dst_port: u16) -> Self {
         TunnelConfig {
             dst_port,
@@ -280,69 +280,69 @@ impl TunnelConfig {
     }
 
     /// Sets the UDP destination port.
-    #[inline]
+    #[inline(always)]
     pub fn with_dst_port(mut self, port: u16) -> Self {
         self.dst_port = port;
         self
     }
 
     /// Sets the source port range.
-    #[inline]
+    #[inline(always)]
     pub fn with_src_port_range(mut self, range: RangeInclusive<u16>) -> Self {
         self.src_port_range = range;
         self
     }
 
     /// Sets the UDP checksum mode for transmission.
-    #[inline]
+    #[inline(always)]
     pub fn with_udp_checksum(mut self, mode: UdpChecksumMode) -> Self {
         self.udp_checksum = mode;
         self
     }
 
     /// Sets the TTL / hop limit.
-    #[inline]
+    #[inline(always)]
     pub fn with_ttl(mut self, ttl: u8) -> Self {
         self.ttl = ttl;
         self
     }
 
     /// Sets the IPv4 don't-fragment bit.
-    #[inline]
+    #[inline(always)]
     pub fn with_dont_fragment(mut self, on: bool) -> Self {
         self.dont_fragment = on;
         self
     }
 
     /// Sets the TOS / traffic class byte.
-    #[inline]
+    #[inline(always)]
     pub fn with_tos(mut self, tos: u8) -> Self {
         self.tos = tos;
         self
     }
 
     /// Sets the outer IPv6 flow label policy.
-    #[inline]
+    #[inline(always)]
     pub fn with_ipv6_flow_label(mut self, label: FlowLabel) -> Self {
         self.ipv6_flow_label = label;
         self
     }
 
     /// Sets whether received UDP checksums are verified.
-    #[inline]
+    #[inline(always)]
     pub fn with_verify_udp_checksum(mut self, on: bool) -> Self {
         self.verify_udp_checksum = on;
         self
     }
 
     /// Sets whether zero UDP checksums over IPv6 are accepted on receipt.
-    #[inline]
+    #[inline(always)]
     pub fn with_allow_zero_udp_checksum_ipv6(mut self, on: bool) -> Self {
         self.allow_zero_udp_checksum_ipv6 = on;
         self
     }
 
-    #[inline]
+    #[inline(always)]
     fn udp_parse_options(&self) -> udp::ParseOptions {
         udp::ParseOptions::default()
             .verify_checksum(self.verify_udp_checksum)
@@ -441,7 +441,7 @@ pub enum OuterIp {
 
 impl OuterIp {
     /// Source address.
-    #[inline]
+    #[inline(always)]
     pub fn src_addr(&self) -> IpAddr {
         match self {
             OuterIp::V4(r) => r.src_addr.into(),
@@ -450,7 +450,7 @@ impl OuterIp {
     }
 
     /// Destination address.
-    #[inline]
+    #[inline(always)]
     pub fn dst_addr(&self) -> IpAddr {
         match self {
             OuterIp::V4(r) => r.dst_addr.into(),
@@ -459,7 +459,7 @@ impl OuterIp {
     }
 
     /// TTL (IPv4) or hop limit (IPv6).
-    #[inline]
+    #[inline(always)]
     pub fn ttl(&self) -> u8 {
         match self {
             OuterIp::V4(r) => r.ttl,
@@ -506,7 +506,7 @@ pub enum TunnelHeader<'a> {
 
 impl TunnelHeader<'_> {
     /// The VNI of either header.
-    #[inline]
+    #[inline(always)]
     pub fn vni(&self) -> Vni {
         match self {
             TunnelHeader::Vxlan(h) => h.vni,
@@ -549,37 +549,37 @@ pub struct Decapsulated<'a> {
 // can be set.
 impl<'a> Decapsulated<'a> {
     /// The whole packet that was decapsulated.
-    #[inline]
+    #[inline(always)]
     pub fn packet(&self) -> &'a [u8] {
         self.packet
     }
 
     /// Offset of the outer IP header (14, or 18 with a VLAN tag).
-    #[inline]
+    #[inline(always)]
     pub fn ip_offset(&self) -> usize {
         self.ip_offset
     }
 
     /// Offset of the outer UDP header.
-    #[inline]
+    #[inline(always)]
     pub fn udp_offset(&self) -> usize {
         self.udp_offset
     }
 
     /// Offset of the tunnel (VXLAN or Geneve) header.
-    #[inline]
+    #[inline(always)]
     pub fn tunnel_offset(&self) -> usize {
         self.udp_offset + udp::HEADER_LEN
     }
 
     /// The outer Ethernet header.
-    #[inline]
+    #[inline(always)]
     pub fn ethernet(&self) -> ethernet::Repr {
         ethernet::Repr::read(&ethernet::Packet::new_unchecked(self.packet))
     }
 
     /// The outer IP header.
-    #[inline]
+    #[inline(always)]
     pub fn ip(&self) -> OuterIp {
         let bytes = &self.packet[self.ip_offset..];
         if self.ipv6 {
@@ -590,13 +590,13 @@ impl<'a> Decapsulated<'a> {
     }
 
     /// The outer UDP header.
-    #[inline]
+    #[inline(always)]
     pub fn udp(&self) -> udp::Repr {
         udp::Repr::read(&udp::Packet::new_unchecked(&self.packet[self.udp_offset..]))
     }
 
     /// All outer headers.
-    #[inline]
+    #[inline(always)]
     pub fn outer(&self) -> OuterHeaders {
         OuterHeaders {
             ethernet: self.ethernet(),
@@ -606,7 +606,7 @@ impl<'a> Decapsulated<'a> {
     }
 
     /// The tunnel header; Geneve options stay borrowed from the packet.
-    #[inline]
+    #[inline(always)]
     pub fn tunnel(&self) -> TunnelHeader<'a> {
         let bytes = &self.packet[self.tunnel_offset()..];
         match self.kind {
@@ -629,7 +629,7 @@ impl<'a> Decapsulated<'a> {
     }
 
     /// The VNI (the same for VXLAN and Geneve: bytes 4..7 of the header).
-    #[inline]
+    #[inline(always)]
     pub fn vni(&self) -> Vni {
         crate::wire::vxlan::Packet::new_unchecked(&self.packet[self.tunnel_offset()..]).vni()
     }
@@ -652,7 +652,7 @@ impl<'a> Located<'a> {
     }
 
     /// Completes a [`Decapsulated`] once the tunnel header is validated.
-    #[inline]
+    #[inline(always)]
     fn finish(
         self,
         packet: &'a [u8],
@@ -675,7 +675,7 @@ impl<'a> Located<'a> {
 }
 
 /// Wraps a [`WireError`] of the header that starts at `offset`.
-#[inline]
+#[inline(always)]
 fn at(offset: usize) -> impl FnOnce(WireError) -> DecapError {
     move |error| DecapError::Wire { offset, error }
 }

@@ -116,7 +116,7 @@ impl Encapsulation for VxlanEncap {
         )
     }
 
-    #[inline]
+    #[inline(always)]
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
         let located = parse_outer(packet, &self.config)?;
         let header =

@@ -67,6 +67,39 @@ pub fn data(data: &[u8]) -> u16 {
     fold(acc)
 }
 
+/// One's-complement sum of a short input, such as an IP header, as
+/// big-endian 16-bit words folded to 16 bits.
+///
+/// Gives the same result as [`data`]; it is a simpler loop for the 20 to 60
+/// bytes of an IPv4 header: a 32-bit accumulator, which cannot overflow for
+/// inputs up to 131 071 bytes, and two folds. Longer inputs are passed to
+/// [`data`].
+///
+/// ```
+/// use overlay_core::wire::checksum;
+/// let header = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11,
+///               0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
+/// assert_eq!(checksum::small(&header), 0xffff); // a valid IPv4 header
+/// assert_eq!(checksum::small(&header), checksum::data(&header));
+/// ```
+#[inline(always)]
+pub fn small(input: &[u8]) -> u16 {
+    if input.len() > 131_071 {
+        return data(input);
+    }
+    let mut sum: u32 = 0;
+    let mut words = input.chunks_exact(2);
+    for w in &mut words {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = words.remainder() {
+        sum += u32::from(u16::from_be_bytes([*last, 0]));
+    }
+    let s = (sum & 0xffff) + (sum >> 16); // <= 0x1fffe
+    let s = (s & 0xffff) + (s >> 16); // <= 0xffff
+    s as u16
+}
+
 /// One's-complement sum of already folded partial sums.
 #[inline]
 pub fn combine(sums: &[u16]) -> u16 {
@@ -141,5 +174,19 @@ mod tests {
             let cut = (cut * 2).min(bytes.len() & !1);
             prop_assert_eq!(combine(&[data(&bytes[..cut]), data(&bytes[cut..])]), data(&bytes));
         }
+    }
+
+    #[test]
+    fn small_agrees_with_data_on_every_short_length() {
+        let bytes: Vec<u8> = (0..200u32)
+            .map(|i| (i.wrapping_mul(97) ^ 0xa5) as u8)
+            .collect();
+        for len in 0..bytes.len() {
+            assert_eq!(small(&bytes[..len]), data(&bytes[..len]), "length {len}");
+        }
+        let ones = vec![0xffu8; 131_071];
+        assert_eq!(small(&ones), data(&ones));
+        let longer = vec![0xffu8; 131_073];
+        assert_eq!(small(&longer), data(&longer));
     }
 }

@@ -89,7 +89,7 @@ pub enum EtherType {
 }
 
 impl From<u16> for EtherType {
-    #[inline]
+    #[inline(always)]
     fn from(value: u16) -> Self {
         match value {
             0x0800 => EtherType::Ipv4,
@@ -103,7 +103,7 @@ impl From<u16> for EtherType {
 }
 
 impl From<EtherType> for u16 {
-    #[inline]
+    #[inline(always)]
     fn from(value: EtherType) -> u16 {
         match value {
             EtherType::Ipv4 => 0x0800,
@@ -117,7 +117,7 @@ impl From<EtherType> for u16 {
 }
 
 impl fmt::Display for EtherType {
-    #[inline]
+    #[inline(always)]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#06x}", u16::from(*self))
     }
@@ -142,7 +142,7 @@ pub struct VlanTag {
 
 impl VlanTag {
     /// Builds a tag, checking that `pcp` fits in 3 bits and `vid` in 12 bits.
-    #[inline]
+    #[inline(always)]
     pub fn new(pcp: u8, dei: bool, vid: u16) -> Result<Self, WireError> {
         if pcp > 7 {
             return Err(WireError::ValueOutOfRange {
@@ -164,7 +164,7 @@ impl VlanTag {
     }
 
     /// Decodes a 16-bit tag control information field.
-    #[inline]
+    #[inline(always)]
     pub const fn from_tci(tci: u16) -> Self {
         VlanTag {
             pcp: (tci >> 13) as u8,
@@ -174,25 +174,25 @@ impl VlanTag {
     }
 
     /// Encodes the 16-bit tag control information field.
-    #[inline]
+    #[inline(always)]
     pub const fn tci(self) -> u16 {
         ((self.pcp as u16) << 13) | ((self.dei as u16) << 12) | self.vid
     }
 
     /// Priority code point (0..=7).
-    #[inline]
+    #[inline(always)]
     pub const fn pcp(self) -> u8 {
         self.pcp
     }
 
     /// Drop eligible indicator.
-    #[inline]
+    #[inline(always)]
     pub const fn dei(self) -> bool {
         self.dei
     }
 
     /// VLAN identifier (0..=4095).
-    #[inline]
+    #[inline(always)]
     pub const fn vid(self) -> u16 {
         self.vid
     }
@@ -202,7 +202,7 @@ super::packet_view!("an Ethernet II frame");
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks that the buffer holds the whole header.
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), WireError> {
         let data = self.buffer.as_ref();
         need(Layer::Ethernet, HEADER_LEN, data.len())?;
@@ -213,7 +213,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Destination address.
-    #[inline]
+    #[inline(always)]
     pub fn dst_addr(&self) -> MacAddr {
         let mut octets = [0u8; 6];
         octets.copy_from_slice(&self.buffer.as_ref()[field::DST]);
@@ -221,7 +221,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Source address.
-    #[inline]
+    #[inline(always)]
     pub fn src_addr(&self) -> MacAddr {
         let mut octets = [0u8; 6];
         octets.copy_from_slice(&self.buffer.as_ref()[field::SRC]);
@@ -229,20 +229,20 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The raw type field at bytes 12..14 (the TPID `0x8100` if tagged).
-    #[inline]
+    #[inline(always)]
     pub fn outer_ethertype(&self) -> u16 {
         let d = self.buffer.as_ref();
         u16::from_be_bytes([d[field::TYPE.start], d[field::TYPE.start + 1]])
     }
 
     /// True if the frame carries an 802.1Q tag.
-    #[inline]
+    #[inline(always)]
     pub fn has_vlan_tag(&self) -> bool {
         self.outer_ethertype() == 0x8100
     }
 
     /// The 802.1Q tag, if any.
-    #[inline]
+    #[inline(always)]
     pub fn vlan_tag(&self) -> Option<VlanTag> {
         if self.has_vlan_tag() {
             let d = self.buffer.as_ref();
@@ -256,7 +256,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The EtherType of the payload (after the tag, if any).
-    #[inline]
+    #[inline(always)]
     pub fn ethertype(&self) -> EtherType {
         if self.has_vlan_tag() {
             let d = self.buffer.as_ref();
@@ -270,7 +270,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Length of the header: 14, or 18 with a tag.
-    #[inline]
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         if self.has_vlan_tag() {
             TAGGED_HEADER_LEN
@@ -280,7 +280,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The payload: everything after the header, including any padding.
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
@@ -289,7 +289,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     /// The payload (everything after the header, including any padding), borrowed for the buffer's whole lifetime
     /// rather than the view's, so it can outlive the `Packet`.
-    #[inline]
+    #[inline(always)]
     pub fn into_payload(self) -> &'a [u8] {
         let start = self.header_len();
         &T::as_ref(self.buffer)[start..]
@@ -298,13 +298,13 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the destination address.
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_addr(&mut self, addr: MacAddr) {
         self.buffer.as_mut()[field::DST].copy_from_slice(addr.as_bytes());
     }
 
     /// Sets the source address.
-    #[inline]
+    #[inline(always)]
     pub fn set_src_addr(&mut self, addr: MacAddr) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(addr.as_bytes());
     }
@@ -312,21 +312,21 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Writes the type field at bytes 12..14 (use `0x8100` to add a tag,
     /// then [`set_vlan_tag`](Self::set_vlan_tag) and
     /// [`set_ethertype`](Self::set_ethertype)).
-    #[inline]
+    #[inline(always)]
     pub fn set_outer_ethertype(&mut self, value: u16) {
         self.buffer.as_mut()[field::TYPE].copy_from_slice(&value.to_be_bytes());
     }
 
     /// Writes the tag control information (bytes 14..16). Only meaningful
     /// when the type field is `0x8100`.
-    #[inline]
+    #[inline(always)]
     pub fn set_vlan_tag(&mut self, tag: VlanTag) {
         self.buffer.as_mut()[field::TCI].copy_from_slice(&tag.tci().to_be_bytes());
     }
 
     /// Writes the payload's EtherType at the position the current type field
     /// implies (bytes 16..18 if tagged, otherwise 12..14).
-    #[inline]
+    #[inline(always)]
     pub fn set_ethertype(&mut self, value: EtherType) {
         let range = if self.has_vlan_tag() {
             field::TAGGED_TYPE
@@ -337,7 +337,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// The payload, mutably.
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let start = self.header_len();
         &mut self.buffer.as_mut()[start..]
@@ -363,14 +363,14 @@ pub struct Repr {
 
 impl Repr {
     /// Reads the header of a checked packet.
-    #[inline]
+    #[inline(always)]
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr, WireError> {
         packet.check_len()?;
         Ok(Self::read(packet))
     }
 
     /// Reads the fields of a packet that passed `check_len`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Repr {
         Repr {
             src_addr: packet.src_addr(),
@@ -381,7 +381,7 @@ impl Repr {
     }
 
     /// Bytes [`emit`](Self::emit) writes: 14, or 18 with a tag.
-    #[inline]
+    #[inline(always)]
     pub const fn buffer_len(&self) -> usize {
         if self.vlan.is_some() {
             TAGGED_HEADER_LEN
@@ -391,7 +391,7 @@ impl Repr {
     }
 
     /// Writes the header to the start of the packet's buffer.
-    #[inline]
+    #[inline(always)]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
         packet.set_dst_addr(self.dst_addr);
         packet.set_src_addr(self.src_addr);

@@ -40,7 +40,7 @@ pub enum IpProtocol {
 }
 
 impl From<u8> for IpProtocol {
-    #[inline]
+    #[inline(always)]
     fn from(value: u8) -> Self {
         match value {
             0 => IpProtocol::HopByHop,
@@ -58,7 +58,7 @@ impl From<u8> for IpProtocol {
 }
 
 impl From<IpProtocol> for u8 {
-    #[inline]
+    #[inline(always)]
     fn from(value: IpProtocol) -> u8 {
         match value {
             IpProtocol::HopByHop => 0,

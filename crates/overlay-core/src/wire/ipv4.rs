@@ -93,7 +93,7 @@ impl Options {
 
     /// Copies option bytes, checking that they fit the IHL field: a multiple
     /// of 4 bytes, at most 40.
-    #[inline]
+    #[inline(always)]
     pub fn new(bytes: &[u8]) -> Result<Options, WireError> {
         if bytes.len() > MAX_OPTIONS_LEN {
             return Err(WireError::ValueOutOfRange {
@@ -119,7 +119,7 @@ impl Options {
 
     /// Copies options from a packet that passed `check_len`: the 4-bit IHL
     /// bounds them to 40 bytes in 4-byte words, so nothing is cut off.
-    #[inline]
+    #[inline(always)]
     fn from_checked(bytes: &[u8]) -> Options {
         let len = bytes.len().min(MAX_OPTIONS_LEN) & !3;
         let mut out = Options::EMPTY;
@@ -130,33 +130,33 @@ impl Options {
     }
 
     /// The option bytes.
-    #[inline]
+    #[inline(always)]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
 
     /// Length in bytes.
-    #[inline]
+    #[inline(always)]
     pub fn len(&self) -> usize {
         usize::from(self.len)
     }
 
     /// True if there are no options.
-    #[inline]
+    #[inline(always)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 }
 
 impl Default for Options {
-    #[inline]
+    #[inline(always)]
     fn default() -> Self {
         Options::EMPTY
     }
 }
 
 impl std::fmt::Debug for Options {
-    #[inline]
+    #[inline(always)]
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Options").field(&self.as_bytes()).finish()
     }
@@ -168,7 +168,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks that the buffer holds the fixed header, that the IHL is at
     /// least 5 and within the buffer, and that the total length is at least
     /// the header length and within the buffer.
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
         need(Layer::Ipv4, HEADER_LEN, len)?;
@@ -194,119 +194,119 @@ impl<T: AsRef<[u8]>> Packet<T> {
         need(Layer::Ipv4, total_len, len)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u16_at(&self, at: usize) -> u16 {
         let d = self.buffer.as_ref();
         u16::from_be_bytes([d[at], d[at + 1]])
     }
 
     /// Version field (4 for IPv4).
-    #[inline]
+    #[inline(always)]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
 
     /// Header length in bytes (IHL times 4).
-    #[inline]
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// Differentiated services code point (6 bits).
-    #[inline]
+    #[inline(always)]
     pub fn dscp(&self) -> u8 {
         self.buffer.as_ref()[field::DSCP_ECN] >> 2
     }
 
     /// Explicit congestion notification (2 bits).
-    #[inline]
+    #[inline(always)]
     pub fn ecn(&self) -> u8 {
         self.buffer.as_ref()[field::DSCP_ECN] & 0x03
     }
 
     /// Total length of the datagram (header and payload).
-    #[inline]
+    #[inline(always)]
     pub fn total_len(&self) -> u16 {
         self.u16_at(field::LENGTH.start)
     }
 
     /// Identification.
-    #[inline]
+    #[inline(always)]
     pub fn ident(&self) -> u16 {
         self.u16_at(field::IDENT.start)
     }
 
     /// Don't-fragment flag.
-    #[inline]
+    #[inline(always)]
     pub fn dont_frag(&self) -> bool {
         self.u16_at(field::FLG_OFF.start) & 0x4000 != 0
     }
 
     /// More-fragments flag.
-    #[inline]
+    #[inline(always)]
     pub fn more_frags(&self) -> bool {
         self.u16_at(field::FLG_OFF.start) & 0x2000 != 0
     }
 
     /// The reserved (evil) bit, which must be zero.
-    #[inline]
+    #[inline(always)]
     pub fn reserved_flag(&self) -> bool {
         self.u16_at(field::FLG_OFF.start) & 0x8000 != 0
     }
 
     /// Fragment offset in units of 8 bytes.
-    #[inline]
+    #[inline(always)]
     pub fn frag_offset(&self) -> u16 {
         self.u16_at(field::FLG_OFF.start) & 0x1fff
     }
 
     /// Time to live.
-    #[inline]
+    #[inline(always)]
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }
 
     /// Protocol of the payload.
-    #[inline]
+    #[inline(always)]
     pub fn protocol(&self) -> IpProtocol {
         IpProtocol::from(self.buffer.as_ref()[field::PROTOCOL])
     }
 
     /// Header checksum as on the wire.
-    #[inline]
+    #[inline(always)]
     pub fn checksum(&self) -> u16 {
         self.u16_at(field::CHECKSUM.start)
     }
 
     /// Source address.
-    #[inline]
+    #[inline(always)]
     pub fn src_addr(&self) -> Ipv4Addr {
         let d = self.buffer.as_ref();
         Ipv4Addr::new(d[12], d[13], d[14], d[15])
     }
 
     /// Destination address.
-    #[inline]
+    #[inline(always)]
     pub fn dst_addr(&self) -> Ipv4Addr {
         let d = self.buffer.as_ref();
         Ipv4Addr::new(d[16], d[17], d[18], d[19])
     }
 
     /// Raw options (bytes 20..header length).
-    #[inline]
+    #[inline(always)]
     pub fn options(&self) -> &[u8] {
         &self.buffer.as_ref()[field::OPTIONS_START..self.header_len()]
     }
 
     /// True if the header checksum verifies.
-    #[inline]
+    #[inline(always)]
     pub fn verify_checksum(&self) -> bool {
-        checksum::data(&self.buffer.as_ref()[..self.header_len()]) == 0xffff
+        checksum::small(&self.buffer.as_ref()[..self.header_len()]) == 0xffff
     }
 
     /// Checks what [`Repr::parse`] checks beyond [`check_len`](Self::check_len):
     /// version 4 and a correct header checksum. Call after `check_len`.
-    #[inline]
+    #[inline(always)]
     pub fn validate(&self) -> Result<(), WireError> {
         if self.version() != 4 {
             return Err(WireError::BadVersion {
@@ -325,7 +325,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The payload, bounded by the total length (padding excluded).
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
     }
@@ -334,7 +334,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     /// The payload (bounded by the total length), borrowed for the buffer's whole lifetime
     /// rather than the view's, so it can outlive the `Packet`.
-    #[inline]
+    #[inline(always)]
     pub fn into_payload(self) -> &'a [u8] {
         let range = self.header_len()..usize::from(self.total_len());
         &T::as_ref(self.buffer)[range]
@@ -342,14 +342,14 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
+    #[inline(always)]
     fn set_u16_at(&mut self, at: usize, value: u16) {
         self.buffer.as_mut()[at..at + 2].copy_from_slice(&value.to_be_bytes());
     }
 
     /// Sets the version and the header length in bytes (a multiple of 4,
     /// at most 60; extra bits are masked off).
-    #[inline]
+    #[inline(always)]
     pub fn set_version_and_header_len(&mut self, version: u8, header_len: usize) {
         // header_len / 4 <= 15 after masking.
         let ihl = ((header_len / 4) & 0x0f) as u8;
@@ -357,25 +357,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets DSCP (6 bits) and ECN (2 bits); extra bits are masked off.
-    #[inline]
+    #[inline(always)]
     pub fn set_dscp_ecn(&mut self, dscp: u8, ecn: u8) {
         self.buffer.as_mut()[field::DSCP_ECN] = (dscp << 2) | (ecn & 0x03);
     }
 
     /// Sets the total length.
-    #[inline]
+    #[inline(always)]
     pub fn set_total_len(&mut self, value: u16) {
         self.set_u16_at(field::LENGTH.start, value);
     }
 
     /// Sets the identification.
-    #[inline]
+    #[inline(always)]
     pub fn set_ident(&mut self, value: u16) {
         self.set_u16_at(field::IDENT.start, value);
     }
 
     /// Sets the flags and the fragment offset (in 8-byte units, 13 bits).
-    #[inline]
+    #[inline(always)]
     pub fn set_flags_and_frag_offset(&mut self, dont_frag: bool, more_frags: bool, offset: u16) {
         let value =
             (u16::from(dont_frag) << 14) | (u16::from(more_frags) << 13) | (offset & 0x1fff);
@@ -383,37 +383,37 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the time to live.
-    #[inline]
+    #[inline(always)]
     pub fn set_ttl(&mut self, value: u8) {
         self.buffer.as_mut()[field::TTL] = value;
     }
 
     /// Sets the protocol.
-    #[inline]
+    #[inline(always)]
     pub fn set_protocol(&mut self, value: IpProtocol) {
         self.buffer.as_mut()[field::PROTOCOL] = value.into();
     }
 
     /// Sets the checksum field to a raw value.
-    #[inline]
+    #[inline(always)]
     pub fn set_checksum(&mut self, value: u16) {
         self.set_u16_at(field::CHECKSUM.start, value);
     }
 
     /// Sets the source address.
-    #[inline]
+    #[inline(always)]
     pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
         self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// Sets the destination address.
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// Computes and writes the header checksum over the current header.
-    #[inline]
+    #[inline(always)]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let sum = !checksum::data(&self.buffer.as_ref()[..self.header_len()]);
@@ -421,14 +421,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// The options area, mutably.
-    #[inline]
+    #[inline(always)]
     pub fn options_mut(&mut self) -> &mut [u8] {
         let end = self.header_len();
         &mut self.buffer.as_mut()[field::OPTIONS_START..end]
     }
 
     /// The payload (bounded by the total length), mutably.
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let range = self.header_len()..usize::from(self.total_len());
         &mut self.buffer.as_mut()[range]
@@ -470,7 +470,7 @@ pub struct Repr {
 impl Repr {
     /// A header with the usual defaults for a tunnel: TTL 64, DF set, no
     /// options, DSCP/ECN 0, identification 0.
-    #[inline]
+    #[inline(always)]
     pub fn new(
         src_addr: Ipv4Addr,
         dst_addr: Ipv4Addr,
@@ -496,7 +496,7 @@ impl Repr {
     /// Reads and validates a header: length checks, version 4 and a correct
     /// header checksum (see [`Packet::validate`]). The reserved flag bit is
     /// ignored and not kept.
-    #[inline]
+    #[inline(always)]
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr, WireError> {
         packet.check_len()?;
         packet.validate()?;
@@ -504,7 +504,7 @@ impl Repr {
     }
 
     /// Reads the fields of a packet that passed `check_len`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Repr {
         Repr {
             src_addr: packet.src_addr(),
@@ -523,13 +523,13 @@ impl Repr {
     }
 
     /// Header length: 20 plus the options.
-    #[inline]
+    #[inline(always)]
     pub fn buffer_len(&self) -> usize {
         HEADER_LEN + self.options.len()
     }
 
     /// Writes the header, including the checksum. The payload is not touched.
-    #[inline]
+    #[inline(always)]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
         let header_len = self.buffer_len();
         packet.set_version_and_header_len(4, header_len);

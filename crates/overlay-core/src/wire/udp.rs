@@ -92,7 +92,7 @@ pub enum AddrPair {
 
 impl AddrPair {
     /// Pairs two addresses; `None` if their families differ.
-    #[inline]
+    #[inline(always)]
     pub fn new(src: IpAddr, dst: IpAddr) -> Option<AddrPair> {
         match (src, dst) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => Some(AddrPair::V4 { src, dst }),
@@ -102,7 +102,7 @@ impl AddrPair {
     }
 
     /// Partial checksum of the pseudo-header for a UDP length of `len`.
-    #[inline]
+    #[inline(always)]
     pub fn pseudo_header_sum(&self, len: u16) -> u16 {
         match *self {
             AddrPair::V4 { src, dst } => checksum::pseudo_header_v4(src, dst, PROTOCOL_UDP, len),
@@ -113,21 +113,21 @@ impl AddrPair {
     }
 
     /// True for IPv6.
-    #[inline]
+    #[inline(always)]
     pub fn is_ipv6(&self) -> bool {
         matches!(self, AddrPair::V6 { .. })
     }
 }
 
 impl From<(Ipv4Addr, Ipv4Addr)> for AddrPair {
-    #[inline]
+    #[inline(always)]
     fn from((src, dst): (Ipv4Addr, Ipv4Addr)) -> Self {
         AddrPair::V4 { src, dst }
     }
 }
 
 impl From<(Ipv6Addr, Ipv6Addr)> for AddrPair {
-    #[inline]
+    #[inline(always)]
     fn from((src, dst): (Ipv6Addr, Ipv6Addr)) -> Self {
         AddrPair::V6 { src, dst }
     }
@@ -149,7 +149,7 @@ pub struct ParseOptions {
 
 impl Default for ParseOptions {
     /// Verify non-zero checksums; reject zero checksums over IPv6.
-    #[inline]
+    #[inline(always)]
     fn default() -> Self {
         ParseOptions {
             verify_checksum: true,
@@ -161,7 +161,7 @@ impl Default for ParseOptions {
 impl ParseOptions {
     /// Whether non-zero checksums are verified (default: yes). Turn off only
     /// when the NIC already verified them.
-    #[inline]
+    #[inline(always)]
     pub fn verify_checksum(mut self, on: bool) -> Self {
         self.verify_checksum = on;
         self
@@ -169,20 +169,20 @@ impl ParseOptions {
 
     /// Whether a zero checksum over IPv6 is accepted (default: no). This is
     /// the RFC 6935/6936 exception for tunnel endpoints.
-    #[inline]
+    #[inline(always)]
     pub fn allow_zero_checksum_ipv6(mut self, on: bool) -> Self {
         self.allow_zero_checksum_ipv6 = on;
         self
     }
 
     /// True if non-zero checksums are verified.
-    #[inline]
+    #[inline(always)]
     pub fn verifies_checksum(&self) -> bool {
         self.verify_checksum
     }
 
     /// True if zero checksums over IPv6 are accepted.
-    #[inline]
+    #[inline(always)]
     pub fn allows_zero_checksum_ipv6(&self) -> bool {
         self.allow_zero_checksum_ipv6
     }
@@ -205,7 +205,7 @@ super::packet_view!("a UDP datagram");
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks that the buffer holds the header, that the length field is at
     /// least 8, and that the buffer holds the length it announces.
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
         need(Layer::Udp, HEADER_LEN, len)?;
@@ -221,45 +221,45 @@ impl<T: AsRef<[u8]>> Packet<T> {
         need(Layer::Udp, field_len, len)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u16_at(&self, at: usize) -> u16 {
         let d = self.buffer.as_ref();
         u16::from_be_bytes([d[at], d[at + 1]])
     }
 
     /// Source port.
-    #[inline]
+    #[inline(always)]
     pub fn src_port(&self) -> u16 {
         self.u16_at(field::SRC_PORT.start)
     }
 
     /// Destination port.
-    #[inline]
+    #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         self.u16_at(field::DST_PORT.start)
     }
 
     /// Length field (header and payload).
-    #[inline]
+    #[inline(always)]
     pub fn len(&self) -> u16 {
         self.u16_at(field::LENGTH.start)
     }
 
     /// True if the length field says there is no payload.
-    #[inline]
+    #[inline(always)]
     pub fn is_empty(&self) -> bool {
         usize::from(self.len()) <= HEADER_LEN
     }
 
     /// Checksum field.
-    #[inline]
+    #[inline(always)]
     pub fn checksum(&self) -> u16 {
         self.u16_at(field::CHECKSUM.start)
     }
 
     /// True if the checksum verifies against the pseudo-header of `addrs`.
     /// A zero checksum does not verify (it means "none").
-    #[inline]
+    #[inline(always)]
     pub fn verify_checksum(&self, addrs: &AddrPair) -> bool {
         let len = self.len();
         let sum = checksum::combine(&[
@@ -272,7 +272,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks the checksum as [`Repr::parse`] does (see the
     /// [module docs](self) on zero checksums). Call after
     /// [`check_len`](Self::check_len).
-    #[inline]
+    #[inline(always)]
     pub fn validate(&self, addrs: &AddrPair, options: &ParseOptions) -> Result<(), WireError> {
         let found = self.checksum();
         if found == 0 {
@@ -290,7 +290,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The payload, bounded by the length field.
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
     }
@@ -299,7 +299,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     /// The payload (bounded by the length field), borrowed for the buffer's whole lifetime
     /// rather than the view's, so it can outlive the `Packet`.
-    #[inline]
+    #[inline(always)]
     pub fn into_payload(self) -> &'a [u8] {
         let end = usize::from(self.len());
         &T::as_ref(self.buffer)[HEADER_LEN..end]
@@ -307,38 +307,38 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
+    #[inline(always)]
     fn set_u16_at(&mut self, at: usize, value: u16) {
         self.buffer.as_mut()[at..at + 2].copy_from_slice(&value.to_be_bytes());
     }
 
     /// Sets the source port.
-    #[inline]
+    #[inline(always)]
     pub fn set_src_port(&mut self, value: u16) {
         self.set_u16_at(field::SRC_PORT.start, value);
     }
 
     /// Sets the destination port.
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_port(&mut self, value: u16) {
         self.set_u16_at(field::DST_PORT.start, value);
     }
 
     /// Sets the length field.
-    #[inline]
+    #[inline(always)]
     pub fn set_len(&mut self, value: u16) {
         self.set_u16_at(field::LENGTH.start, value);
     }
 
     /// Sets the checksum field to a raw value.
-    #[inline]
+    #[inline(always)]
     pub fn set_checksum(&mut self, value: u16) {
         self.set_u16_at(field::CHECKSUM.start, value);
     }
 
     /// Computes the checksum over pseudo-header, header and payload (as
     /// bounded by the length field) and writes it.
-    #[inline]
+    #[inline(always)]
     pub fn fill_checksum(&mut self, addrs: &AddrPair) {
         self.set_checksum(0);
         let len = self.len();
@@ -350,7 +350,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// The payload (bounded by the length field), mutably.
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = usize::from(self.len());
         &mut self.buffer.as_mut()[HEADER_LEN..end]
@@ -377,7 +377,7 @@ impl Repr {
     /// Reads a header and checks its checksum against the pseudo-header of
     /// `addrs` as `options` say (see the [module docs](self) on zero
     /// checksums).
-    #[inline]
+    #[inline(always)]
     pub fn parse<T: AsRef<[u8]> + ?Sized>(
         packet: &Packet<&T>,
         addrs: &AddrPair,
@@ -389,7 +389,7 @@ impl Repr {
     }
 
     /// Reads the fields of a packet that passed `check_len`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Repr {
         Repr {
             src_port: packet.src_port(),
@@ -399,14 +399,14 @@ impl Repr {
     }
 
     /// Header length: always 8.
-    #[inline]
+    #[inline(always)]
     pub const fn buffer_len(&self) -> usize {
         HEADER_LEN
     }
 
     /// Writes the header. With [`Checksum::Compute`] the payload must already
     /// be in place after the header, since the checksum covers it.
-    #[inline]
+    #[inline(always)]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
         &self,
         packet: &mut Packet<&mut T>,

@@ -35,7 +35,7 @@ impl Vni {
     pub const MAX: Vni = Vni(0x00ff_ffff);
 
     /// Checks that `value` fits in 24 bits.
-    #[inline]
+    #[inline(always)]
     pub const fn new(value: u32) -> Result<Self, VniError> {
         if value > Self::MAX.0 {
             Err(VniError { value })
@@ -45,25 +45,25 @@ impl Vni {
     }
 
     /// Takes the low 24 bits of `value`, ignoring the rest.
-    #[inline]
+    #[inline(always)]
     pub const fn from_u24_masked(value: u32) -> Self {
         Vni(value & Self::MAX.0)
     }
 
     /// Returns the numeric value (at most `0xFF_FFFF`).
-    #[inline]
+    #[inline(always)]
     pub const fn get(self) -> u32 {
         self.0
     }
 
     /// Reads a VNI from three big-endian bytes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn from_be_bytes(b: [u8; 3]) -> Self {
         Vni(u32::from_be_bytes([0, b[0], b[1], b[2]]))
     }
 
     /// Returns the three big-endian bytes of the VNI.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn to_be_bytes(self) -> [u8; 3] {
         let b = self.0.to_be_bytes();
         [b[1], b[2], b[3]]
@@ -72,28 +72,28 @@ impl Vni {
 
 impl TryFrom<u32> for Vni {
     type Error = VniError;
-    #[inline]
+    #[inline(always)]
     fn try_from(value: u32) -> Result<Self, Self::Error> {
         Vni::new(value)
     }
 }
 
 impl From<Vni> for u32 {
-    #[inline]
+    #[inline(always)]
     fn from(vni: Vni) -> u32 {
         vni.0
     }
 }
 
 impl fmt::Display for Vni {
-    #[inline]
+    #[inline(always)]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
     }
 }
 
 impl fmt::Debug for Vni {
-    #[inline]
+    #[inline(always)]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Vni({})", self.0)
     }
@@ -113,7 +113,7 @@ pub enum ParseVniError {
 
 impl FromStr for Vni {
     type Err = ParseVniError;
-    #[inline]
+    #[inline(always)]
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Vni::new(s.parse::<u32>()?)?)
     }

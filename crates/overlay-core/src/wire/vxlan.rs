@@ -85,43 +85,43 @@ super::packet_view!("a VXLAN header and its payload");
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks that the buffer holds the 8-byte header.
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), WireError> {
         need(Layer::Vxlan, HEADER_LEN, self.buffer.as_ref().len())
     }
 
     /// The raw flags byte (byte 0).
-    #[inline]
+    #[inline(always)]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
 
     /// I flag: the VNI is valid.
-    #[inline]
+    #[inline(always)]
     pub fn vni_flag(&self) -> bool {
         self.flags() & FLAG_I != 0
     }
 
     /// G flag: the group policy extension is present.
-    #[inline]
+    #[inline(always)]
     pub fn gbp_flag(&self) -> bool {
         self.flags() & FLAG_G != 0
     }
 
     /// D bit (meaningful only with G).
-    #[inline]
+    #[inline(always)]
     pub fn dont_learn(&self) -> bool {
         self.buffer.as_ref()[field::GBP_FLAGS] & GBP_D != 0
     }
 
     /// A bit (meaningful only with G).
-    #[inline]
+    #[inline(always)]
     pub fn policy_applied(&self) -> bool {
         self.buffer.as_ref()[field::GBP_FLAGS] & GBP_A != 0
     }
 
     /// Group policy ID (meaningful only with G).
-    #[inline]
+    #[inline(always)]
     pub fn group_policy_id(&self) -> u16 {
         let d = self.buffer.as_ref();
         u16::from_be_bytes([
@@ -131,7 +131,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The 24-bit VNI.
-    #[inline]
+    #[inline(always)]
     pub fn vni(&self) -> Vni {
         let d = self.buffer.as_ref();
         Vni::from_be_bytes([d[4], d[5], d[6]])
@@ -139,7 +139,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// True if any bit that is reserved (given the G flag) is set. RFC 7348
     /// says receivers ignore them; the Linux kernel drops such packets.
-    #[inline]
+    #[inline(always)]
     pub fn reserved_bits_set(&self) -> bool {
         let d = self.buffer.as_ref();
         let flags_known = FLAG_I | FLAG_G;
@@ -155,7 +155,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Checks what [`Repr::parse`] checks beyond [`check_len`](Self::check_len):
     /// the I flag. Call after `check_len`.
-    #[inline]
+    #[inline(always)]
     pub fn validate(&self) -> Result<(), WireError> {
         if self.vni_flag() {
             Ok(())
@@ -165,7 +165,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The encapsulated frame (everything after the header).
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[field::PAYLOAD]
     }
@@ -174,7 +174,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     /// The payload (everything after the header), borrowed for the buffer's whole lifetime
     /// rather than the view's, so it can outlive the `Packet`.
-    #[inline]
+    #[inline(always)]
     pub fn into_payload(self) -> &'a [u8] {
         let start = HEADER_LEN;
         &T::as_ref(self.buffer)[start..]
@@ -183,37 +183,37 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the raw flags byte.
-    #[inline]
+    #[inline(always)]
     pub fn set_flags(&mut self, value: u8) {
         self.buffer.as_mut()[field::FLAGS] = value;
     }
 
     /// Sets the raw GBP flags byte (byte 1: D is 0x40, A is 0x08).
-    #[inline]
+    #[inline(always)]
     pub fn set_gbp_flags(&mut self, value: u8) {
         self.buffer.as_mut()[field::GBP_FLAGS] = value;
     }
 
     /// Sets the group policy ID.
-    #[inline]
+    #[inline(always)]
     pub fn set_group_policy_id(&mut self, value: u16) {
         self.buffer.as_mut()[field::GROUP_POLICY_ID].copy_from_slice(&value.to_be_bytes());
     }
 
     /// Sets the VNI.
-    #[inline]
+    #[inline(always)]
     pub fn set_vni(&mut self, vni: Vni) {
         self.buffer.as_mut()[field::VNI].copy_from_slice(&vni.to_be_bytes());
     }
 
     /// Sets the last reserved byte.
-    #[inline]
+    #[inline(always)]
     pub fn set_reserved2(&mut self, value: u8) {
         self.buffer.as_mut()[field::RESERVED2] = value;
     }
 
     /// The encapsulated frame, mutably.
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD]
     }
@@ -231,7 +231,7 @@ pub struct Repr {
 impl Repr {
     /// Reads a header: the I flag must be set; reserved bits are ignored
     /// (see the [module docs](self)).
-    #[inline]
+    #[inline(always)]
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr, WireError> {
         packet.check_len()?;
         packet.validate()?;
@@ -239,7 +239,7 @@ impl Repr {
     }
 
     /// Reads the fields of a packet that passed `check_len`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Repr {
         let gbp = packet.gbp_flag().then(|| Gbp {
             dont_learn: packet.dont_learn(),
@@ -253,13 +253,13 @@ impl Repr {
     }
 
     /// Header length: always 8.
-    #[inline]
+    #[inline(always)]
     pub const fn buffer_len(&self) -> usize {
         HEADER_LEN
     }
 
     /// Writes the header, with all reserved bits zero.
-    #[inline]
+    #[inline(always)]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
         match self.gbp {
             Some(gbp) => {
