@@ -294,6 +294,13 @@ impl RouteMetric {
 }
 
 /// The per-peer state on one VXLAN device; see the [module docs](self).
+///
+/// When the handle is bound to a namespace ([`Netns::handle`](crate::Netns::handle)),
+/// the first [`reconcile`](Overlay::reconcile) starts one worker thread with
+/// a second netlink socket in that namespace, so that later reconciles read
+/// their dumps on two CPUs at once. The thread and its socket end when the
+/// last clone of the `Overlay` is dropped; drop it when the namespace should
+/// go away (an open socket keeps a namespace alive).
 #[derive(Debug, Clone)]
 pub struct Overlay {
     handle: Handle,
