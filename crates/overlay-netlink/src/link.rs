@@ -402,6 +402,10 @@ pub struct VethConfig {
     pub mac: Option<MacAddr>,
     /// MAC address of the peer end.
     pub peer_mac: Option<MacAddr>,
+    /// Bridge (or other master) to attach this end to at creation.
+    pub master: Option<u32>,
+    /// Bring this end up at creation.
+    pub up: bool,
 }
 
 impl VethConfig {
@@ -414,7 +418,30 @@ impl VethConfig {
             mtu: None,
             mac: None,
             peer_mac: None,
+            master: None,
+            up: false,
         }
+    }
+
+    /// Attach this end to master `index` (a bridge) in the creating request,
+    /// saving the separate [`LinkOps::set_master`] round trip.
+    ///
+    /// ```
+    /// let cfg = overlay_netlink::VethConfig::new("veth1", "eth0").master(4).up();
+    /// assert_eq!((cfg.master, cfg.up), (Some(4), true));
+    /// ```
+    pub fn master(mut self, index: u32) -> Self {
+        self.master = Some(index);
+        self
+    }
+
+    /// Bring this end up in the creating request, saving a
+    /// [`LinkOps::set_up`] round trip. The peer end cannot be: the kernel
+    /// configures it before the two ends are joined, and a veth without its
+    /// peer refuses to go up (`ENOTCONN`).
+    pub fn up(mut self) -> Self {
+        self.up = true;
+        self
     }
 
     /// Create the peer end directly in `netns`.
@@ -465,6 +492,15 @@ impl VethConfig {
         if let Some(mac) = self.mac {
             msg.attributes
                 .push(LinkAttribute::Address(mac.octets().to_vec()));
+        }
+        if let Some(master) = self.master {
+            msg.attributes.push(LinkAttribute::Controller(master));
+        }
+        if self.up {
+            // Applied when the kernel configures the new device
+            // (rtnl_configure_link), after the peer is joined.
+            msg.header.flags = LinkFlags::Up;
+            msg.header.change_mask = LinkFlags::Up;
         }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),

@@ -511,3 +511,32 @@ async fn a_batch_reports_each_failure_in_place_even_without_per_request_acks() {
     assert!(replies.iter().all(|r| r.is_ok()));
     assert_eq!(link_names(&t).len(), 303);
 }
+
+#[tokio::test]
+async fn veth_created_with_master_and_up_is_attached_and_up() {
+    privileged_test!();
+    let host = TestNetns::new().unwrap();
+    let pod = TestNetns::new().unwrap();
+    let h = netns(&host).handle().unwrap();
+    let br = h.link().add_bridge("ovbr0").await.unwrap();
+    let cfg = VethConfig::new("ovveth0", "eth0")
+        .peer_netns(&netns(&pod))
+        .master(br.index)
+        .up();
+    let veth = h.link().add_veth(&cfg).await.unwrap();
+    assert_eq!(veth.master, Some(br.index));
+    let host_end = ip_link(&host, "ovveth0").unwrap();
+    assert_eq!(host_end["master"], "ovbr0");
+    assert!(has_flag(&host_end["flags"], "UP"));
+    // The peer end is created down (the kernel cannot bring it up before
+    // the pair is joined).
+    let pod_end = ip_link(&pod, "eth0").unwrap();
+    assert!(!has_flag(&pod_end["flags"], "UP"));
+    // A master that does not exist fails the creation and leaves nothing.
+    let bad = VethConfig::new("ovveth1", "eth1")
+        .peer_netns(&netns(&pod))
+        .master(999_999);
+    assert!(h.link().add_veth(&bad).await.is_err());
+    assert!(ip_link(&host, "ovveth1").is_none());
+    assert!(ip_link(&pod, "eth1").is_none());
+}

@@ -666,7 +666,11 @@ impl OverlayBridge {
                 .await
                 .map_err(netlink("set bridge up"))?;
         }
-        let mut veth = VethConfig::new(host_veth_name(req), req.ifname()).peer_netns(pod_ns);
+        // Attached to the bridge and up in the creating request.
+        let mut veth = VethConfig::new(host_veth_name(req), req.ifname())
+            .peer_netns(pod_ns)
+            .master(bridge.index)
+            .up();
         if let Some(mtu) = conf.mtu {
             veth = veth.mtu(mtu);
         }
@@ -691,20 +695,12 @@ impl OverlayBridge {
             Err(e) => return Err(netlink("create veth pair")(e)),
         };
         let attach = async {
-            host.link()
-                .set_master(host_end.index, bridge.index)
-                .await
-                .map_err(netlink("attach veth to bridge"))?;
             if conf.hairpin_mode {
                 host.link()
                     .set_hairpin(host_end.index, true)
                     .await
                     .map_err(netlink("set hairpin mode"))?;
             }
-            host.link()
-                .set_up(host_end.index)
-                .await
-                .map_err(netlink("set host veth up"))?;
             let pod_end = pod
                 .link()
                 .get(req.ifname())
