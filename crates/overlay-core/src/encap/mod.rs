@@ -572,6 +572,50 @@ impl<'a> Decapsulated<'a> {
         self.udp_offset + udp::HEADER_LEN
     }
 
+    /// The outer source address, read from the validated header without
+    /// building the whole [`OuterIp`] (for hot paths).
+    ///
+    /// ```
+    /// # use overlay_core::encap::{Encapsulation, OuterParams, VxlanEncap};
+    /// # use overlay_core::{MacAddr, wire::Vni};
+    /// # let vxlan = VxlanEncap::new(Vni::new(7).unwrap());
+    /// # let outer = OuterParams::new(MacAddr::new([2, 0, 0, 0, 0, 1]), MacAddr::new([2, 0, 0, 0, 0, 2]),
+    /// #     "192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+    /// # let mut buf = vec![0u8; vxlan.headroom(&outer) + 60];
+    /// # let range = vxlan.encapsulate(&mut buf, vxlan.headroom(&outer), 60, &outer).unwrap();
+    /// let d = vxlan.decapsulate(&buf[range]).unwrap();
+    /// assert_eq!(d.outer_src_addr(), d.ip().src_addr());
+    /// assert_eq!(d.outer_dst_addr(), d.ip().dst_addr());
+    /// assert_eq!(d.udp_src_port(), d.udp().src_port);
+    /// ```
+    #[inline(always)]
+    pub fn outer_src_addr(&self) -> IpAddr {
+        let bytes = &self.packet[self.ip_offset..];
+        if self.ipv6 {
+            ipv6::Packet::new_unchecked(bytes).src_addr().into()
+        } else {
+            ipv4::Packet::new_unchecked(bytes).src_addr().into()
+        }
+    }
+
+    /// The outer destination address; see [`outer_src_addr`](Self::outer_src_addr).
+    #[inline(always)]
+    pub fn outer_dst_addr(&self) -> IpAddr {
+        let bytes = &self.packet[self.ip_offset..];
+        if self.ipv6 {
+            ipv6::Packet::new_unchecked(bytes).dst_addr().into()
+        } else {
+            ipv4::Packet::new_unchecked(bytes).dst_addr().into()
+        }
+    }
+
+    /// The outer UDP source port (the flow hash of the sender), read from the
+    /// validated header.
+    #[inline(always)]
+    pub fn udp_src_port(&self) -> u16 {
+        udp::Packet::new_unchecked(&self.packet[self.udp_offset..]).src_port()
+    }
+
     /// The outer Ethernet header.
     #[inline(always)]
     pub fn ethernet(&self) -> ethernet::Repr {
