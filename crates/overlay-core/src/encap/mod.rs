@@ -798,7 +798,7 @@ fn encapsulate_udp(
     };
     let eth_len = outer.eth_header_len();
     let ip_len = outer.ip_header_len();
-    let headroom = eth_len + ip_len + udp::HEADER_LEN + tunnel_header.len();
+    let headroom = udp_headroom(outer, tunnel_header.len());
     let Some(start) = inner_start.checked_sub(headroom) else {
         return Err(EncapError::NotEnoughHeadroom {
             needed: headroom,
@@ -895,6 +895,7 @@ fn encapsulate_udp(
 }
 
 /// Headroom of a UDP-based encapsulation with a tunnel header of `len` bytes.
+#[inline(always)]
 fn udp_headroom(outer: &OuterParams, tunnel_header_len: usize) -> usize {
     outer.eth_header_len() + outer.ip_header_len() + udp::HEADER_LEN + tunnel_header_len
 }
@@ -938,6 +939,45 @@ pub(crate) mod tests {
             label(FlowLabel::FromFlowHash),
             FlowLabel::FromFlowHash.value(flow_hash(&inner))
         );
+    }
+
+    #[test]
+    fn single_field_accessors_read_the_outer_addresses_and_source_port() {
+        use crate::wire::ethernet::VlanTag;
+        // One-port range: the source port is known and differs from the
+        // destination port, so reading the wrong field or offset fails.
+        const SRC_PORT: u16 = 50_000;
+        let vxlan = VxlanEncap::new(Vni::new(7).unwrap());
+        let config = vxlan
+            .config()
+            .clone()
+            .with_src_port_range(SRC_PORT..=SRC_PORT);
+        let vxlan = vxlan.with_config(config);
+        let geneve = GeneveEncap::new(Vni::new(8).unwrap());
+        let config = geneve
+            .config()
+            .clone()
+            .with_src_port_range(SRC_PORT..=SRC_PORT);
+        let geneve = geneve.with_config(config);
+        let tunnels: [&dyn Encapsulation; 2] = [&vxlan, &geneve];
+        let vlan = VlanTag::new(0, false, 100).unwrap();
+        for tunnel in tunnels {
+            for outer in [
+                outer_v4(),
+                outer_v6(),
+                outer_v4().with_vlan(vlan),
+                outer_v6().with_vlan(vlan),
+            ] {
+                let headroom = tunnel.headroom(&outer);
+                let mut buf = vec![0x5au8; headroom + 60];
+                let range = tunnel.encapsulate(&mut buf, headroom, 60, &outer).unwrap();
+                let d = tunnel.decapsulate(&buf[range]).unwrap();
+                assert_eq!(d.outer_src_addr(), outer.src_ip, "{outer:?}");
+                assert_eq!(d.outer_dst_addr(), outer.dst_ip, "{outer:?}");
+                assert_eq!(d.udp_src_port(), SRC_PORT, "{outer:?}");
+                assert_ne!(d.udp().dst_port, SRC_PORT);
+            }
+        }
     }
 
     #[test]
