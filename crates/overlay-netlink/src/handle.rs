@@ -6,7 +6,7 @@ use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::address::AddressOps;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, TransportError};
 use crate::fdb::FdbOps;
 use crate::link::LinkOps;
 use crate::neighbour::NeighbourOps;
@@ -110,23 +110,8 @@ impl Handle {
                 r.flags |= NLM_F_ACK;
             }
         }
-        let replies =
-            self.transport
-                .exchange(requests)
-                .await
-                .map_err(|source| Error::Transport {
-                    operation,
-                    object: object(),
-                    source,
-                })?;
-        if replies.len() != expected {
-            return Err(Error::UnexpectedReply {
-                operation,
-                object: String::new(),
-                detail: "the transport returned a different number of replies than requests",
-            });
-        }
-        Ok(replies)
+        let replies = self.transport.exchange(requests).await;
+        one_reply_per_request(operation, object, expected, replies)
     }
 
     /// Like [`Handle::exchange`], with unparsed replies.
@@ -137,23 +122,8 @@ impl Handle {
         requests: Vec<Request>,
     ) -> Result<Vec<RawReply>> {
         let expected = requests.len();
-        let replies = self
-            .transport
-            .exchange_raw(requests)
-            .await
-            .map_err(|source| Error::Transport {
-                operation,
-                object: object(),
-                source,
-            })?;
-        if replies.len() != expected {
-            return Err(Error::UnexpectedReply {
-                operation,
-                object: String::new(),
-                detail: "the transport returned a different number of replies than requests",
-            });
-        }
-        Ok(replies)
+        let replies = self.transport.exchange_raw(requests).await;
+        one_reply_per_request(operation, object, expected, replies)
     }
 
     /// Send one request and return the kernel's messages, or its error.
@@ -205,5 +175,57 @@ impl Handle {
                 other => return other,
             }
         }
+    }
+}
+
+/// The replies of one exchange, or the error naming `operation` and `object`
+/// when the transport failed or did not answer every request once.
+fn one_reply_per_request<T>(
+    operation: &'static str,
+    object: impl FnOnce() -> String,
+    expected: usize,
+    replies: std::result::Result<Vec<T>, TransportError>,
+) -> Result<Vec<T>> {
+    match replies {
+        Ok(replies) if replies.len() == expected => Ok(replies),
+        Ok(_) => Err(Error::UnexpectedReply {
+            operation,
+            object: object(),
+            detail: "the transport returned a different number of replies than requests",
+        }),
+        Err(source) => Err(Error::Transport {
+            operation,
+            object: object(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_or_failed_exchange_names_the_operation_and_object() {
+        let short = one_reply_per_request("add route", || "10.0.0.0/8".into(), 2, Ok(vec![()]));
+        let err = short.unwrap_err();
+        assert!(matches!(err, Error::UnexpectedReply { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("add route 10.0.0.0/8: "),
+            "{err}"
+        );
+
+        let failed = one_reply_per_request::<()>(
+            "add route",
+            || "10.0.0.0/8".into(),
+            1,
+            Err(TransportError::NoRuntime),
+        );
+        let err = failed.unwrap_err();
+        assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+        assert!(err.to_string().contains("10.0.0.0/8"), "{err}");
+
+        let ok = one_reply_per_request("add route", || unreachable!(), 1, Ok(vec![7]));
+        assert_eq!(ok.unwrap(), vec![7]);
     }
 }

@@ -276,9 +276,16 @@ impl RouteMetric {
                 // FNV-1a over the prefix bytes and length: stable across
                 // processes and versions, unlike std's RandomState.
                 let mut h: u32 = 0x811c_9dc5;
-                let bytes: Vec<u8> = match destination.network() {
-                    IpAddr::V4(a) => a.octets().to_vec(),
-                    IpAddr::V6(a) => a.octets().to_vec(),
+                let (v4, v6);
+                let bytes: &[u8] = match destination.network() {
+                    IpAddr::V4(a) => {
+                        v4 = a.octets();
+                        &v4
+                    }
+                    IpAddr::V6(a) => {
+                        v6 = a.octets();
+                        &v6
+                    }
                 };
                 for b in bytes
                     .iter()
@@ -323,7 +330,7 @@ type DumpJob = (
 /// clone of the [`Overlay`] is dropped.
 #[derive(Debug)]
 struct DumpWorker {
-    jobs: std::sync::Mutex<std::sync::mpsc::Sender<DumpJob>>,
+    jobs: std::sync::mpsc::Sender<DumpJob>,
     ready: Arc<AtomicBool>,
 }
 
@@ -333,7 +340,7 @@ impl DumpWorker {
     /// socket in or no thread could be spawned. Until the worker's socket is
     /// open (see [`DumpWorker::ready`]) dumps share the caller's socket, so
     /// a first reconcile never waits for the worker.
-    fn start(handle: &Handle) -> Option<DumpWorker> {
+    fn start(handle: &Handle, vxlan: u32) -> Option<DumpWorker> {
         let netns = handle.netns()?.clone();
         let (jobs, queue) = std::sync::mpsc::channel::<DumpJob>();
         let ready = Arc::new(AtomicBool::new(false));
@@ -360,22 +367,22 @@ impl DumpWorker {
                 while let Ok((requests, reply)) = queue.recv() {
                     let replies = rt.block_on(second.exchange_raw(
                         "read overlay state",
-                        || "on the dump socket".to_string(),
+                        || format!("on link index {vxlan}"),
                         requests,
                     ));
                     let _ = reply.send(replies);
                 }
             })
             .ok()?;
-        Some(DumpWorker {
-            jobs: std::sync::Mutex::new(jobs),
-            ready,
-        })
+        Some(DumpWorker { jobs, ready })
     }
 
-    /// Start `n` workers (none when the handle has no namespace).
-    fn start_pool(handle: &Handle, n: usize) -> Vec<DumpWorker> {
-        (0..n).filter_map(|_| DumpWorker::start(handle)).collect()
+    /// Start `n` workers for VXLAN device `vxlan` (none when the handle has
+    /// no namespace).
+    fn start_pool(handle: &Handle, vxlan: u32, n: usize) -> Vec<DumpWorker> {
+        (0..n)
+            .filter_map(|_| DumpWorker::start(handle, vxlan))
+            .collect()
     }
 
     /// Whether the worker's socket is open.
@@ -389,8 +396,7 @@ impl DumpWorker {
         requests: Vec<Request>,
     ) -> Option<tokio::sync::oneshot::Receiver<Result<Vec<RawReply>>>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let jobs = self.jobs.lock().ok()?;
-        jobs.send((requests, tx)).ok()?;
+        self.jobs.send((requests, tx)).ok()?;
         Some(rx)
     }
 }
@@ -544,7 +550,7 @@ impl Overlay {
             // are open, the rest is read here at the same time.
             let workers = self
                 .dumps
-                .get_or_init(|| DumpWorker::start_pool(&self.handle, DUMP_WORKERS));
+                .get_or_init(|| DumpWorker::start_pool(&self.handle, self.vxlan, DUMP_WORKERS));
             let mut local = neighbours;
             let mut pending = Vec::with_capacity(DUMP_WORKERS);
             for (i, group) in [fdb, routes].into_iter().enumerate() {
@@ -949,6 +955,27 @@ mod tests {
         assert!(seen.len() >= 14, "{seen:?}");
         let zero_span = RouteMetric::Spread { base: 7, span: 0 };
         assert_eq!(zero_span.metric_for(&"10.0.0.0/8".parse().unwrap()), 7);
+    }
+
+    #[test]
+    fn default_metrics_are_fnv1a_of_the_prefix_bytes_and_length_for_both_families() {
+        // Pinned values (FNV-1a computed independently): a change to the hash
+        // would move every installed route on upgrade.
+        let m = RouteMetric::default();
+        assert_eq!(m.metric_for(&"10.244.7.0/24".parse().unwrap()), 2460);
+        assert_eq!(m.metric_for(&"2001:db8:4::/64".parse().unwrap()), 1281);
+        // The prefix length is part of the key.
+        assert_ne!(
+            m.metric_for(&"10.244.7.0/24".parse().unwrap()),
+            m.metric_for(&"10.244.7.0/25".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn no_dump_worker_starts_for_a_handle_without_a_namespace() {
+        let handle = Handle::with_transport(Arc::new(FakeTransport::new()));
+        assert!(DumpWorker::start(&handle, 5).is_none());
+        assert!(DumpWorker::start_pool(&handle, 5, DUMP_WORKERS).is_empty());
     }
 
     #[tokio::test]

@@ -316,6 +316,22 @@ async fn reconcile_updates_moved_peers_removes_stale_ones_and_matches_ip() {
     let _ = Netns::current().unwrap();
 }
 
+/// `ip -6 neigh show dev flannel.1 nud permanent` in `t`, as JSON.
+fn permanent_v6_neighbours(t: &TestNetns) -> serde_json::Value {
+    ip_json(
+        t,
+        &[
+            "-6",
+            "neigh",
+            "show",
+            "dev",
+            "flannel.1",
+            "nud",
+            "permanent",
+        ],
+    )
+}
+
 #[tokio::test]
 async fn ipv6_peers_are_programmed_and_removed_like_ipv4_ones() {
     privileged_test!();
@@ -333,18 +349,7 @@ async fn ipv6_peers_are_programmed_and_removed_like_ipv4_ones() {
         .collect();
     let r = ov.reconcile(&peers).await.unwrap();
     assert_eq!(r.added.len(), 3);
-    let neigh = ip_json(
-        &t,
-        &[
-            "-6",
-            "neigh",
-            "show",
-            "dev",
-            "flannel.1",
-            "nud",
-            "permanent",
-        ],
-    );
+    let neigh = permanent_v6_neighbours(&t);
     assert_eq!(neigh.as_array().unwrap().len(), 3);
     let fdb = bridge_json(&t, &["fdb", "show", "dev", "flannel.1"]);
     assert!(
@@ -360,18 +365,7 @@ async fn ipv6_peers_are_programmed_and_removed_like_ipv4_ones() {
     for p in &peers {
         ov.remove_peer(p).await.unwrap();
     }
-    let neigh = ip_json(
-        &t,
-        &[
-            "-6",
-            "neigh",
-            "show",
-            "dev",
-            "flannel.1",
-            "nud",
-            "permanent",
-        ],
-    );
+    let neigh = permanent_v6_neighbours(&t);
     assert_eq!(neigh, serde_json::Value::Array(vec![]));
     assert!(ov.reconcile(&[]).await.unwrap().is_noop());
 }
