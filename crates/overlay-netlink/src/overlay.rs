@@ -971,6 +971,42 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn reconcile_reads_the_fdb_on_the_dump_worker_once_its_socket_is_open() {
+        overlay_testsupport::privileged_test!();
+        let t = overlay_testsupport::TestNetns::new().unwrap();
+        let h = crate::Netns::open_path(t.path()).unwrap().handle().unwrap();
+        let (vx, _) = h
+            .link()
+            .ensure_vxlan(
+                &crate::VxlanConfig::new("flannel.1", 1)
+                    .local("192.0.2.1".parse().unwrap())
+                    .port(8472),
+            )
+            .await
+            .unwrap();
+        h.link().set_up(vx.index).await.unwrap();
+        let ov = Overlay::new(&h, vx.index);
+        let peers = [peer(2), peer(3)];
+        assert_eq!(ov.reconcile(&peers).await.unwrap().added.len(), 2);
+        let workers = ov.dumps.get().unwrap();
+        assert_eq!(workers.len(), DUMP_WORKERS);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !workers[0].ready() {
+            assert!(std::time::Instant::now() < deadline, "worker never opened");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The FDB entries are now read on the worker's socket: were its dump
+        // lost or misread, reconcile would add them again.
+        assert!(ov.reconcile(&peers).await.unwrap().is_noop());
+        // A moved peer's FDB entry, read there too, is replaced.
+        let mut moved = peer(3);
+        moved.underlay = IpAddr::from([198, 51, 100, 33]);
+        let report = ov.reconcile(&[peer(2), moved.clone()]).await.unwrap();
+        assert_eq!(report.updated, vec![moved.underlay]);
+        assert!(ov.reconcile(&[peer(2), moved]).await.unwrap().is_noop());
+    }
+
     #[test]
     fn no_dump_worker_starts_for_a_handle_without_a_namespace() {
         let handle = Handle::with_transport(Arc::new(FakeTransport::new()));
