@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
-use overlay_core::encap::{Encapsulation, TunnelConfig, VxlanEncap};
+use overlay_core::encap::{Encapsulation, OuterParams, TunnelConfig, VxlanEncap};
 use overlay_core::wire::Vni;
 use overlay_netlink::overlay::{Overlay, RemotePeer};
 use overlay_netlink::{Handle, MacAddr, Netns, Route, VethConfig, VxlanConfig};
@@ -31,8 +31,6 @@ use overlay_netlink::{Handle, MacAddr, Netns, Route, VethConfig, VxlanConfig};
 /// The VXLAN network identifier and UDP port of the demo overlay.
 const VNI: u32 = 42;
 const VXLAN_PORT: u16 = 4789;
-/// IPv4 VXLAN overhead: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
-const VXLAN_OVERHEAD_V4: u32 = 50;
 
 /// Namespaces created by the demo, deleted on drop unless kept.
 struct Namespaces {
@@ -86,7 +84,20 @@ async fn build_node(
     let link = h.link();
     let under = link.get(underlay).await?;
     let underlay_mtu = under.mtu.context("underlay has no MTU")?;
-    let overlay_mtu = underlay_mtu - VXLAN_OVERHEAD_V4;
+    // The overlay MTU is the underlay's minus what encapsulation adds in
+    // front of a frame (50 bytes over IPv4, 70 over IPv6), as overlay-core
+    // computes it.
+    let vxlan = VxlanEncap::new(Vni::new(VNI)?);
+    let overhead = vxlan.headroom(&OuterParams::new(
+        MacAddr::ZERO,
+        MacAddr::ZERO,
+        underlay_ip,
+        underlay_ip,
+    ));
+    let overlay_mtu = u32::try_from(overhead)
+        .ok()
+        .and_then(|o| underlay_mtu.checked_sub(o))
+        .with_context(|| format!("underlay MTU {underlay_mtu} is below the VXLAN overhead"))?;
 
     let br = link.ensure_bridge("ovl0").await?;
     link.set_mtu(br.index, overlay_mtu).await?;
@@ -156,17 +167,41 @@ fn net(s: &str) -> Result<IpNet> {
     s.parse().with_context(|| format!("parse {s}"))
 }
 
-fn ip_in(ns: &Netns, args: &[&str]) -> Result<()> {
-    let name = ns.name().context("namespace has a name")?;
-    let out = Command::new("ip").arg("-n").arg(name).args(args).output()?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+/// A running `tcpdump -c 1 -w -`, killed when dropped.
+struct Capture(std::process::Child);
+
+impl Capture {
+    /// Wrap a started tcpdump and wait until it listens: it says so on
+    /// standard error before it captures anything.
+    fn started(mut child: std::process::Child) -> Capture {
+        if let Some(stderr) = child.stderr.take() {
+            let mut line = String::new();
+            // One line ("listening on ..."), or EOF if tcpdump failed.
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut line);
+        }
+        Capture(child)
     }
-    Ok(())
+
+    /// Wait up to `limit` for the capture to end, then return what it wrote.
+    fn finish(mut self, limit: Duration) -> Result<Vec<u8>> {
+        let deadline = std::time::Instant::now() + limit;
+        while self.0.try_wait()?.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let mut out = Vec::new();
+        if let Some(mut stdout) = self.0.stdout.take() {
+            std::io::Read::read_to_end(&mut stdout, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The first record of a classic pcap stream (what `tcpdump -w -` writes).
@@ -211,10 +246,12 @@ async fn main() -> Result<()> {
             .add_veth(&VethConfig::new("under0", "under0").peer_netns(&ns2))
             .await?;
     }
-    ip_in(&ns1, &["addr", "add", "192.0.2.1/24", "dev", "under0"])?;
-    ip_in(&ns2, &["addr", "add", "192.0.2.2/24", "dev", "under0"])?;
-    ip_in(&ns1, &["link", "set", "under0", "up"])?;
-    ip_in(&ns2, &["link", "set", "under0", "up"])?;
+    for (ns, addr) in [(&ns1, "192.0.2.1/24"), (&ns2, "192.0.2.2/24")] {
+        let h = ns.handle()?;
+        let under = h.link().get("under0").await?;
+        h.address().add((under.index, net(addr)?)).await?;
+        h.link().set_up(under.index).await?;
+    }
 
     let node1 = build_node(1, ns1, pod1, "under0", "192.0.2.1".parse()?).await?;
     let node2 = build_node(2, ns2, pod2, "under0", "192.0.2.2".parse()?).await?;
@@ -254,9 +291,9 @@ async fn main() -> Result<()> {
         ])
         .arg(&filter)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Capture::started);
     let pod1_name = node1.pod.name().context("pod1 has a name")?;
     let ping = Command::new("ip")
         .args(["netns", "exec", pod1_name, "ping", "-c", "3", "-W", "2"])
@@ -264,13 +301,13 @@ async fn main() -> Result<()> {
         .output()?;
     print!("{}", String::from_utf8_lossy(&ping.stdout));
     if !ping.status.success() {
+        // Dropping the capture kills tcpdump.
         bail!("pod1 cannot reach pod2 across the overlay");
     }
 
     match tcpdump {
-        Ok(child) => {
-            let out = child.wait_with_output()?;
-            match first_pcap_record(&out.stdout) {
+        Ok(capture) => {
+            match first_pcap_record(&capture.finish(Duration::from_secs(2))?) {
                 Some(frame) => {
                     // Captured on the sending side, the outer UDP checksum is
                     // still left to the NIC (veth completes it lazily), so it
