@@ -310,6 +310,9 @@ fn check_located(data: &[u8], d: &Decapsulated<'_>) -> OuterHeaders {
     assert_eq!(outer.ethernet, d.ethernet());
     assert_eq!(outer.ip, d.ip());
     assert_eq!(outer.udp, d.udp());
+    assert_eq!(d.outer_src_addr(), outer.ip.src_addr());
+    assert_eq!(d.outer_dst_addr(), outer.ip.dst_addr());
+    assert_eq!(d.udp_src_port(), outer.udp.src_port);
     assert_eq!(d.tunnel().vni(), d.vni());
     outer
 }
