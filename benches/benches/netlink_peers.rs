@@ -11,8 +11,10 @@
 //! namespace per iteration keeps the kernel's asynchronous namespace
 //! teardown from running during the next measurement.
 //!
-//! * `ours_reconcile`: [`Overlay::reconcile`] from empty: 5 dumps in one round
-//!   trip, then 3000 requests sent in windows of 512 per `sendto`;
+//! * `ours_reconcile`: [`Overlay::reconcile`] from empty: 5 dumps (the FDB
+//!   one on the overlay's dump worker socket once that is open, the others in
+//!   one round trip on the caller's), then 3000 requests sent in windows of
+//!   512 per `sendto`;
 //! * `ours_add_peer`: [`Overlay::add_peer`] for each peer, one request and
 //!   its ACK at a time (what a naive agent would do);
 //! * `ip_batch`: `ip -n NS -batch` (1000 `neigh replace`, 1000 `route
