@@ -60,11 +60,15 @@ impl Handle {
     /// lists the existing links.
     pub async fn link_events(&self) -> Result<LinkEvents> {
         const OP: &str = "subscribe to link events";
+        let object = || match self.netns() {
+            Some(ns) => format!("in network namespace {}", ns.path().display()),
+            None => "in the calling thread's network namespace".to_string(),
+        };
         let socket = match self.netns() {
             Some(ns) => ns.open_socket(RTMGRP_LINK, OP)?,
             None => open_socket(RTMGRP_LINK).map_err(|source| Error::Transport {
                 operation: OP,
-                object: String::new(),
+                object: object(),
                 source: crate::error::TransportError::Io {
                     operation: "open",
                     source,
@@ -73,7 +77,7 @@ impl Handle {
         };
         let fd = register(socket).map_err(|source| Error::Transport {
             operation: OP,
-            object: String::new(),
+            object: object(),
             source,
         })?;
         let known = self
