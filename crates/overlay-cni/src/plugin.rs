@@ -309,6 +309,29 @@ impl Request {
     pub fn prev_result(&self) -> Option<Result<CniResult, ResultError>> {
         self.config.prev_result()
     }
+
+    /// A 64-bit hash identifying this attachment: FNV-1a over the network
+    /// name, container ID and interface name, each followed by a NUL byte.
+    ///
+    /// The value is fixed by this definition (it does not change between
+    /// builds, platforms or crate versions), so a plugin can derive names of
+    /// host-side objects from it (a host veth end, a firewall chain) and find
+    /// them again on `DEL` without the container's namespace, even after an
+    /// upgrade. The NUL separators keep `("ab", "c")` and `("a", "bc")` apart.
+    pub fn attachment_hash(&self) -> u64 {
+        attachment_hash(self.network_name(), self.container_id(), self.ifname())
+    }
+}
+
+/// FNV-1a 64 over the three fields, each followed by a NUL byte; see [`Request::attachment_hash`].
+fn attachment_hash(network: &str, container_id: &str, ifname: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [network, container_id, ifname] {
+        for byte in part.bytes().chain([0]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 /// A CNI plugin: one method per command.
@@ -1125,6 +1148,7 @@ mod tests {
                 assert_eq!(r.ifname(), "eth0");
                 assert_eq!(r.netns(), Some(Path::new("/run/netns/p")));
                 assert_eq!(r.network_name(), "net");
+                assert_eq!(r.attachment_hash(), attachment_hash("net", "c1", "eth0"));
                 assert_eq!(r.env.cni_args()?, vec![("A".to_owned(), "1".to_owned())]);
                 let prev = r
                     .prev_result()
@@ -1152,6 +1176,38 @@ mod tests {
         let mut e = full_env("DEL");
         e.remove("CNI_NETNS");
         assert_eq!(dispatch(&Inspect, &e, &conf("1.0.0")).exit_code, 0);
+    }
+
+    #[test]
+    fn attachment_hash_is_fnv1a_with_nul_separators_and_separates_fields() {
+        // FNV-1a 64 of the empty input is the offset basis; of "\0\0\0" it
+        // is three rounds of (xor 0, multiply by the prime).
+        let prime: u64 = 0x0100_0000_01b3;
+        let basis: u64 = 0xcbf2_9ce4_8422_2325;
+        let expected = basis
+            .wrapping_mul(prime)
+            .wrapping_mul(prime)
+            .wrapping_mul(prime);
+        assert_eq!(attachment_hash("", "", ""), expected);
+        // Published FNV-1a 64 test vector: "a" -> 0xaf63dc4c8601ec8c; the
+        // NUL and two empty fields continue from there.
+        let a = (basis ^ u64::from(b'a')).wrapping_mul(prime);
+        assert_eq!(a, 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            attachment_hash("a", "", ""),
+            a.wrapping_mul(prime)
+                .wrapping_mul(prime)
+                .wrapping_mul(prime)
+        );
+        // Moving bytes between fields changes the hash.
+        assert_ne!(
+            attachment_hash("ab", "c", "eth0"),
+            attachment_hash("a", "bc", "eth0")
+        );
+        assert_ne!(
+            attachment_hash("net", "c1", "eth0"),
+            attachment_hash("net", "c1", "eth1")
+        );
     }
 
     #[test]

@@ -198,6 +198,31 @@ impl IpConfig {
             IpNet::V6(_) => "6",
         }
     }
+
+    /// The gateway a plugin should give the container for this address: the
+    /// IPAM plugin's [`gateway`](IpConfig::gateway) if it named one, else the
+    /// subnet's first host (the reference plugins' default).
+    ///
+    /// `None` only when the subnet has no first host, i.e. for the
+    /// all-ones network of a `/32` or `/128` prefix.
+    ///
+    /// ```
+    /// use overlay_cni::result::IpConfig;
+    /// let ip = IpConfig::new("198.51.100.7/24".parse().unwrap());
+    /// assert_eq!(ip.gateway_or_first_host(), Some("198.51.100.1".parse().unwrap()));
+    /// let ip = ip.with_gateway("198.51.100.254".parse().unwrap());
+    /// assert_eq!(ip.gateway_or_first_host(), Some("198.51.100.254".parse().unwrap()));
+    /// ```
+    pub fn gateway_or_first_host(&self) -> Option<IpAddr> {
+        self.gateway.or_else(|| match self.address.trunc() {
+            IpNet::V4(n) => u32::from(n.network())
+                .checked_add(1)
+                .map(|a| IpAddr::V4(a.into())),
+            IpNet::V6(n) => u128::from(n.network())
+                .checked_add(1)
+                .map(|a| IpAddr::V6(a.into())),
+        })
+    }
 }
 
 /// A route.
@@ -559,6 +584,39 @@ impl<'de> Deserialize<'de> for CniResult {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn gateway_or_first_host_prefers_the_ipam_gateway_then_the_subnets_first_host() {
+        let v4 = IpConfig::new("198.51.100.77/25".parse().unwrap());
+        assert_eq!(
+            v4.gateway_or_first_host(),
+            Some("198.51.100.1".parse().unwrap())
+        );
+        let v4_upper = IpConfig::new("198.51.100.200/25".parse().unwrap());
+        assert_eq!(
+            v4_upper.gateway_or_first_host(),
+            Some("198.51.100.129".parse().unwrap())
+        );
+        let v6 = IpConfig::new("2001:db8:0:1::42/64".parse().unwrap());
+        assert_eq!(
+            v6.gateway_or_first_host(),
+            Some("2001:db8:0:1::1".parse().unwrap())
+        );
+        let given = v6.with_gateway("2001:db8:0:1::fe".parse().unwrap());
+        assert_eq!(
+            given.gateway_or_first_host(),
+            Some("2001:db8:0:1::fe".parse().unwrap())
+        );
+        // The all-ones network has no first host.
+        let last = IpConfig::new("255.255.255.255/32".parse().unwrap());
+        assert_eq!(last.gateway_or_first_host(), None);
+        let last6 = IpConfig::new(
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(last6.gateway_or_first_host(), None);
+    }
 
     fn sample(version: Version) -> CniResult {
         CniResult {

@@ -295,19 +295,8 @@ impl Ipam {
 /// stable across builds (FNV-1a), so DEL finds it without entering the pod's
 /// namespace (which may be gone), even after the plugin was upgraded.
 fn host_veth_name(req: &Request) -> String {
-    let hash = attachment_hash(req);
+    let hash = req.attachment_hash();
     format!("veth{:08x}", (hash ^ (hash >> 32)) as u32)
-}
-
-/// FNV-1a over the network name, container ID and interface name.
-fn attachment_hash(req: &Request) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [req.network_name(), req.container_id(), req.ifname()] {
-        for byte in part.bytes().chain([0]) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    hash
 }
 
 /// `ipMasq`: per attachment, a nat chain `OVB-<hash>` that accepts traffic to
@@ -319,7 +308,7 @@ mod masq {
     use std::process::Command;
 
     fn chain(req: &Request) -> String {
-        format!("OVB-{:016x}", attachment_hash(req))
+        format!("OVB-{:016x}", req.attachment_hash())
     }
 
     fn iptables(tool: &str, args: &[&str]) -> Result<String, CniError> {
@@ -602,21 +591,6 @@ fn open_netns(req: &Request) -> Result<Netns, CniError> {
     })
 }
 
-/// The gateway of an IPAM address: its own, or the subnet's first host.
-fn gateway_of(ip: &IpConfig) -> Option<IpAddr> {
-    ip.gateway.or_else(|| {
-        let net = ip.address.trunc();
-        match net {
-            IpNet::V4(n) => u32::from(n.network())
-                .checked_add(1)
-                .map(|a| IpAddr::V4(a.into())),
-            IpNet::V6(n) => u128::from(n.network())
-                .checked_add(1)
-                .map(|a| IpAddr::V6(a.into())),
-        }
-    })
-}
-
 fn with_prefix(addr: IpAddr, of: &IpNet) -> IpNet {
     // The prefix length comes from an existing IpNet of the same family.
     IpNet::new(addr, of.prefix_len()).unwrap_or(*of)
@@ -740,7 +714,7 @@ impl OverlayBridge {
         result.routes = ipam.routes.clone();
         result.dns = ipam.dns.clone();
         for ip in &ipam.ips {
-            let gateway = gateway_of(ip);
+            let gateway = ip.gateway_or_first_host();
             pod.address()
                 .add(match ip.address {
                     IpNet::V6(_) => Address::new(pod_end.index, ip.address).nodad(),
