@@ -361,6 +361,38 @@ impl CniResult {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// The addresses a plugin's `CHECK` should find on its container
+    /// interface `ifname`: those whose [`interface`](IpConfig::interface)
+    /// index names the interface called `ifname` that has a `sandbox`, and
+    /// those without an index (as IPAM plugins return them).
+    ///
+    /// A host-side interface of the same name (no `sandbox`) does not count.
+    ///
+    /// ```
+    /// use overlay_cni::result::{CniResult, Interface, IpConfig};
+    /// use overlay_cni::Version;
+    ///
+    /// let mut r = CniResult::new(Version::V1_0_0);
+    /// r.interfaces.push(Interface::new("cni0"));
+    /// r.interfaces.push(Interface::new("eth0").with_sandbox("/run/netns/p"));
+    /// r.ips.push(IpConfig::new("198.51.100.1/24".parse().unwrap()).with_interface(0));
+    /// r.ips.push(IpConfig::new("198.51.100.7/24".parse().unwrap()).with_interface(1));
+    /// let on_eth0: Vec<_> = r.container_ips("eth0").map(|ip| ip.address).collect();
+    /// assert_eq!(on_eth0, ["198.51.100.7/24".parse().unwrap()]);
+    /// ```
+    pub fn container_ips<'a>(
+        &'a self,
+        ifname: &str,
+    ) -> impl Iterator<Item = &'a IpConfig> + use<'a> {
+        let index = self
+            .interfaces
+            .iter()
+            .position(|i| i.name == ifname && i.sandbox.is_some());
+        self.ips
+            .iter()
+            .filter(move |ip| ip.interface.is_none() || ip.interface == index)
+    }
+
     /// Convert to another version with libcni's rules (see the [module docs](self)).
     ///
     /// ```
@@ -584,6 +616,31 @@ impl<'de> Deserialize<'de> for CniResult {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn container_ips_are_those_of_the_sandboxed_interface_and_those_without_index() {
+        let mut r = CniResult::new(Version::V1_0_0);
+        // A host interface with the same name must not be picked.
+        r.interfaces.push(Interface::new("eth0"));
+        r.interfaces
+            .push(Interface::new("eth0").with_sandbox("/run/netns/p"));
+        r.interfaces
+            .push(Interface::new("eth1").with_sandbox("/run/netns/p"));
+        let host: IpNet = "198.51.100.1/24".parse().unwrap();
+        let pod: IpNet = "198.51.100.7/24".parse().unwrap();
+        let other: IpNet = "203.0.113.7/24".parse().unwrap();
+        let unindexed: IpNet = "2001:db8::7/64".parse().unwrap();
+        r.ips.push(IpConfig::new(host).with_interface(0));
+        r.ips.push(IpConfig::new(pod).with_interface(1));
+        r.ips.push(IpConfig::new(other).with_interface(2));
+        r.ips.push(IpConfig::new(unindexed));
+        let addrs =
+            |name: &str| -> Vec<IpNet> { r.container_ips(name).map(|ip| ip.address).collect() };
+        assert_eq!(addrs("eth0"), [pod, unindexed]);
+        assert_eq!(addrs("eth1"), [other, unindexed]);
+        // No such container interface: only the unindexed address applies.
+        assert_eq!(addrs("eth9"), [unindexed]);
+    }
 
     #[test]
     fn gateway_or_first_host_prefers_the_ipam_gateway_then_the_subnets_first_host() {

@@ -918,15 +918,7 @@ impl Plugin for OverlayBridge {
                 .list(None, Some(pod_end.index))
                 .await
                 .map_err(netlink("list addresses"))?;
-            let ifindex = prev
-                .interfaces
-                .iter()
-                .position(|i| i.name == req.ifname() && i.sandbox.is_some());
-            for ip in prev
-                .ips
-                .iter()
-                .filter(|ip| ip.interface.is_none() || ip.interface == ifindex)
-            {
+            for ip in prev.container_ips(req.ifname()) {
                 if !have.iter().any(|a| a.addr == ip.address) {
                     return Err(CniError::plugin(
                         CODE_NETLINK,
