@@ -184,16 +184,7 @@ fn rt_for(pod: &TestNetns, container_id: &str) -> RuntimeConf {
 }
 
 fn link_names(ns: &TestNetns, kind: Option<&str>) -> Vec<String> {
-    let mut args = vec!["-o", "link", "show"];
-    if let Some(kind) = kind {
-        args.extend(["type", kind]);
-    }
-    let out = ns.ip(args).unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
-        .collect()
+    ns.link_names(kind).unwrap()
 }
 
 fn addresses(ns: &TestNetns, dev: &str) -> String {

@@ -315,6 +315,22 @@ impl TestNetns {
         run("ip", full)
     }
 
+    /// Names of the links in the namespace, as `ip -o link show [type KIND]`
+    /// lists them (a veth's `@peer` suffix removed), optionally only those of
+    /// one `kind` (`"veth"`, `"bridge"`, ...).
+    pub fn link_names(&self, kind: Option<&str>) -> Result<Vec<String>> {
+        let mut args = vec!["-o", "link", "show"];
+        if let Some(kind) = kind {
+            args.extend(["type", kind]);
+        }
+        let out = self.ip(args)?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
+            .collect())
+    }
+
     /// Run a program inside the namespace (`ip netns exec`) and return its
     /// output, whether or not it succeeded.
     pub fn exec<I, S>(&self, argv: I) -> Result<Output>

@@ -147,3 +147,25 @@ fn deleting_one_end_namespace_removes_the_pair() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn link_names_lists_links_without_peer_suffix_and_filters_by_kind() {
+    privileged_test!();
+    let a = TestNetns::new().unwrap();
+    let b = TestNetns::new().unwrap();
+    let link = veth_between(
+        &a,
+        "198.51.100.1/30".parse().unwrap(),
+        &b,
+        "198.51.100.2/30".parse().unwrap(),
+    )
+    .unwrap();
+    a.ip(["link", "add", "ovt-br0", "type", "bridge"]).unwrap();
+    let mut all = a.link_names(None).unwrap();
+    all.sort();
+    let mut expected = vec!["lo".to_string(), "ovt-br0".to_string(), link.a_name.clone()];
+    expected.sort();
+    assert_eq!(all, expected);
+    assert_eq!(a.link_names(Some("veth")).unwrap(), vec![link.a_name]);
+    assert_eq!(a.link_names(Some("bridge")).unwrap(), vec!["ovt-br0"]);
+}

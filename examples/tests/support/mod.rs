@@ -496,12 +496,7 @@ pub(crate) fn result_ips(result: &Value) -> Vec<String> {
 
 /// Names of the links of a namespace.
 pub(crate) fn links_of(ns: &TestNetns) -> BTreeSet<String> {
-    let out = ns.ip(["-o", "link", "show"]).unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-        .collect()
+    ns.link_names(None).unwrap().into_iter().collect()
 }
 
 /// Decode standard base64 (Go's encoding of `[]byte` in JSON).

@@ -41,12 +41,7 @@ pub fn ip_link(ns: &TestNetns, dev: &str) -> Option<Value> {
 
 /// Names of all links in the namespace, per `ip link`.
 pub fn link_names(ns: &TestNetns) -> Vec<String> {
-    ip_json(ns, &["link", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["ifname"].as_str().unwrap().to_string())
-        .collect()
+    ns.link_names(None).unwrap()
 }
 
 /// Whether `flags` (a JSON array of strings) contains `flag`.
