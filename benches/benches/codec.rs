@@ -277,6 +277,7 @@ mod ours {
     use overlay_core::encap::{Encapsulation, VxlanEncap};
     use overlay_core::wire::ethernet::{self, EtherType};
     use overlay_core::wire::{IpProtocol, Vni, ipv4};
+    use std::net::IpAddr;
 
     /// The decapsulator: any VNI, port 4789, defaults otherwise.
     pub(super) fn vxlan() -> VxlanEncap {
@@ -285,13 +286,17 @@ mod ours {
 
     /// Decapsulate (which validates every outer header and locates the
     /// inner frame), read the outer fields the summary needs through the
-    /// `Decapsulated` accessors, then the inner five-tuple through the
+    /// `Decapsulated` accessors (no second parse of the outer headers), then the inner five-tuple through the
     /// Ethernet and IPv4 views (the TCP ports are the first four payload
     /// bytes; overlay-core has no TCP codec, and needs none).
     #[inline(always)]
     pub(super) fn decapsulate(encap: &VxlanEncap, frame: &[u8]) -> Option<Decapsulated> {
         let d = encap.decapsulate(frame).ok()?;
-        let outer_ip = ipv4::Packet::new_checked(&d.packet()[d.ip_offset()..]).ok()?;
+        let (IpAddr::V4(outer_src), IpAddr::V4(outer_dst)) =
+            (d.outer_src_addr(), d.outer_dst_addr())
+        else {
+            return None;
+        };
         let inner = ethernet::Packet::new_checked(d.inner).ok()?;
         if inner.ethertype() != EtherType::Ipv4 {
             return None;
@@ -306,9 +311,9 @@ mod ours {
         }
         Some(Decapsulated {
             vni: d.vni().get(),
-            outer_src: outer_ip.src_addr(),
-            outer_dst: outer_ip.dst_addr(),
-            outer_src_port: d.udp().src_port,
+            outer_src,
+            outer_dst,
+            outer_src_port: d.udp_src_port(),
             inner: FiveTuple {
                 src: ip.src_addr(),
                 dst: ip.dst_addr(),

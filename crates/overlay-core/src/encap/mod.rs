@@ -680,6 +680,7 @@ impl<'a> Decapsulated<'a> {
 }
 
 /// Where the outer layers are, as [`parse_outer`] found them.
+#[derive(Debug)]
 pub(super) struct Located<'a> {
     ip_offset: usize,
     udp_offset: usize,
@@ -725,45 +726,146 @@ fn at(offset: usize) -> impl FnOnce(WireError) -> DecapError {
 }
 
 /// Validates outer Ethernet, IPv4/IPv6 and UDP; never panics.
+///
+/// The IPv4 underlay with a zero UDP checksum (what Linux VXLAN and Geneve
+/// devices send by default) is the per-packet hot path and stays inline;
+/// IPv6 and checksum verification, which sum the whole packet anyway, are
+/// out of line so that their registers and calls do not weigh on it.
 #[inline(always)]
 fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<Located<'a>, DecapError> {
+    match parse_outer_fast(packet, cfg) {
+        Some(located) => Ok(located),
+        None => parse_outer_general(packet, cfg),
+    }
+}
+
+/// The common case at fixed offsets: an untagged frame, IPv4 without
+/// options, a zero UDP checksum. `Some` only where [`parse_outer_general`]
+/// accepts the packet and locates the same layers (a property test holds
+/// the two together); anything else, including every error, is left to it.
+#[inline(always)]
+fn parse_outer_fast<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Option<Located<'a>> {
+    const IP: usize = ethernet::HEADER_LEN;
+    const UDP: usize = IP + ipv4::HEADER_LEN;
+    let h: &[u8; UDP + udp::HEADER_LEN] = packet.first_chunk()?;
+    let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+    // IPv4, version 4 and IHL 5, UDP, neither more fragments nor an offset
+    // (DF and the reserved bit are not looked at, as in the general path).
+    if be16(12) != 0x0800 || h[IP] != 0x45 || h[IP + 9] != 17 || be16(IP + 6) & 0x3fff != 0 {
+        return None;
+    }
+    // The header checksum over five 32-bit words; all ones when right.
+    let mut sum: u64 = 0;
+    for word in h[IP..UDP].chunks_exact(4) {
+        sum += u64::from(u32::from_be_bytes([word[0], word[1], word[2], word[3]]));
+    }
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let ip_total = usize::from(be16(IP + 2));
+    if sum != 0xffff || ip_total < UDP - IP + udp::HEADER_LEN || ip_total > packet.len() - IP {
+        return None;
+    }
+    let udp_len = usize::from(be16(UDP + 4));
+    if be16(UDP + 6) != 0
+        || be16(UDP + 2) != cfg.dst_port
+        || udp_len < udp::HEADER_LEN
+        || udp_len > ip_total - (UDP - IP)
+    {
+        return None;
+    }
+    Some(Located {
+        ip_offset: IP,
+        udp_offset: UDP,
+        ipv6: false,
+        udp_payload: packet.get(UDP + udp::HEADER_LEN..UDP + udp_len)?,
+    })
+}
+
+/// Every outer header layout, with a typed error for whatever is wrong.
+#[inline(never)]
+fn parse_outer_general<'a>(
+    packet: &'a [u8],
+    cfg: &TunnelConfig,
+) -> Result<Located<'a>, DecapError> {
     let eth = ethernet::Packet::new_checked(packet).map_err(at(0))?;
-    let ip_offset = eth.header_len();
-    let ethertype = eth.ethertype();
-    let l3 = eth.into_payload();
-    let (ipv6, addrs, ip_header_len, l4) = match ethertype {
-        EtherType::Ipv4 => {
-            let p = ipv4::Packet::new_checked(l3).map_err(at(ip_offset))?;
-            p.validate().map_err(at(ip_offset))?;
-            if p.more_frags() || p.frag_offset() != 0 {
-                return Err(DecapError::Fragmented {
-                    offset: p.frag_offset(),
-                    more: p.more_frags(),
-                });
-            }
-            if p.protocol() != IpProtocol::Udp {
-                return Err(DecapError::NotUdp(p.protocol()));
-            }
-            let addrs = udp::AddrPair::from((p.src_addr(), p.dst_addr()));
-            let header_len = p.header_len();
-            (false, addrs, header_len, p.into_payload())
+    // The tag test once: header length and payload type both follow from it.
+    let (ip_offset, ethertype) = eth.header_len_and_ethertype();
+    let l3 = packet.get(ip_offset..).unwrap_or_default();
+    if ethertype != u16::from(EtherType::Ipv4) {
+        if ethertype == u16::from(EtherType::Ipv6) {
+            return parse_outer_v6(l3, ip_offset, cfg);
         }
-        EtherType::Ipv6 => {
-            let p = ipv6::Packet::new_checked(l3).map_err(at(ip_offset))?;
-            p.validate().map_err(at(ip_offset))?;
-            if p.next_header() != IpProtocol::Udp {
-                return Err(DecapError::NotUdp(p.next_header()));
-            }
-            let addrs = udp::AddrPair::from((p.src_addr(), p.dst_addr()));
-            (true, addrs, ipv6::HEADER_LEN, p.into_payload())
-        }
-        other => return Err(DecapError::NotIp(other)),
-    };
-    let udp_offset = ip_offset + ip_header_len;
-    let udp_packet = udp::Packet::new_checked(l4).map_err(at(udp_offset))?;
+        return Err(DecapError::NotIp(EtherType::from(ethertype)));
+    }
+    let p = ipv4::Packet::new_checked(l3).map_err(at(ip_offset))?;
+    p.validate().map_err(at(ip_offset))?;
+    if p.more_frags() || p.frag_offset() != 0 {
+        return Err(DecapError::Fragmented {
+            offset: p.frag_offset(),
+            more: p.more_frags(),
+        });
+    }
+    if p.protocol() != IpProtocol::Udp {
+        return Err(DecapError::NotUdp(p.protocol()));
+    }
+    let udp_offset = ip_offset + p.header_len();
+    let (src, dst) = (p.src_addr(), p.dst_addr());
+    let udp_packet = udp::Packet::new_checked(p.into_payload()).map_err(at(udp_offset))?;
+    if udp_packet.checksum() != 0 && cfg.verify_udp_checksum {
+        verify_udp(
+            &udp_packet,
+            &udp::AddrPair::V4 { src, dst },
+            cfg,
+            udp_offset,
+        )?;
+    }
+    located(udp_packet, cfg, ip_offset, udp_offset, false)
+}
+
+/// [`parse_outer`] for an IPv6 underlay, from the IPv6 header on.
+#[inline(always)]
+fn parse_outer_v6<'a>(
+    l3: &'a [u8],
+    ip_offset: usize,
+    cfg: &TunnelConfig,
+) -> Result<Located<'a>, DecapError> {
+    let p = ipv6::Packet::new_checked(l3).map_err(at(ip_offset))?;
+    p.validate().map_err(at(ip_offset))?;
+    if p.next_header() != IpProtocol::Udp {
+        return Err(DecapError::NotUdp(p.next_header()));
+    }
+    let addrs = udp::AddrPair::from((p.src_addr(), p.dst_addr()));
+    let udp_offset = ip_offset + ipv6::HEADER_LEN;
+    let udp_packet = udp::Packet::new_checked(p.into_payload()).map_err(at(udp_offset))?;
+    verify_udp(&udp_packet, &addrs, cfg, udp_offset)?;
+    located(udp_packet, cfg, ip_offset, udp_offset, true)
+}
+
+/// The UDP checksum rules of [`udp::Packet::validate`] under the tunnel's
+/// options, out of line: the IPv4 zero-checksum case never calls it.
+#[inline(never)]
+fn verify_udp(
+    udp_packet: &udp::Packet<&[u8]>,
+    addrs: &udp::AddrPair,
+    cfg: &TunnelConfig,
+    udp_offset: usize,
+) -> Result<(), DecapError> {
     udp_packet
-        .validate(&addrs, &cfg.udp_parse_options())
-        .map_err(at(udp_offset))?;
+        .validate(addrs, &cfg.udp_parse_options())
+        .map_err(at(udp_offset))
+}
+
+/// Checks the destination port and records where the layers start.
+#[inline(always)]
+fn located<'a>(
+    udp_packet: udp::Packet<&'a [u8]>,
+    cfg: &TunnelConfig,
+    ip_offset: usize,
+    udp_offset: usize,
+    ipv6: bool,
+) -> Result<Located<'a>, DecapError> {
     if udp_packet.dst_port() != cfg.dst_port {
         return Err(DecapError::UnexpectedPort {
             expected: cfg.dst_port,
@@ -1070,5 +1172,101 @@ pub(crate) mod tests {
                 len: 65_536
             })
         );
+    }
+
+    /// A VXLAN-shaped IPv4 packet from `encapsulate_udp` with `inner_len`
+    /// bytes of inner frame.
+    fn v4_packet(cfg: &TunnelConfig, inner_len: usize) -> Vec<u8> {
+        let headroom = udp_headroom(&outer_v4(), 8);
+        let mut buf: Vec<u8> = (0..headroom + inner_len).map(|i| i as u8).collect();
+        encapsulate_udp(
+            cfg,
+            &[0x08, 0, 0, 0, 0, 0, 1, 0],
+            &mut buf,
+            headroom,
+            inner_len,
+            &outer_v4(),
+        )
+        .unwrap();
+        buf
+    }
+
+    fn fields(l: &Located<'_>) -> (usize, usize, bool, *const u8, usize) {
+        (
+            l.ip_offset,
+            l.udp_offset,
+            l.ipv6,
+            l.udp_payload.as_ptr(),
+            l.udp_payload.len(),
+        )
+    }
+
+    #[test]
+    fn fast_path_takes_the_default_ipv4_packet_and_agrees_with_the_general_path() {
+        let cfg = TunnelConfig::new(4789);
+        let packet = v4_packet(&cfg, 64);
+        let fast = parse_outer_fast(&packet, &cfg).expect("the common case is on the fast path");
+        let general = parse_outer_general(&packet, &cfg).unwrap();
+        assert_eq!(fields(&fast), fields(&general));
+        assert_eq!(fast.udp_payload.len(), 8 + 64);
+    }
+
+    #[test]
+    fn fast_path_leaves_options_tags_and_checksums_to_the_general_path() {
+        let cfg = TunnelConfig::new(4789);
+        // A non-zero UDP checksum must be verified: not on the fast path.
+        let computed = TunnelConfig::new(4789).with_udp_checksum(UdpChecksumMode::Compute);
+        let packet = v4_packet(&computed, 64);
+        assert!(parse_outer_fast(&packet, &cfg).is_none());
+        assert!(parse_outer_general(&packet, &cfg).is_ok());
+        // A wrong IPv4 header checksum.
+        let mut packet = v4_packet(&cfg, 64);
+        packet[24] ^= 1;
+        assert!(parse_outer_fast(&packet, &cfg).is_none());
+        assert!(matches!(
+            parse_outer(&packet, &cfg),
+            Err(DecapError::Wire { offset: 14, .. })
+        ));
+        // Another port.
+        let packet = v4_packet(&TunnelConfig::new(6081), 64);
+        assert!(parse_outer_fast(&packet, &cfg).is_none());
+        assert!(matches!(
+            parse_outer(&packet, &cfg),
+            Err(DecapError::UnexpectedPort {
+                expected: 4789,
+                got: 6081
+            })
+        ));
+    }
+
+    proptest::proptest! {
+        /// Whatever the fast path accepts, the general path accepts with the
+        /// same layers, on valid, corrupted and truncated packets alike.
+        #[test]
+        fn fast_path_never_disagrees_with_the_general_path(
+            inner_len in 0usize..200,
+            compute in proptest::bool::ANY,
+            flips in proptest::collection::vec((0usize..64, 0u8..8), 0..3),
+            cut in proptest::option::of(0usize..300),
+        ) {
+            let mode = if compute { UdpChecksumMode::Compute } else { UdpChecksumMode::Zero };
+            let cfg = TunnelConfig::new(4789).with_udp_checksum(mode);
+            let mut packet = v4_packet(&cfg, inner_len);
+            for (at, bit) in flips {
+                if let Some(b) = packet.get_mut(at) {
+                    *b ^= 1 << bit;
+                }
+            }
+            if let Some(cut) = cut {
+                packet.truncate(cut);
+            }
+            if let Some(fast) = parse_outer_fast(&packet, &cfg) {
+                let general = parse_outer_general(&packet, &cfg);
+                proptest::prop_assert!(general.is_ok(), "general rejects what fast accepts: {general:?}");
+                if let Ok(general) = general {
+                    proptest::prop_assert_eq!(fields(&fast), fields(&general));
+                }
+            }
+        }
     }
 }

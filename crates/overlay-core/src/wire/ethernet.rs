@@ -269,6 +269,32 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
     }
 
+    /// The header length and the payload's raw type in one read of the
+    /// outer type field: `(14, type)`, or `(18, inner type)` with an 802.1Q
+    /// tag. The same values as [`header_len`](Self::header_len) and
+    /// [`ethertype`](Self::ethertype), for parsers that dispatch on the raw
+    /// value. Call after [`check_len`](Self::check_len).
+    ///
+    /// ```
+    /// use overlay_core::wire::ethernet::Packet;
+    /// let mut frame = [0u8; 18];
+    /// frame[12..14].copy_from_slice(&[0x81, 0x00]); // 802.1Q tag
+    /// frame[16..18].copy_from_slice(&[0x08, 0x00]); // then IPv4
+    /// let packet = Packet::new_checked(&frame[..]).unwrap();
+    /// assert_eq!(packet.header_len_and_ethertype(), (18, 0x0800));
+    /// ```
+    #[inline(always)]
+    pub fn header_len_and_ethertype(&self) -> (usize, u16) {
+        let d = self.buffer.as_ref();
+        let outer = self.outer_ethertype();
+        if outer == 0x8100 {
+            let at = field::TAGGED_TYPE.start;
+            (TAGGED_HEADER_LEN, u16::from_be_bytes([d[at], d[at + 1]]))
+        } else {
+            (HEADER_LEN, outer)
+        }
+    }
+
     /// Length of the header: 14, or 18 with a tag.
     #[inline(always)]
     pub fn header_len(&self) -> usize {
