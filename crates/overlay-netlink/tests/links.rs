@@ -437,6 +437,60 @@ async fn sysctls_are_read_and_written_inside_the_namespace_only() {
     assert!(names.contains("ovbr9:"));
 }
 
+/// The inode of the calling thread's network namespace.
+fn own_netns_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+}
+
+#[tokio::test]
+async fn handle_on_current_thread_works_in_the_namespace_and_leaves_the_thread_home() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let home = own_netns_inode();
+    let h = netns(&t).handle_on_current_thread().unwrap();
+    assert_eq!(
+        own_netns_inode(),
+        home,
+        "the thread is back in its namespace"
+    );
+    h.link().add_bridge("ovbr7").await.unwrap();
+    // The bridge is in the test namespace, as `ip` there reports, and the
+    // handle sees that namespace's links only.
+    assert!(ip_link(&t, "ovbr7").is_some());
+    let names: Vec<String> = h
+        .link()
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"lo".to_string()) && names.contains(&"ovbr7".to_string()));
+    assert_eq!(own_netns_inode(), home);
+}
+
+#[tokio::test]
+async fn handle_on_current_thread_of_a_non_namespace_fails_and_changes_nothing() {
+    privileged_test!();
+    let home = own_netns_inode();
+    let not_a_namespace = overlay_netlink::Netns::open_path("/proc/self/status").unwrap();
+    let err = not_a_namespace.handle_on_current_thread().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            overlay_netlink::Error::Namespace {
+                operation: "enter",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("/proc/self/status"), "{err}");
+    assert_eq!(own_netns_inode(), home);
+}
+
 #[tokio::test]
 async fn handles_are_shared_across_tasks_and_dropping_them_releases_the_namespace() {
     privileged_test!();
