@@ -13,8 +13,9 @@
 //! paired run alternates the subjects every iteration and prints the median
 //! ratios, which load changes on a shared machine do not skew. Needs root; without `CAP_NET_ADMIN` it prints why and exits.
 //!
-//! The example plugin is built (release) with the cargo running this bench,
-//! into the same target directory.
+//! The example plugin is built as it ships, by `scripts/build-plugin.sh`
+//! (the `dist` profile, statically linked like the reference plugins), into
+//! the same target directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,28 +36,24 @@ struct Subject {
     config: String,
 }
 
-/// Build the example plugin in release mode and return its path.
+/// Build the example plugin as it ships (`scripts/build-plugin.sh`: the
+/// `dist` profile, statically linked) into this bench's target directory and
+/// return its path.
 fn build_overlay_bridge() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "overlay-examples",
-            "--bin",
-            "overlay-bridge",
-        ])
-        .status()
-        .expect("cannot run cargo to build overlay-bridge");
-    assert!(status.success(), "building overlay-bridge failed");
     // This bench runs from <target>/release/deps/.
     let exe = std::env::current_exe().expect("current_exe");
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
+    let target_dir = exe
+        .ancestors()
+        .nth(3)
         .expect("bench binary lives in <target>/release/deps");
-    let bin = release.join("overlay-bridge");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-plugin.sh");
+    let out = Command::new(&script)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(out.status.success(), "building overlay-bridge failed");
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(bin.exists(), "{} missing after build", bin.display());
     bin
 }

@@ -804,18 +804,26 @@ impl Plugin for OverlayBridge {
             .with_details("overlay-netlink has no promiscuity setter; set it to false"));
         }
         let pod_ns = open_netns(req)?;
-        let rt = runtime()?;
-        let _in_runtime = rt.enter();
-        let pod = pod_ns
-            .handle()
-            .map_err(netlink("netlink socket in CNI_NETNS"))?;
-        let host = Handle::new().map_err(netlink("netlink socket"))?;
-        // IPAM (in-process, or a separate process) runs while we build the links.
-        let (links, lease) = thread::scope(|s| {
+        // IPAM (in-process, or a separate process) runs from the start, on
+        // its own thread, while this one opens the sockets and builds the
+        // links.
+        let (setup, lease) = thread::scope(|s| {
             let lease = s.spawn(|| ipam.add(req));
-            let links = rt.block_on(Self::setup_links(req, &conf, &host, &pod_ns, &pod));
-            (links, lease.join())
+            let setup = (|| {
+                let rt = runtime()?;
+                let in_runtime = rt.enter();
+                let pod = pod_ns
+                    .handle_on_current_thread()
+                    .map_err(netlink("netlink socket in CNI_NETNS"))?;
+                let host = Handle::new().map_err(netlink("netlink socket"))?;
+                drop(in_runtime);
+                let links = rt.block_on(Self::setup_links(req, &conf, &host, &pod_ns, &pod));
+                Ok::<_, CniError>((rt, host, pod, links))
+            })();
+            (setup, lease.join())
         });
+        let (rt, host, pod, links) = setup?;
+        let _in_runtime = rt.enter();
         let lease = lease
             .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Internal, "IPAM thread panicked")));
         // On every failure below, dropping the lease releases the allocation.
@@ -894,7 +902,7 @@ impl Plugin for OverlayBridge {
         let rt = runtime()?;
         let _in_runtime = rt.enter();
         let pod = pod_ns
-            .handle()
+            .handle_on_current_thread()
             .map_err(netlink("netlink socket in CNI_NETNS"))?;
         let host = Handle::new().map_err(netlink("netlink socket"))?;
         rt.block_on(async {
