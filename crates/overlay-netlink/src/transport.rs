@@ -118,8 +118,12 @@ const WINDOW: usize = 512;
 const MAX_SEND: usize = 64 * 1024;
 /// Receive buffer requested from the kernel.
 const RCVBUF: usize = 4 * 1024 * 1024;
-/// Initial user-space receive buffer; grows for larger datagrams.
-const INITIAL_RECV: usize = 64 * 1024;
+/// Initial user-space receive buffer, one page: enough for ACKs and single
+/// replies; it grows to the size of larger datagrams (the length is peeked
+/// first). Pages are touched only as datagrams need them, which matters for
+/// short-lived programs: a fresh page costs a fault, and a CNI plugin opens a
+/// socket or two per run.
+const INITIAL_RECV: usize = 4096;
 
 /// `NETLINK_EXT_ACK` socket option (error messages in ACKs).
 const NETLINK_EXT_ACK: libc::c_int = 11;
