@@ -55,7 +55,7 @@ use overlay_cni::delegate::{self, AddGuard};
 use overlay_cni::result::{Interface, IpConfig, Route};
 use overlay_cni::{CniError, CniResult, ErrorCode, Plugin, Request};
 use overlay_ipam::host_local;
-use overlay_netlink::{Address, Handle, Link, LinkKind, Netns, VethConfig};
+use overlay_netlink::{Address, Handle, Link, LinkKind, MacAddr, Netns, VethConfig};
 use serde::Deserialize;
 
 /// Plugin-specific code: a kernel (netlink) operation failed.
@@ -297,6 +297,23 @@ impl Ipam {
 fn host_veth_name(req: &Request) -> String {
     let hash = req.attachment_hash();
     format!("veth{:08x}", (hash ^ (hash >> 32)) as u32)
+}
+
+/// The container end's MAC address: locally administered and unicast,
+/// derived from the attachment like the host end's name (different bits of
+/// the hash), so the plugin knows it without asking the pod's namespace.
+fn pod_mac(req: &Request) -> MacAddr {
+    let h = req.attachment_hash().rotate_left(29).to_be_bytes();
+    MacAddr::new([(h[0] & 0xfe) | 0x02, h[1], h[2], h[3], h[4], h[5]])
+}
+
+/// The links of one attachment.
+struct Links {
+    bridge: Link,
+    host_end: Link,
+    /// The container end, in the pod's namespace.
+    pod_index: u32,
+    pod_mac: Option<MacAddr>,
 }
 
 /// `ipMasq`: per attachment, a nat chain `OVB-<hash>` that accepts traffic to
@@ -605,7 +622,7 @@ impl OverlayBridge {
         host: &Handle,
         pod_ns: &Netns,
         pod: &Handle,
-    ) -> Result<(Link, Link, Link), CniError> {
+    ) -> Result<Links, CniError> {
         let bridge = match host
             .link()
             .find(conf.bridge.as_str())
@@ -643,6 +660,7 @@ impl OverlayBridge {
         // Attached to the bridge and up in the creating request.
         let mut veth = VethConfig::new(host_veth_name(req), req.ifname())
             .peer_netns(pod_ns)
+            .peer_mac(pod_mac(req))
             .master(bridge.index)
             .up();
         if let Some(mtu) = conf.mtu {
@@ -668,26 +686,46 @@ impl OverlayBridge {
             }
             Err(e) => return Err(netlink("create veth pair")(e)),
         };
+        // The host end reports its peer's index (IFLA_LINK) and the MAC was
+        // chosen above, so the pod's namespace needs no look-up; the host
+        // and pod requests go out together.
         let attach = async {
-            if conf.hairpin_mode {
-                host.link()
-                    .set_hairpin(host_end.index, true)
+            let pod_end = match host_end.parent {
+                Some(index) => (index, Some(pod_mac(req))),
+                None => {
+                    let link = pod
+                        .link()
+                        .get(req.ifname())
+                        .await
+                        .map_err(netlink("find container veth"))?;
+                    (link.index, link.mac)
+                }
+            };
+            let hairpin = async {
+                if conf.hairpin_mode {
+                    host.link()
+                        .set_hairpin(host_end.index, true)
+                        .await
+                        .map_err(netlink("set hairpin mode"))?;
+                }
+                Ok::<_, CniError>(())
+            };
+            let up = async {
+                pod.link()
+                    .set_up(pod_end.0)
                     .await
-                    .map_err(netlink("set hairpin mode"))?;
-            }
-            let pod_end = pod
-                .link()
-                .get(req.ifname())
-                .await
-                .map_err(netlink("find container veth"))?;
-            pod.link()
-                .set_up(pod_end.index)
-                .await
-                .map_err(netlink("set container veth up"))?;
-            Ok::<_, CniError>(pod_end)
+                    .map_err(netlink("set container veth up"))
+            };
+            let (hairpin, up) = tokio::join!(hairpin, up);
+            hairpin.and(up).map(|()| pod_end)
         };
         match attach.await {
-            Ok(pod_end) => Ok((bridge, host_end, pod_end)),
+            Ok((pod_index, pod_mac)) => Ok(Links {
+                bridge,
+                host_end,
+                pod_index,
+                pod_mac,
+            }),
             Err(e) => {
                 let _ = host.link().delete(host_end.index).await;
                 Err(e)
@@ -700,47 +738,40 @@ impl OverlayBridge {
         conf: &BridgeConf,
         host: &Handle,
         pod: &Handle,
-        links: &(Link, Link, Link),
+        links: &Links,
         ipam: &CniResult,
     ) -> Result<CniResult, CniError> {
-        let (bridge, host_end, pod_end) = links;
+        let Links {
+            bridge, host_end, ..
+        } = links;
+        let pod_index = links.pod_index;
         let mut result = CniResult::new(req.version);
-        for (link, sandbox) in [(bridge, None), (host_end, None), (pod_end, req.netns())] {
-            let mut iface = Interface::new(link.name.clone());
-            iface.mac = link.mac.map(|m| m.to_string());
+        for (name, mac, sandbox) in [
+            (bridge.name.as_str(), bridge.mac, None),
+            (host_end.name.as_str(), host_end.mac, None),
+            (req.ifname(), links.pod_mac, req.netns()),
+        ] {
+            let mut iface = Interface::new(name);
+            iface.mac = mac.map(|m| m.to_string());
             iface.sandbox = sandbox.map(|p| p.display().to_string());
             result.interfaces.push(iface);
         }
         result.routes = ipam.routes.clone();
         result.dns = ipam.dns.clone();
+        // What to install, worked out first: the pod's side (addresses, then
+        // routes, which need them) and the host's side (gateway addresses on
+        // the bridge, forwarding) then go out at the same time.
+        let mut pod_addresses = Vec::new();
+        let mut pod_routes = Vec::new();
+        let mut gateways = Vec::new();
         for ip in &ipam.ips {
             let gateway = ip.gateway_or_first_host();
-            pod.address()
-                .add(match ip.address {
-                    IpNet::V6(_) => Address::new(pod_end.index, ip.address).nodad(),
-                    IpNet::V4(_) => Address::new(pod_end.index, ip.address),
-                })
-                .await
-                .map_err(netlink("add address to container interface"))?;
+            pod_addresses.push(match ip.address {
+                IpNet::V6(_) => Address::new(pod_index, ip.address).nodad(),
+                IpNet::V4(_) => Address::new(pod_index, ip.address),
+            });
             if let (true, Some(gw)) = (conf.is_gateway, gateway) {
-                let gw_net = with_prefix(gw, &ip.address);
-                match host.address().add(Address::new(bridge.index, gw_net)).await {
-                    Err(e) if !e.is_already_exists() => {
-                        return Err(netlink("add gateway address to bridge")(e));
-                    }
-                    _ => {}
-                }
-                let key = if gw.is_ipv4() {
-                    "net/ipv4/ip_forward"
-                } else {
-                    "net/ipv6/conf/all/forwarding"
-                };
-                std::fs::write(format!("/proc/sys/{key}"), "1").map_err(|e| {
-                    CniError::new(
-                        ErrorCode::IoFailure,
-                        format!("enable forwarding ({key}): {e}"),
-                    )
-                })?;
+                gateways.push(with_prefix(gw, &ip.address));
             }
             let has_default = |gw: &IpAddr| {
                 ipam.routes
@@ -756,13 +787,12 @@ impl OverlayBridge {
                 } else {
                     IpNet::V6(Default::default())
                 };
-                let route = overlay_netlink::Route::new(default)
-                    .gateway(gw)
-                    .dev(pod_end.index);
-                pod.route()
-                    .add(&route)
-                    .await
-                    .map_err(netlink("add default route"))?;
+                pod_routes.push((
+                    "add default route",
+                    overlay_netlink::Route::new(default)
+                        .gateway(gw)
+                        .dev(pod_index),
+                ));
                 result.routes.push(Route::new(default).with_gw(gw));
             }
             let mut ip = ip.clone();
@@ -771,7 +801,7 @@ impl OverlayBridge {
             result.ips.push(ip);
         }
         for route in &ipam.routes {
-            let mut r = overlay_netlink::Route::new(route.dst).dev(pod_end.index);
+            let mut r = overlay_netlink::Route::new(route.dst).dev(pod_index);
             let same_family =
                 |ip: &&IpConfig| ip.address.addr().is_ipv4() == route.dst.addr().is_ipv4();
             if let Some(gw) = route.gw.or_else(|| {
@@ -783,11 +813,44 @@ impl OverlayBridge {
             }) {
                 r = r.gateway(gw);
             }
-            pod.route()
-                .add(&r)
-                .await
-                .map_err(netlink("add IPAM route"))?;
+            pod_routes.push(("add IPAM route", r));
         }
+        let pod_side = async {
+            for address in pod_addresses {
+                pod.address()
+                    .add(address)
+                    .await
+                    .map_err(netlink("add address to container interface"))?;
+            }
+            for (what, route) in &pod_routes {
+                pod.route().add(route).await.map_err(netlink(what))?;
+            }
+            Ok::<_, CniError>(())
+        };
+        let host_side = async {
+            for gw_net in gateways {
+                match host.address().add(Address::new(bridge.index, gw_net)).await {
+                    Err(e) if !e.is_already_exists() => {
+                        return Err(netlink("add gateway address to bridge")(e));
+                    }
+                    _ => {}
+                }
+                let key = if gw_net.addr().is_ipv4() {
+                    "net/ipv4/ip_forward"
+                } else {
+                    "net/ipv6/conf/all/forwarding"
+                };
+                std::fs::write(format!("/proc/sys/{key}"), "1").map_err(|e| {
+                    CniError::new(
+                        ErrorCode::IoFailure,
+                        format!("enable forwarding ({key}): {e}"),
+                    )
+                })?;
+            }
+            Ok(())
+        };
+        let (pod_side, host_side) = tokio::join!(pod_side, host_side);
+        pod_side.and(host_side)?;
         Ok(result)
     }
 }
@@ -831,7 +894,7 @@ impl Plugin for OverlayBridge {
             (Ok(links), Ok(lease)) => (links, lease),
             (Err(e), _) => return Err(e),
             (Ok(links), Err(e)) => {
-                let _ = rt.block_on(host.link().delete(links.1.index));
+                let _ = rt.block_on(host.link().delete(links.host_end.index));
                 return Err(e);
             }
         };
@@ -853,7 +916,7 @@ impl Plugin for OverlayBridge {
                 Ok(result)
             }
             Err(e) => {
-                let _ = rt.block_on(host.link().delete(links.1.index));
+                let _ = rt.block_on(host.link().delete(links.host_end.index));
                 Err(e)
             }
         }
