@@ -7,7 +7,10 @@
 //! `CNI_IFNAME`, attaches the host end to the bridge (`hairpinMode`), gets
 //! addresses from IPAM, puts them on the container interface, the gateway
 //! address on the bridge (`isGateway`) and a default route via the gateway in
-//! the pod (`isDefaultGateway`). IPAM runs in parallel with the link setup,
+//! the pod (`isDefaultGateway`). The container end's MAC address is derived
+//! from the attachment (network, container ID, interface name; locally
+//! administered), so a repeated ADD of the same attachment gets the same
+//! one. IPAM runs in parallel with the link setup,
 //! and DEL releases the address while the kernel tears the veth down; DEL
 //! returns as soon as the kernel announces the veth pair deleted (names and
 //! addresses are free then), leaving the kernel's deferred teardown (10 to
