@@ -26,9 +26,10 @@ fi
 # tshark/tcpdump: dissector cross-checks and kernel captures;
 # containernetworking-plugins, golang-go, golang-github-appc-cni-dev: the CNI
 # reference plugins and libcni for the conformance suite; iptables/nftables:
-# what the reference plugins program.
+# what the reference plugins program; libc6-dev (static glibc) and binutils
+# (readelf): the statically linked plugin build and its check.
 PACKAGES=(iproute2 iputils-ping tcpdump tshark containernetworking-plugins golang-go
-          golang-github-appc-cni-dev iptables nftables kmod)
+          golang-github-appc-cni-dev iptables nftables kmod libc6-dev binutils)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -61,9 +61,13 @@ pub(crate) fn tools() -> &'static Tools {
     })
 }
 
-/// Path of our example plugin binary.
+/// Path of our example plugin binary: the one cargo built for these tests,
+/// or `OVERLAY_BRIDGE_BIN` (the suite `scripts/suites/30-dist-plugin.sh` runs
+/// the conformance tests against the shipped build that way).
 pub(crate) fn overlay_bridge() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_overlay-bridge"))
+    std::env::var_os("OVERLAY_BRIDGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_overlay-bridge")))
 }
 
 /// A temporary directory removed (recursively) on drop.
