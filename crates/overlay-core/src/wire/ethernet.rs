@@ -282,6 +282,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// frame[16..18].copy_from_slice(&[0x08, 0x00]); // then IPv4
     /// let packet = Packet::new_checked(&frame[..]).unwrap();
     /// assert_eq!(packet.header_len_and_ethertype(), (18, 0x0800));
+    ///
+    /// frame[12..14].copy_from_slice(&[0x86, 0xdd]); // untagged IPv6
+    /// let packet = Packet::new_checked(&frame[..]).unwrap();
+    /// assert_eq!(packet.header_len_and_ethertype(), (14, 0x86dd));
+    /// assert_eq!(packet.header_len(), 14);
     /// ```
     #[inline(always)]
     pub fn header_len_and_ethertype(&self) -> (usize, u16) {
