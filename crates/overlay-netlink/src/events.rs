@@ -10,10 +10,54 @@ use tokio::io::unix::AsyncFd;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::link::Link;
+use crate::netns::Netns;
 use crate::transport::{open_socket, parse_datagram, recv_datagram, register};
 
 /// `RTMGRP_LINK`: the multicast group of link notifications.
-const RTMGRP_LINK: u32 = 1;
+pub(crate) const RTMGRP_LINK: u32 = 0x1;
+/// `RTMGRP_NEIGH`: neighbour notifications, and bridge FDB ones (`AF_BRIDGE`,
+/// the VXLAN device's own table included).
+pub(crate) const RTMGRP_NEIGH: u32 = 0x4;
+/// `RTMGRP_IPV4_IFADDR`: IPv4 address notifications.
+pub(crate) const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+/// `RTMGRP_IPV4_ROUTE`: IPv4 route notifications.
+pub(crate) const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+/// `RTMGRP_IPV6_IFADDR`: IPv6 address notifications.
+pub(crate) const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+/// `RTMGRP_IPV6_ROUTE`: IPv6 route notifications.
+pub(crate) const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+
+/// How errors name a namespace: `netns`, or the calling thread's.
+fn namespace_object(netns: Option<&Netns>) -> String {
+    match netns {
+        Some(ns) => format!("in network namespace {}", ns.path().display()),
+        None => "in the calling thread's network namespace".to_string(),
+    }
+}
+
+/// Open a `NETLINK_ROUTE` socket subscribed to the multicast `groups`
+/// (`RTMGRP_*` bits) in `netns`, or in the calling thread's namespace for
+/// `None`. The socket is non-blocking, has the transport's large receive
+/// buffer (`NETLINK_NO_ENOBUFS` is not set: an overflow is reported) and is
+/// not registered with any runtime. With a namespace it is opened on a
+/// short-lived thread (see [`Netns::run`]), so this blocks briefly.
+pub(crate) fn subscribe(
+    netns: Option<&Netns>,
+    groups: u32,
+    operation: &'static str,
+) -> Result<Socket> {
+    match netns {
+        Some(ns) => ns.open_socket(groups, operation),
+        None => open_socket(groups).map_err(|source| Error::Transport {
+            operation,
+            object: namespace_object(None),
+            source: crate::error::TransportError::Io {
+                operation: "open",
+                source,
+            },
+        }),
+    }
+}
 
 /// A change to the links of a namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,24 +104,10 @@ impl Handle {
     /// lists the existing links.
     pub async fn link_events(&self) -> Result<LinkEvents> {
         const OP: &str = "subscribe to link events";
-        let object = || match self.netns() {
-            Some(ns) => format!("in network namespace {}", ns.path().display()),
-            None => "in the calling thread's network namespace".to_string(),
-        };
-        let socket = match self.netns() {
-            Some(ns) => ns.open_socket(RTMGRP_LINK, OP)?,
-            None => open_socket(RTMGRP_LINK).map_err(|source| Error::Transport {
-                operation: OP,
-                object: object(),
-                source: crate::error::TransportError::Io {
-                    operation: "open",
-                    source,
-                },
-            })?,
-        };
+        let socket = subscribe(self.netns(), RTMGRP_LINK, OP)?;
         let fd = register(socket).map_err(|source| Error::Transport {
             operation: OP,
-            object: object(),
+            object: namespace_object(self.netns()),
             source,
         })?;
         let known = self

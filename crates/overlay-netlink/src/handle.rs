@@ -70,6 +70,12 @@ impl Handle {
         self.netns.as_ref()
     }
 
+    /// Whether this handle's requests reach the kernel through a real
+    /// netlink socket ([`Transport::is_kernel_socket`]).
+    pub(crate) fn is_kernel_socket(&self) -> bool {
+        self.transport.is_kernel_socket()
+    }
+
     /// Link operations: get, list, create, configure, delete.
     pub fn link(&self) -> LinkOps<'_> {
         LinkOps::new(self)

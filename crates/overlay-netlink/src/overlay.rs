@@ -13,8 +13,16 @@
 //! [`Overlay::add_peer`] installs them in that order and rolls back what it
 //! installed when a step fails; [`Overlay::remove_peer`] removes them
 //! best-effort; [`Overlay::reconcile`] makes the kernel hold exactly a desired
-//! set of peers, with one batched round trip for the dumps and one for the
-//! changes, and reports what it changed.
+//! set of peers, with one batched round trip for the changes, and reports
+//! what it changed.
+//!
+//! Reconcile compares the desired peers with a mirror of the device's
+//! kernel state, filled by one full read (five dumps in one round trip) and
+//! kept current by the kernel's netlink notifications, in the way of the
+//! informers of cluster agents: a reconcile with nothing to change reads no
+//! dump. The mirror is read again whenever it cannot follow the kernel
+//! (lost notifications, link and address changes on the device) and after
+//! [`Overlay::resync`]; see [`Overlay::reconcile`].
 //!
 //! The overlay owns the neighbour entries, FDB entries with a destination,
 //! and routes with a gateway on its VXLAN device: `reconcile` removes those
@@ -39,8 +47,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use ipnet::IpNet;
@@ -48,13 +58,18 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::Socket;
 
 use crate::error::{Error, ErrorKind, InvalidInput, IpFamily, KernelError, Result};
+use crate::events::{
+    self, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK, RTMGRP_NEIGH,
+};
 use crate::fdb::FdbEntry;
 use crate::handle::Handle;
 use crate::neighbour::Neighbour;
 use crate::route::{Route, TABLE_MAIN};
-use crate::transport::{RawReply, Reply, Request, raw_messages};
+use crate::transport::{RawReply, Reply, Request, raw_messages, recv_queued, split_message};
 use crate::validate;
 use overlay_core::MacAddr;
 
@@ -302,12 +317,19 @@ impl RouteMetric {
 
 /// The per-peer state on one VXLAN device; see the [module docs](self).
 ///
-/// When the handle is bound to a namespace ([`Netns::handle`](crate::Netns::handle)),
-/// the first [`reconcile`](Overlay::reconcile) starts one worker thread with
-/// a second netlink socket in that namespace, so that later reconciles read
-/// their dumps on two CPUs at once. The thread and its socket end when the
-/// last clone of the `Overlay` is dropped; drop it when the namespace should
-/// go away (an open socket keeps a namespace alive).
+/// Clones share one mirror of the kernel state (see
+/// [`reconcile`](Overlay::reconcile)), and their reconciles run one after
+/// the other.
+///
+/// With a kernel socket, the first [`reconcile`](Overlay::reconcile) opens a
+/// netlink socket subscribed to the neighbour, route, link and address
+/// notifications of the overlay's namespace, which stays open. When the
+/// handle is bound to a namespace ([`Netns::handle`](crate::Netns::handle)),
+/// it also starts one worker thread with a second netlink socket in that
+/// namespace, so that reconciles that read the kernel state with dumps read
+/// them on two CPUs at once. The sockets and the thread end when the last
+/// clone of the `Overlay` is dropped; drop it when the namespace should go
+/// away (an open socket keeps a namespace alive).
 #[derive(Debug, Clone)]
 pub struct Overlay {
     handle: Handle,
@@ -315,6 +337,12 @@ pub struct Overlay {
     metric: RouteMetric,
     /// Further sockets for parallel dumps, started on first use.
     dumps: Arc<OnceLock<Vec<DumpWorker>>>,
+    /// The kernel state, kept current by notifications.
+    mirror: Arc<tokio::sync::Mutex<Mirror>>,
+    /// Set by [`Overlay::resync`].
+    resync: Arc<AtomicBool>,
+    /// See [`Overlay::full_dumps`].
+    full_dumps: Arc<AtomicU64>,
 }
 
 /// A job for the [`DumpWorker`]: dump requests and where to send the replies.
@@ -406,18 +434,149 @@ impl DumpWorker {
 struct Current {
     /// Permanent or not: address -> (MAC, permanent).
     neighbours: HashMap<IpAddr, (Option<MacAddr>, bool)>,
-    /// MAC -> destinations of `self` entries with a destination.
+    /// MAC -> destinations of `self` entries with a destination, in the
+    /// kernel's order.
     fdb: HashMap<MacAddr, Vec<(IpAddr, bool)>>,
-    /// Main-table routes with a gateway on the device.
-    routes: HashMap<IpNet, RouteSeen>,
+    /// Main-table routes with a gateway on the device, by destination (one
+    /// per metric: the kernel's key is destination and metric).
+    routes: HashMap<IpNet, Vec<RouteSeen>>,
+}
+
+impl Current {
+    fn with_capacity(n: usize) -> Self {
+        Current {
+            neighbours: HashMap::with_capacity(n),
+            fdb: HashMap::with_capacity(n),
+            routes: HashMap::with_capacity(n),
+        }
+    }
 }
 
 /// The fields of an installed route that reconcile compares.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RouteSeen {
     gateway: Option<IpAddr>,
     onlink: bool,
     metric: Option<u32>,
+}
+
+impl RouteSeen {
+    /// The metric as the kernel keys routes (IPv4 omits a metric of 0).
+    fn key(&self) -> u32 {
+        self.metric.unwrap_or(0)
+    }
+}
+
+/// Where a message taken into [`Current`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A dump: lists every entry once.
+    Dump,
+    /// A multicast notification of one change, with its `NLM_F_*` flags.
+    Notification { flags: u16 },
+}
+
+/// The multicast groups the mirror follows: neighbours and FDB entries,
+/// routes, and links and addresses (to notice the changes the kernel makes
+/// without notifying them, such as flushing IPv4 routes on link down).
+const MIRROR_GROUPS: u32 = RTMGRP_LINK
+    | RTMGRP_NEIGH
+    | RTMGRP_IPV4_IFADDR
+    | RTMGRP_IPV6_IFADDR
+    | RTMGRP_IPV4_ROUTE
+    | RTMGRP_IPV6_ROUTE;
+
+/// The overlay's copy of the kernel state of its VXLAN device, kept current
+/// by the notifications of a subscription; shared by the clones of an
+/// [`Overlay`] under a lock, which also serialises their reconciles.
+struct Mirror {
+    watch: Watch,
+    /// The kernel state, while notifications keep it exact.
+    state: Option<Current>,
+}
+
+impl fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let watch = match self.watch {
+            Watch::Off => "off",
+            Watch::Idle => "idle",
+            Watch::Opening(_) => "opening",
+            Watch::Open(_) => "open",
+        };
+        f.debug_struct("Mirror")
+            .field("watch", &watch)
+            .field("valid", &self.state.is_some())
+            .finish()
+    }
+}
+
+/// The mirror's subscription.
+enum Watch {
+    /// The handle's transport is not a kernel socket: no mirror, every
+    /// reconcile dumps.
+    Off,
+    /// Not subscribed; the next reconcile subscribes.
+    Idle,
+    /// The socket is being opened in the overlay's namespace on a thread.
+    Opening(tokio::sync::oneshot::Receiver<Result<Socket>>),
+    /// Subscribed.
+    Open(Monitor),
+}
+
+/// A socket subscribed to [`MIRROR_GROUPS`] in the overlay's namespace,
+/// read without waiting.
+struct Monitor {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl Monitor {
+    fn new(socket: Socket) -> Self {
+        Monitor {
+            socket,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    /// Read every queued notification without waiting and pass each
+    /// message (type, flags, payload) to `each`. An error of kind
+    /// `InvalidData` means a datagram did not parse (it is consumed);
+    /// `ENOBUFS` that notifications were lost; in both cases the rest is
+    /// still queued.
+    fn drain(&mut self, mut each: impl FnMut(u16, u16, &[u8])) -> io::Result<()> {
+        loop {
+            let len = match recv_queued(self.socket.as_fd(), &mut self.buf) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let mut rest = &self.buf[..len];
+            while let Some((header, payload, _, next)) = split_message(rest) {
+                each(header.message_type, header.flags, payload);
+                rest = next;
+            }
+            if !rest.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a notification ends in an incomplete netlink message",
+                ));
+            }
+        }
+    }
+}
+
+/// What reconcile wants, as sets (built while validating the input).
+struct Wanted {
+    ips: HashSet<IpAddr>,
+    macs: HashSet<MacAddr>,
+    cidrs: HashSet<IpNet>,
+}
+
+/// The outcome of comparing desired peers with the kernel state: the
+/// report so far and the changes to make, in order.
+struct Plan {
+    report: ReconcileReport,
+    changes: Vec<(Change, Request)>,
 }
 
 const DUMP_RETRIES: usize = 5;
@@ -435,6 +594,16 @@ impl Overlay {
             vxlan: vxlan_index,
             metric: RouteMetric::default(),
             dumps: Arc::new(OnceLock::new()),
+            mirror: Arc::new(tokio::sync::Mutex::new(Mirror {
+                watch: if handle.is_kernel_socket() {
+                    Watch::Idle
+                } else {
+                    Watch::Off
+                },
+                state: None,
+            })),
+            resync: Arc::new(AtomicBool::new(false)),
+            full_dumps: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -590,11 +759,8 @@ impl Overlay {
             }
             break replies;
         };
-        let mut current = Current {
-            neighbours: HashMap::with_capacity(expected),
-            fdb: HashMap::with_capacity(expected),
-            routes: HashMap::with_capacity(expected),
-        };
+        self.full_dumps.fetch_add(1, Ordering::Relaxed);
+        let mut current = Current::with_capacity(expected);
         for reply in replies {
             let raw = reply.map_err(|source| Error::Kernel {
                 operation: OP,
@@ -602,7 +768,7 @@ impl Overlay {
                 source,
             })?;
             for (message_type, payload) in raw_messages(&raw) {
-                self.absorb(&mut current, message_type, payload);
+                self.absorb(&mut current, Source::Dump, message_type, payload);
             }
         }
         Ok(current)
@@ -616,80 +782,308 @@ impl Overlay {
         )
     }
 
-    /// Take one dumped message into `current`. The dumps of a reconcile hold
-    /// thousands of entries of which a few fields matter, so they are read
-    /// straight from the bytes (see [`lean`]) instead of being parsed whole.
-    fn absorb(&self, current: &mut Current, message_type: u16, payload: &[u8]) {
+    fn delete_route(&self, destination: IpNet, seen: &RouteSeen) -> (Change, Request) {
+        let mut del = Route::new(destination).dev(self.vxlan).table(TABLE_MAIN);
+        del.metric = seen.metric;
+        (
+            Change::DeleteRoute { destination },
+            Request::new(RouteNetlinkMessage::DelRoute(del.message(true)), 0),
+        )
+    }
+
+    /// Take one message into `current`: an entry of a dump, or a
+    /// notification of a change. The dumps of a reconcile hold thousands of
+    /// entries of which a few fields matter, so messages are read straight
+    /// from the bytes (see [`lean`]) instead of being parsed whole.
+    ///
+    /// Returns `false` when a notification leaves `current` unable to
+    /// follow the kernel, so that the state must be dumped again: a link or
+    /// address change on the device (the kernel flushes IPv4 routes on link
+    /// down and on some address changes without notifying them), a message
+    /// that does not parse, an FDB notification for a MAC with other
+    /// destinations (the kernel sends the same one whether `replace`
+    /// changed the first destination or `append` added one), or a route
+    /// notification that adds a second route under the key (destination and
+    /// metric) of one held.
+    fn absorb(
+        &self,
+        current: &mut Current,
+        source: Source,
+        message_type: u16,
+        payload: &[u8],
+    ) -> bool {
+        let notified = matches!(source, Source::Notification { .. });
         match message_type {
-            lean::RTM_NEWNEIGH => {
+            lean::RTM_NEWNEIGH | lean::RTM_DELNEIGH => {
                 let Some(n) = lean::neighbour(payload) else {
-                    return;
+                    return !notified;
                 };
-                if n.ifindex != self.vxlan {
-                    return;
+                if n.ifindex != self.vxlan || n.flags & lean::NTF_PROXY != 0 {
+                    return true;
                 }
+                let new = message_type == lean::RTM_NEWNEIGH;
+                let permanent = n.state == lean::NUD_PERMANENT;
                 if n.family == lean::AF_BRIDGE {
-                    if n.flags & lean::NTF_SELF != 0
-                        && let (Some(mac), Some(dst)) = (n.mac, n.dst)
-                        && mac != MacAddr::ZERO
-                    {
-                        current
-                            .fdb
-                            .entry(mac)
-                            .or_default()
-                            .push((dst, n.state == lean::NUD_PERMANENT));
+                    let (Some(mac), Some(dst)) = (n.mac, n.dst) else {
+                        return true;
+                    };
+                    if n.flags & lean::NTF_SELF == 0 || mac == MacAddr::ZERO {
+                        return true;
+                    }
+                    if !new {
+                        if let Some(dsts) = current.fdb.get_mut(&mac) {
+                            dsts.retain(|(d, _)| *d != dst);
+                            if dsts.is_empty() {
+                                current.fdb.remove(&mac);
+                            }
+                        }
+                        return true;
+                    }
+                    let dsts = current.fdb.entry(mac).or_default();
+                    if !notified || dsts.is_empty() {
+                        dsts.push((dst, permanent));
+                    } else if let Some(seen) = dsts.iter_mut().find(|(d, _)| *d == dst) {
+                        seen.1 = permanent;
+                    } else {
+                        return false;
                     }
                 } else if let Some(ip) = n.dst {
-                    current
-                        .neighbours
-                        .insert(ip, (n.mac, n.state == lean::NUD_PERMANENT));
+                    if new {
+                        current.neighbours.insert(ip, (n.mac, permanent));
+                    } else {
+                        current.neighbours.remove(&ip);
+                    }
                 }
+                true
             }
-            lean::RTM_NEWROUTE => {
-                if let Some(r) = lean::route(payload)
-                    && r.oif == Some(self.vxlan)
-                    && r.table == TABLE_MAIN
-                    && r.gateway.is_some()
-                    && let Ok(destination) = IpNet::new(r.dst, r.dst_len)
-                {
-                    current.routes.insert(
-                        destination,
-                        RouteSeen {
-                            gateway: r.gateway,
-                            onlink: r.onlink,
-                            metric: r.metric,
-                        },
+            lean::RTM_NEWROUTE | lean::RTM_DELROUTE => {
+                let Some(r) = lean::route(payload) else {
+                    return !notified;
+                };
+                let Ok(destination) = IpNet::new(r.dst, r.dst_len) else {
+                    return !notified;
+                };
+                if r.table != TABLE_MAIN || r.cloned {
+                    return true;
+                }
+                let ours = r.oif == Some(self.vxlan) && r.gateway.is_some();
+                let seen = RouteSeen {
+                    gateway: r.gateway,
+                    onlink: r.onlink,
+                    metric: r.metric,
+                };
+                let Source::Notification { flags } = source else {
+                    // A dump lists each route once.
+                    if ours {
+                        current.routes.entry(destination).or_default().push(seen);
+                    }
+                    return true;
+                };
+                let held = current.routes.entry(destination).or_default();
+                let same_key = held.iter().position(|s| s.key() == seen.key());
+                let new = message_type == lean::RTM_NEWROUTE;
+                let keep = match (new, same_key) {
+                    // A deleted route: ours goes; one without a single
+                    // device (multipath) under our key cannot be placed.
+                    (false, Some(i)) => match r.oif {
+                        Some(oif) if oif == self.vxlan => {
+                            held.remove(i);
+                            true
+                        }
+                        Some(_) => true,
+                        None => false,
+                    },
+                    (false, None) => true,
+                    // A replacing route takes the key, ours or not.
+                    (true, i) if flags & NLM_F_REPLACE != 0 => {
+                        match (i, ours) {
+                            (Some(i), true) => held[i] = seen,
+                            (Some(i), false) => {
+                                held.remove(i);
+                            }
+                            (None, true) => held.push(seen),
+                            (None, false) => {}
+                        }
+                        true
+                    }
+                    // A created route: new under its key, or the one held
+                    // again (a notification replayed after a dump). Anything
+                    // else adds a second route under a key held (prepend,
+                    // append, multipath), which one entry per key cannot
+                    // follow.
+                    (true, None) => {
+                        if ours {
+                            held.push(seen);
+                        }
+                        true
+                    }
+                    (true, Some(i)) => ours && held[i] == seen,
+                };
+                if held.is_empty() {
+                    current.routes.remove(&destination);
+                }
+                keep
+            }
+            lean::RTM_NEWLINK | lean::RTM_DELLINK | lean::RTM_NEWADDR | lean::RTM_DELADDR => {
+                lean::ifindex(payload).is_some_and(|index| index != self.vxlan)
+            }
+            _ => true,
+        }
+    }
+
+    /// Read the queued notifications into `state` (or drop them when it is
+    /// `None`). Returns whether `state` still follows the kernel: `false`
+    /// without a subscription, when a notification could not be followed
+    /// (see [`Overlay::absorb`]), when notifications were lost (`ENOBUFS`)
+    /// or did not parse, and when the socket failed (the subscription then
+    /// closes, and the next reconcile subscribes again).
+    fn follow(&self, watch: &mut Watch, mut state: Option<&mut Current>) -> bool {
+        let Watch::Open(monitor) = watch else {
+            return false;
+        };
+        let mut exact = state.is_some();
+        loop {
+            let drained = monitor.drain(|message_type, flags, payload| {
+                if let Some(current) = state.as_deref_mut() {
+                    exact &= self.absorb(
+                        current,
+                        Source::Notification { flags },
+                        message_type,
+                        payload,
                     );
                 }
+            });
+            match drained {
+                Ok(()) => return exact,
+                // Lost or unreadable notifications; the rest is still queued.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ENOBUFS)
+                        || e.kind() == io::ErrorKind::InvalidData =>
+                {
+                    exact = false;
+                }
+                Err(_) => {
+                    *watch = Watch::Idle;
+                    return false;
+                }
             }
-            _ => {}
         }
+    }
+
+    /// Advance the subscription: start it when there is none (in the
+    /// background when the socket must be opened in another namespace),
+    /// or take the socket whose opening the previous reconcile started.
+    async fn watch(&self, watch: &mut Watch) {
+        const OP: &str = "subscribe to overlay state changes";
+        match watch {
+            Watch::Idle => {
+                *watch = match self.handle.netns().cloned() {
+                    // Opening a socket in the calling thread's namespace is
+                    // cheap: subscribe now.
+                    None => match events::subscribe(None, MIRROR_GROUPS, OP) {
+                        Ok(socket) => Watch::Open(Monitor::new(socket)),
+                        Err(_) => Watch::Idle,
+                    },
+                    // In another namespace it takes a thread: open the
+                    // socket beside this reconcile, and use it from the next.
+                    Some(netns) => {
+                        let (opened, socket) = tokio::sync::oneshot::channel();
+                        let spawned = std::thread::Builder::new()
+                            .name("overlay-watch".into())
+                            .spawn(move || {
+                                let _ =
+                                    opened.send(events::subscribe(Some(&netns), MIRROR_GROUPS, OP));
+                            });
+                        match spawned {
+                            Ok(_) => Watch::Opening(socket),
+                            Err(_) => Watch::Idle,
+                        }
+                    }
+                };
+            }
+            Watch::Opening(socket) => {
+                let opened = socket.await;
+                *watch = match opened {
+                    Ok(Ok(socket)) => Watch::Open(Monitor::new(socket)),
+                    // Could not subscribe: dump, and try again next time.
+                    Ok(Err(_)) | Err(_) => Watch::Idle,
+                };
+            }
+            Watch::Off | Watch::Open(_) => {}
+        }
+    }
+
+    /// Make the next [`reconcile`](Overlay::reconcile) (of any clone) read
+    /// the kernel state with full dumps instead of trusting the mirror.
+    ///
+    /// The mirror already invalidates itself on every event it cannot
+    /// follow (a lost notification, a link or address change on the
+    /// device, ...), so this is the belt-and-braces call: an agent may make
+    /// it periodically, for example every few minutes, to bound the damage
+    /// of a kernel change that was never notified. Costs one reconcile with
+    /// dumps; does nothing with a transport that has no mirror (which
+    /// dumps every time anyway).
+    pub fn resync(&self) {
+        self.resync.store(true, Ordering::Release);
+    }
+
+    /// How many times the kernel state of this overlay (all clones
+    /// together) was read with full dumps: once per reconcile without a
+    /// valid mirror. Agents can export it as a metric: a count that grows
+    /// with every reconcile means the mirror keeps being invalidated.
+    pub fn full_dumps(&self) -> u64 {
+        self.full_dumps.load(Ordering::Relaxed)
     }
 
     /// Make the VXLAN device hold exactly the `desired` peers: install what is
     /// missing or wrong, remove what no desired peer explains, leave the rest
     /// alone. Idempotent; a second call with the same input changes nothing.
     ///
-    /// All input is validated first. The state is read with one batched
-    /// round trip of dumps and changed with one batch of requests (removals
-    /// first, then neighbours, FDB entries and routes, in that order). If the
-    /// kernel refuses some changes, the others are still applied and
-    /// [`Error::Reconcile`] carries the report.
+    /// All input is validated first. The changes go out in one batch of
+    /// requests (removals first, then neighbours, FDB entries and routes, in
+    /// that order). If the kernel refuses some changes, the others are still
+    /// applied and [`Error::Reconcile`] carries the report.
+    ///
+    /// The kernel state is compared from a mirror: the first reconcile of
+    /// an overlay subscribes to the kernel's neighbour, FDB, route, link and
+    /// address notifications in the overlay's namespace, the first full
+    /// read after the subscription (five dumps in one round trip: neighbours
+    /// and routes per family, and the FDB) fills the mirror, and every
+    /// reconcile first applies the notifications queued since the last one.
+    /// A reconcile with a valid mirror reads no dump, so one with nothing to
+    /// change costs a few system calls and the comparison in memory. The
+    /// mirror is read again with dumps after anything it cannot follow: lost
+    /// notifications (`ENOBUFS`), a link or address change on the VXLAN
+    /// device (the kernel flushes IPv4 routes on link down without
+    /// notifying it), an FDB destination changed by someone else, an
+    /// unreadable notification, a failed subscription, and
+    /// [`resync`](Overlay::resync). With a handle opened in a namespace
+    /// ([`Netns::handle`](crate::Netns::handle)), the subscription socket is
+    /// opened on a thread beside the first reconcile, which therefore dumps
+    /// without a mirror; the second fills it. Handles whose transport is not
+    /// a kernel socket ([`Transport::is_kernel_socket`](crate::Transport::is_kernel_socket),
+    /// for example a [`FakeTransport`](crate::FakeTransport)) have no mirror:
+    /// every reconcile dumps.
+    ///
+    /// Concurrent reconciles on clones of one overlay run one after the
+    /// other.
     pub async fn reconcile(&self, desired: &[RemotePeer]) -> Result<ReconcileReport> {
         const OP: &str = "reconcile overlay peers";
-        let mut ips = HashSet::with_capacity(desired.len());
-        let mut macs = HashSet::with_capacity(desired.len());
-        let mut cidrs = HashSet::with_capacity(desired.len());
+        let mut wanted = Wanted {
+            ips: HashSet::with_capacity(desired.len()),
+            macs: HashSet::with_capacity(desired.len()),
+            cidrs: HashSet::with_capacity(desired.len()),
+        };
         for peer in desired {
             peer.validate(OP)?;
-            let duplicate = if !ips.insert(peer.vtep_ip) {
+            let duplicate = if !wanted.ips.insert(peer.vtep_ip) {
                 Some(("VTEP address", peer.vtep_ip.to_string()))
-            } else if !macs.insert(peer.vtep_mac) {
+            } else if !wanted.macs.insert(peer.vtep_mac) {
                 Some(("VTEP MAC", peer.vtep_mac.to_string()))
             } else {
                 peer.pod_cidrs
                     .iter()
-                    .find(|c| !cidrs.insert(**c))
+                    .find(|c| !wanted.cidrs.insert(**c))
                     .map(|c| ("pod range", c.to_string()))
             };
             if let Some((what, value)) = duplicate {
@@ -700,11 +1094,43 @@ impl Overlay {
                 ));
             }
         }
-        // Every desired item found in `current` is taken out of it; what is
-        // left afterwards is stale.
-        let mut current = self.current(desired.len()).await?;
+
+        let mut mirror = self.mirror.lock().await;
+        let Mirror { watch, state } = &mut *mirror;
+        if self.resync.swap(false, Ordering::AcqRel) {
+            *state = None;
+        }
+        self.watch(watch).await;
+        // What changed since the last reconcile.
+        if state.is_some() && !self.follow(watch, state.as_mut()) {
+            *state = None;
+        }
+        let plan = match state.as_ref() {
+            Some(current) => self.plan(desired, &wanted, current),
+            None => {
+                // Notifications queued until now are older than the dumps.
+                self.follow(watch, None);
+                let mut current = self.current(desired.len()).await?;
+                // Changes made while the dumps were read.
+                let exact = self.follow(watch, Some(&mut current));
+                let plan = self.plan(desired, &wanted, &current);
+                if exact {
+                    *state = Some(current);
+                }
+                plan
+            }
+        };
+        // The lock is held until the changes are made, so that a concurrent
+        // reconcile sees their notifications.
+        let report = self.apply(plan).await;
+        drop(mirror);
+        report
+    }
+
+    /// Compare `desired` with `current`: what is present, what to install,
+    /// what to remove.
+    fn plan(&self, desired: &[RemotePeer], wanted: &Wanted, current: &Current) -> Plan {
         let mut report = ReconcileReport::default();
-        let mut installs: Vec<(Change, Request)> = Vec::new();
         let mut removals: Vec<(Change, Request)> = Vec::new();
         let mut neigh_reqs = Vec::new();
         let mut fdb_reqs = Vec::new();
@@ -714,8 +1140,8 @@ impl Overlay {
             let mut present = 0usize;
             let mut missing = 0usize;
 
-            match current.neighbours.remove(&peer.vtep_ip) {
-                Some((mac, true)) if mac == Some(peer.vtep_mac) => present += 1,
+            match current.neighbours.get(&peer.vtep_ip) {
+                Some((mac, true)) if *mac == Some(peer.vtep_mac) => present += 1,
                 found => {
                     present += usize::from(found.is_some());
                     missing += 1;
@@ -731,7 +1157,10 @@ impl Overlay {
                     ));
                 }
             }
-            let dsts = current.fdb.remove(&peer.vtep_mac).unwrap_or_default();
+            let dsts = current
+                .fdb
+                .get(&peer.vtep_mac)
+                .map_or(&[][..], Vec::as_slice);
             for (dst, _) in dsts.iter().filter(|(dst, _)| *dst != peer.underlay) {
                 removals.push(self.delete_fdb(peer.vtep_mac, *dst));
             }
@@ -757,42 +1186,36 @@ impl Overlay {
                     (0, IpNet::V6(_)) => 1024,
                     (m, _) => m,
                 };
-                match current.routes.remove(cidr) {
-                    Some(r)
-                        if r.gateway == Some(peer.vtep_ip)
-                            && r.onlink
-                            && r.metric.unwrap_or(0) == metric =>
-                    {
-                        present += 1
-                    }
-                    found => {
-                        // A route with another metric is another route:
-                        // remove it, or both would stay.
-                        if let Some(seen) = &found
-                            && seen.metric.unwrap_or(0) != metric
-                        {
-                            let mut del = Route::new(*cidr).dev(self.vxlan).table(TABLE_MAIN);
-                            del.metric = seen.metric;
-                            removals.push((
-                                Change::DeleteRoute { destination: *cidr },
-                                Request::new(RouteNetlinkMessage::DelRoute(del.message(true)), 0),
-                            ));
-                        }
-                        present += usize::from(found.is_some());
-                        missing += 1;
-                        route_reqs.push((
-                            Change::ReplaceRoute {
-                                destination: *cidr,
-                                gateway: peer.vtep_ip,
-                            },
-                            Request::new(
-                                RouteNetlinkMessage::NewRoute(
-                                    self.route(*cidr, peer.vtep_ip).message(false),
-                                ),
-                                NLM_F_CREATE | NLM_F_REPLACE,
+                let held = current.routes.get(cidr).map_or(&[][..], Vec::as_slice);
+                // A route with another metric is another route: remove it,
+                // or both would stay.
+                let mut other_metric = false;
+                for seen in held.iter().filter(|s| s.key() != metric) {
+                    other_metric = true;
+                    removals.push(self.delete_route(*cidr, seen));
+                }
+                let right = held
+                    .iter()
+                    .any(|r| r.gateway == Some(peer.vtep_ip) && r.onlink && r.key() == metric);
+                if right && !other_metric {
+                    present += 1;
+                } else {
+                    present += usize::from(!held.is_empty());
+                    missing += 1;
+                }
+                if !right {
+                    route_reqs.push((
+                        Change::ReplaceRoute {
+                            destination: *cidr,
+                            gateway: peer.vtep_ip,
+                        },
+                        Request::new(
+                            RouteNetlinkMessage::NewRoute(
+                                self.route(*cidr, peer.vtep_ip).message(false),
                             ),
-                        ));
-                    }
+                            NLM_F_CREATE | NLM_F_REPLACE,
+                        ),
+                    ));
                 }
             }
             if missing == 0 {
@@ -804,31 +1227,35 @@ impl Overlay {
             }
         }
 
-        // What no desired peer claimed, removed in reverse order of
+        // What no desired peer claims, removed in reverse order of
         // installation: routes, FDB entries, neighbour entries.
-        let mut stale_routes: Vec<_> = current.routes.into_iter().collect();
-        stale_routes.sort_by_key(|(dst, _)| *dst);
+        let mut stale_routes: Vec<(&IpNet, &RouteSeen)> = current
+            .routes
+            .iter()
+            .filter(|(dst, _)| !wanted.cidrs.contains(*dst))
+            .flat_map(|(dst, held)| held.iter().map(move |seen| (dst, seen)))
+            .collect();
+        stale_routes.sort_by_key(|(dst, seen)| (**dst, seen.key()));
         for (dst, seen) in stale_routes {
-            let mut del = Route::new(dst).dev(self.vxlan).table(TABLE_MAIN);
-            del.metric = seen.metric;
-            removals.push((
-                Change::DeleteRoute { destination: dst },
-                Request::new(RouteNetlinkMessage::DelRoute(del.message(true)), 0),
-            ));
+            removals.push(self.delete_route(*dst, seen));
         }
-        let mut stale_fdb: Vec<_> = current.fdb.into_iter().collect();
-        stale_fdb.sort_by_key(|(mac, _)| *mac);
+        let mut stale_fdb: Vec<(&MacAddr, &Vec<(IpAddr, bool)>)> = current
+            .fdb
+            .iter()
+            .filter(|(mac, _)| !wanted.macs.contains(*mac))
+            .collect();
+        stale_fdb.sort_by_key(|(mac, _)| **mac);
         report.removed_peers = stale_fdb.len();
         for (mac, dsts) in stale_fdb {
             for (dst, _) in dsts {
-                removals.push(self.delete_fdb(mac, dst));
+                removals.push(self.delete_fdb(*mac, *dst));
             }
         }
         let mut stale_neigh: Vec<IpAddr> = current
             .neighbours
-            .into_iter()
-            .filter(|(_, (_, permanent))| *permanent)
-            .map(|(ip, _)| ip)
+            .iter()
+            .filter(|(ip, (_, permanent))| *permanent && !wanted.ips.contains(*ip))
+            .map(|(ip, _)| *ip)
             .collect();
         stale_neigh.sort();
         for ip in stale_neigh {
@@ -841,14 +1268,24 @@ impl Overlay {
             ));
         }
 
-        installs.extend(removals);
-        installs.extend(neigh_reqs);
-        installs.extend(fdb_reqs);
-        installs.extend(route_reqs);
-        if installs.is_empty() {
+        let mut changes = removals;
+        changes.extend(neigh_reqs);
+        changes.extend(fdb_reqs);
+        changes.extend(route_reqs);
+        Plan { report, changes }
+    }
+
+    /// Make the planned changes in one batch and complete the report.
+    async fn apply(&self, plan: Plan) -> Result<ReconcileReport> {
+        const OP: &str = "reconcile overlay peers";
+        let Plan {
+            mut report,
+            changes,
+        } = plan;
+        if changes.is_empty() {
             return Ok(report);
         }
-        let (changes, requests): (Vec<Change>, Vec<Request>) = installs.into_iter().unzip();
+        let (changes, requests): (Vec<Change>, Vec<Request>) = changes.into_iter().unzip();
         let replies: Vec<Reply> = self
             .handle
             .exchange(OP, || format!("on link index {}", self.vxlan), requests)
@@ -998,13 +1435,161 @@ mod tests {
         }
         // The FDB entries are now read on the worker's socket: were its dump
         // lost or misread, reconcile would add them again.
+        ov.resync();
         assert!(ov.reconcile(&peers).await.unwrap().is_noop());
         // A moved peer's FDB entry, read there too, is replaced.
+        ov.resync();
         let mut moved = peer(3);
         moved.underlay = IpAddr::from([198, 51, 100, 33]);
         let report = ov.reconcile(&[peer(2), moved.clone()]).await.unwrap();
         assert_eq!(report.updated, vec![moved.underlay]);
         assert!(ov.reconcile(&[peer(2), moved]).await.unwrap().is_noop());
+    }
+
+    fn emitted(message: &impl netlink_packet_core::Emitable) -> Vec<u8> {
+        let mut bytes = vec![0; message.buffer_len()];
+        message.emit(&mut bytes);
+        bytes
+    }
+
+    fn fake_overlay() -> Overlay {
+        Overlay::new(&Handle::with_transport(Arc::new(FakeTransport::new())), 5)
+    }
+
+    const NOTIFIED: Source = Source::Notification {
+        flags: NLM_F_CREATE,
+    };
+    const REPLACED: Source = Source::Notification {
+        flags: NLM_F_REPLACE,
+    };
+
+    #[test]
+    fn notifications_add_and_remove_entries_and_replays_change_nothing() {
+        let ov = fake_overlay();
+        let p = peer(1);
+        let cidr = p.pod_cidrs[0];
+        let neigh = emitted(&ov.neighbour(&p).message());
+        let fdb = emitted(&ov.fdb(&p).message());
+        let route = emitted(&ov.route(cidr, p.vtep_ip).message(false));
+        let mut c = Current::default();
+        for _ in 0..2 {
+            assert!(ov.absorb(&mut c, NOTIFIED, lean::RTM_NEWNEIGH, &neigh));
+            assert!(ov.absorb(&mut c, NOTIFIED, lean::RTM_NEWNEIGH, &fdb));
+            assert!(ov.absorb(&mut c, NOTIFIED, lean::RTM_NEWROUTE, &route));
+        }
+        assert_eq!(c.neighbours[&p.vtep_ip], (Some(p.vtep_mac), true));
+        assert_eq!(c.fdb[&p.vtep_mac], vec![(p.underlay, true)]);
+        assert_eq!(c.routes[&cidr].len(), 1);
+        assert_eq!(c.routes[&cidr][0].gateway, Some(p.vtep_ip));
+        // The same message as a deletion removes each entry.
+        assert!(ov.absorb(&mut c, NOTIFIED, lean::RTM_DELNEIGH, &neigh));
+        assert!(ov.absorb(&mut c, NOTIFIED, lean::RTM_DELNEIGH, &fdb));
+        assert!(ov.absorb(&mut c, NOTIFIED, lean::RTM_DELROUTE, &route));
+        assert!(c.neighbours.is_empty() && c.fdb.is_empty() && c.routes.is_empty());
+        // Entries of other devices are not the overlay's.
+        let other = Overlay::new(&Handle::with_transport(Arc::new(FakeTransport::new())), 6);
+        assert!(other.absorb(&mut c, NOTIFIED, lean::RTM_NEWNEIGH, &neigh));
+        assert!(other.absorb(&mut c, NOTIFIED, lean::RTM_NEWROUTE, &route));
+        assert!(c.neighbours.is_empty() && c.routes.is_empty());
+    }
+
+    #[test]
+    fn a_route_replaced_by_one_on_another_device_leaves_the_mirror() {
+        let ov = fake_overlay();
+        let p = peer(1);
+        let cidr = p.pod_cidrs[0];
+        let ours = ov.route(cidr, p.vtep_ip);
+        let mut c = Current::default();
+        assert!(ov.absorb(
+            &mut c,
+            NOTIFIED,
+            lean::RTM_NEWROUTE,
+            &emitted(&ours.message(false))
+        ));
+        let mut elsewhere = ours.clone();
+        elsewhere.dev = Some(9);
+        let elsewhere = emitted(&elsewhere.message(false));
+        assert!(ov.absorb(&mut c, REPLACED, lean::RTM_NEWROUTE, &elsewhere));
+        assert!(c.routes.is_empty());
+        // Its deletion concerns no route of the overlay.
+        assert!(ov.absorb(&mut c, NOTIFIED, lean::RTM_DELROUTE, &elsewhere));
+    }
+
+    #[test]
+    fn notifications_the_mirror_cannot_follow_invalidate_it() {
+        let ov = fake_overlay();
+        let p = peer(1);
+        let mut c = Current::default();
+        assert!(ov.absorb(
+            &mut c,
+            NOTIFIED,
+            lean::RTM_NEWNEIGH,
+            &emitted(&ov.fdb(&p).message())
+        ));
+        // Another destination for the MAC: `replace` of the first one or
+        // `append`, the kernel sends the same notification.
+        let mut moved = p.clone();
+        moved.underlay = IpAddr::from([198, 51, 100, 77]);
+        let moved = emitted(&ov.fdb(&moved).message());
+        assert!(!ov.absorb(&mut c, NOTIFIED, lean::RTM_NEWNEIGH, &moved));
+        // In a dump it is simply a second destination.
+        assert!(ov.absorb(&mut c, Source::Dump, lean::RTM_NEWNEIGH, &moved));
+        assert_eq!(c.fdb[&p.vtep_mac].len(), 2);
+
+        // A second route under the key of one held (prepend, append).
+        let cidr = p.pod_cidrs[0];
+        let route = ov.route(cidr, p.vtep_ip);
+        assert!(ov.absorb(
+            &mut c,
+            NOTIFIED,
+            lean::RTM_NEWROUTE,
+            &emitted(&route.message(false))
+        ));
+        let mut second = route.clone();
+        second.gateway = Some(IpAddr::from([10, 244, 1, 9]));
+        let second = emitted(&second.message(false));
+        assert!(!ov.absorb(&mut c, NOTIFIED, lean::RTM_NEWROUTE, &second));
+        // Replacing it is fine.
+        assert!(ov.absorb(&mut c, REPLACED, lean::RTM_NEWROUTE, &second));
+        assert_eq!(
+            c.routes[&cidr][0].gateway,
+            Some(IpAddr::from([10, 244, 1, 9]))
+        );
+
+        // Link and address changes of the device; not of another one.
+        let mut link = netlink_packet_route::link::LinkMessage::default();
+        link.header.index = 5;
+        let link_5 = emitted(&link);
+        link.header.index = 6;
+        let link_6 = emitted(&link);
+        for kind in [lean::RTM_NEWLINK, lean::RTM_DELLINK] {
+            assert!(!ov.absorb(&mut c, NOTIFIED, kind, &link_5));
+            assert!(ov.absorb(&mut c, NOTIFIED, kind, &link_6));
+        }
+        let mut addr = netlink_packet_route::address::AddressMessage::default();
+        addr.header.index = 5;
+        for kind in [lean::RTM_NEWADDR, lean::RTM_DELADDR] {
+            assert!(!ov.absorb(&mut c, NOTIFIED, kind, &emitted(&addr)));
+        }
+        // A notification too short to read.
+        for kind in [lean::RTM_NEWNEIGH, lean::RTM_DELROUTE, lean::RTM_NEWLINK] {
+            assert!(!ov.absorb(&mut c, NOTIFIED, kind, &[0; 3]));
+        }
+    }
+
+    #[tokio::test]
+    async fn reconcile_with_a_fake_transport_dumps_every_time() {
+        let fake = kernel_with_peers_1_and_9();
+        let overlay = Overlay::new(&Handle::with_transport(fake.clone()), 5);
+        for _ in 0..3 {
+            overlay.reconcile(&[peer(1), peer(9)]).await.unwrap();
+        }
+        assert_eq!(overlay.full_dumps(), 3);
+        assert_eq!(fake.requests().iter().filter(|r| r.is_dump()).count(), 15);
+        // resync changes nothing for a transport without a mirror.
+        overlay.resync();
+        overlay.reconcile(&[peer(1), peer(9)]).await.unwrap();
+        assert_eq!(overlay.full_dumps(), 4);
     }
 
     #[test]
@@ -1230,10 +1815,19 @@ mod lean {
 
     use overlay_core::MacAddr;
 
+    pub(super) const RTM_NEWLINK: u16 = 16;
+    pub(super) const RTM_DELLINK: u16 = 17;
+    pub(super) const RTM_NEWADDR: u16 = 20;
+    pub(super) const RTM_DELADDR: u16 = 21;
     pub(super) const RTM_NEWROUTE: u16 = 24;
+    pub(super) const RTM_DELROUTE: u16 = 25;
     pub(super) const RTM_NEWNEIGH: u16 = 28;
+    pub(super) const RTM_DELNEIGH: u16 = 29;
     pub(super) const AF_BRIDGE: u8 = libc::AF_BRIDGE as u8;
     pub(super) const NTF_SELF: u8 = 0x02;
+    pub(super) const NTF_PROXY: u8 = 0x08;
+    /// `RTM_F_CLONED` in `rtm_flags`: a cached (exception) route.
+    const RTM_F_CLONED: u32 = 0x200;
     pub(super) const NUD_PERMANENT: u16 = 0x80;
     const NDA_DST: u16 = 1;
     const NDA_LLADDR: u16 = 2;
@@ -1301,11 +1895,18 @@ mod lean {
         Some(n)
     }
 
+    /// The interface index of a link (`ifinfomsg`) or address
+    /// (`ifaddrmsg`) message: both hold it at offset 4.
+    pub(super) fn ifindex(payload: &[u8]) -> Option<u32> {
+        u32_of(payload.get(4..8)?)
+    }
+
     pub(super) struct Rt {
         pub(super) dst: IpAddr,
         pub(super) dst_len: u8,
         pub(super) table: u32,
         pub(super) onlink: bool,
+        pub(super) cloned: bool,
         pub(super) oif: Option<u32>,
         pub(super) gateway: Option<IpAddr>,
         pub(super) metric: Option<u32>,
@@ -1323,6 +1924,7 @@ mod lean {
             dst_len: h[1],
             table: u32::from(h[4]),
             onlink: u32::from_ne_bytes([h[8], h[9], h[10], h[11]]) & RTNH_F_ONLINK != 0,
+            cloned: u32::from_ne_bytes([h[8], h[9], h[10], h[11]]) & RTM_F_CLONED != 0,
             oif: None,
             gateway: None,
             metric: None,

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -64,6 +64,21 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// means the transport itself failed and nothing can be said about the
     /// requests.
     async fn exchange(&self, requests: Vec<Request>) -> Result<Vec<Reply>, TransportError>;
+
+    /// Whether requests reach the kernel through a real `NETLINK_ROUTE`
+    /// socket, so that the kernel's multicast notifications describe the
+    /// state they change.
+    ///
+    /// State caches built on notifications (the mirror of
+    /// [`Overlay`](crate::overlay::Overlay)) exist only when this is `true`;
+    /// with any other transport, every read goes through
+    /// [`exchange`](Transport::exchange) or
+    /// [`exchange_raw`](Transport::exchange_raw). The provided
+    /// implementation returns `false`, right for fakes and recorders;
+    /// [`SocketTransport`] returns `true`.
+    fn is_kernel_socket(&self) -> bool {
+        false
+    }
 
     /// Like [`Transport::exchange`], but each reply is the kernel's messages
     /// unparsed: whole netlink messages (headers included, each padded to 4
@@ -361,23 +376,26 @@ pub(crate) async fn recv_datagram(
     };
     loop {
         let mut guard = fd.readable().await.map_err(io_err)?;
-        let peeked = guard.try_io(|inner| {
-            let raw = inner.get_ref().as_raw_fd();
-            // SAFETY: `raw` stays open while `inner` is borrowed.
-            peek_len(unsafe { BorrowedFd::borrow_raw(raw) })
-        });
-        let len = match peeked {
-            Ok(result) => result.map_err(io_err)?,
+        match guard.try_io(|inner| recv_queued(inner.get_ref().as_fd(), buf)) {
+            Ok(result) => return result.map_err(io_err),
             Err(_would_block) => continue,
-        };
-        if buf.len() < len {
-            buf.resize(len.next_power_of_two(), 0);
         }
-        let raw = fd.get_ref().as_raw_fd();
-        // SAFETY: as above; the datagram is queued, so this does not block.
-        let got = recv_into(unsafe { BorrowedFd::borrow_raw(raw) }, buf).map_err(io_err)?;
-        return Ok(got.min(buf.len()));
     }
+}
+
+/// Receive the next queued datagram whole into `buf` (grown to fit)
+/// without waiting, and return its length. An error of kind `WouldBlock`
+/// means nothing is queued; `ENOBUFS` means the socket's receive buffer
+/// overflowed and datagrams were lost (reported once, then the queued
+/// datagrams follow).
+pub(crate) fn recv_queued(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let len = peek_len(fd)?;
+    if buf.len() < len {
+        buf.resize(len.next_power_of_two(), 0);
+    }
+    // The datagram is queued, so this does not block.
+    let got = recv_into(fd, buf)?;
+    Ok(got.min(buf.len()))
 }
 
 /// Parse the netlink messages in one datagram.
@@ -633,11 +651,11 @@ impl Conn {
 /// The first netlink message of a buffer, split off by [`split_message`]:
 /// its header, its payload, the whole message, and the rest of the buffer
 /// (after alignment).
-type Split<'a> = (NetlinkHeader, &'a [u8], &'a [u8], &'a [u8]);
+pub(crate) type Split<'a> = (NetlinkHeader, &'a [u8], &'a [u8], &'a [u8]);
 
 /// Split the first netlink message off `data`. `None` when no complete
 /// message remains.
-fn split_message(data: &[u8]) -> Option<Split<'_>> {
+pub(crate) fn split_message(data: &[u8]) -> Option<Split<'_>> {
     let len = usize::try_from(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?)).ok()?;
     if len < HEADER_LEN || len > data.len() {
         return None;
@@ -680,6 +698,10 @@ impl SocketTransport {
 
 #[async_trait]
 impl Transport for SocketTransport {
+    fn is_kernel_socket(&self) -> bool {
+        true
+    }
+
     async fn exchange(&self, requests: Vec<Request>) -> Result<Vec<Reply>, TransportError> {
         let outcomes = self.run(requests, false).await?;
         Ok(outcomes

@@ -9,9 +9,9 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{bridge_json, has_flag, ip_json, link_names, netns};
+use common::{bridge, bridge_json, has_flag, ip_json, link_names, netns};
 use ipnet::IpNet;
-use overlay_netlink::overlay::{Overlay, RemotePeer};
+use overlay_netlink::overlay::{Change, Overlay, RemotePeer};
 use overlay_netlink::{Handle, MacAddr, Netns, Route, VethConfig, VxlanConfig};
 use overlay_testsupport::{TestNetns, privileged_test, veth_between};
 
@@ -368,4 +368,270 @@ async fn ipv6_peers_are_programmed_and_removed_like_ipv4_ones() {
     let neigh = permanent_v6_neighbours(&t);
     assert_eq!(neigh, serde_json::Value::Array(vec![]));
     assert!(ov.reconcile(&[]).await.unwrap().is_noop());
+}
+
+/// Peer `n` (VTEP MAC 02:00:00:00:n:00, VTEP 10.244.n.0, pods 10.244.n.0/24)
+/// at underlay address 192.0.2.`underlay`.
+fn v4_peer(n: u8, underlay: u8) -> RemotePeer {
+    RemotePeer::new(
+        IpAddr::from([192, 0, 2, underlay]),
+        MacAddr::new([2, 0, 0, 0, n, 0]),
+        IpAddr::from([10, 244, n, 0]),
+    )
+    .pod_cidr(format!("10.244.{n}.0/24").parse().unwrap())
+}
+
+/// An overlay as [`vxlan_overlay`] makes it, in a namespace whose new
+/// devices get no IPv6 link-local address. Otherwise the kernel announces
+/// that address a second or so after the device comes up (when duplicate
+/// address detection ends), an address change on the device that rightly
+/// makes the overlay dump again, and the dump counts these tests check
+/// would depend on timing.
+async fn quiet_overlay(t: &TestNetns) -> Overlay {
+    netns(t)
+        .sysctl_set("net.ipv6.conf.default.addr_gen_mode", "1")
+        .unwrap();
+    vxlan_overlay(t, "192.0.2.1").await
+}
+
+/// Install `peers` with a first reconcile (which subscribes to the kernel's
+/// notifications beside it), then make a second, which fills the mirror
+/// with the first dumps read after the subscription and changes nothing.
+/// Returns the dump count after both.
+async fn programmed(ov: &Overlay, peers: &[RemotePeer]) -> u64 {
+    let first = ov.reconcile(peers).await.unwrap();
+    assert_eq!(first.added.len(), peers.len());
+    assert!(ov.reconcile(peers).await.unwrap().is_noop());
+    assert_eq!(ov.full_dumps(), 2);
+    ov.full_dumps()
+}
+
+/// The destinations of the routes with a gateway on flannel.1, per `ip`.
+fn gateway_routes(t: &TestNetns) -> Vec<String> {
+    let routes = ip_json(t, &["route", "show", "dev", "flannel.1"]);
+    let mut dsts: Vec<String> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("gateway").is_some())
+        .filter_map(|r| r["dst"].as_str().map(str::to_string))
+        .collect();
+    dsts.sort();
+    dsts
+}
+
+#[tokio::test]
+async fn a_noop_reconcile_on_a_programmed_device_reads_no_dump() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let ov = quiet_overlay(&t).await;
+    let peers = [v4_peer(2, 2), v4_peer(3, 3), v4_peer(4, 4)];
+    let dumps = programmed(&ov, &peers).await;
+    for _ in 0..3 {
+        let report = ov.reconcile(&peers).await.unwrap();
+        assert!(report.is_noop(), "{report:?}");
+        assert_eq!(report.unchanged.len(), 3);
+    }
+    assert_eq!(ov.full_dumps(), dumps, "a no-op reconcile read dumps");
+    // The mirror also follows the overlay's own changes: a peer leaves and
+    // one joins, and the next reconcile finds nothing to do, still from the
+    // notifications alone.
+    let next = [v4_peer(2, 2), v4_peer(3, 3), v4_peer(5, 5)];
+    let report = ov.reconcile(&next).await.unwrap();
+    assert_eq!(
+        (report.added.len(), report.removed_peers),
+        (1, 1),
+        "{report:?}"
+    );
+    assert!(ov.reconcile(&next).await.unwrap().is_noop());
+    assert_eq!(ov.full_dumps(), dumps);
+    assert_eq!(overlay_state(&t), (3, 3, 3));
+}
+
+#[tokio::test]
+async fn drift_made_behind_the_overlays_back_is_repaired_from_notifications() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let ov = quiet_overlay(&t).await;
+    let peers = [v4_peer(2, 2), v4_peer(3, 3), v4_peer(4, 4)];
+    let dumps = programmed(&ov, &peers).await;
+
+    // Someone deletes a neighbour entry, an FDB entry and a route of three
+    // peers, and adds a stray route on the device.
+    t.ip(["neigh", "del", "10.244.2.0", "dev", "flannel.1"])
+        .unwrap();
+    bridge(
+        &t,
+        &[
+            "fdb",
+            "del",
+            "02:00:00:00:03:00",
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.3",
+            "self",
+        ],
+    );
+    t.ip(["route", "del", "10.244.4.0/24", "dev", "flannel.1"])
+        .unwrap();
+    t.ip([
+        "route",
+        "add",
+        "10.99.0.0/24",
+        "via",
+        "10.99.0.1",
+        "dev",
+        "flannel.1",
+        "onlink",
+    ])
+    .unwrap();
+    assert_eq!(overlay_state(&t), (2, 2, 3));
+
+    let report = ov.reconcile(&peers).await.unwrap();
+    assert_eq!(
+        report.updated,
+        vec![peers[0].underlay, peers[1].underlay, peers[2].underlay]
+    );
+    assert_eq!(
+        report.changes,
+        vec![
+            Change::DeleteRoute {
+                destination: "10.99.0.0/24".parse().unwrap()
+            },
+            Change::ReplaceNeighbour {
+                ip: peers[0].vtep_ip,
+                mac: peers[0].vtep_mac
+            },
+            Change::ReplaceFdb {
+                mac: peers[1].vtep_mac,
+                dst: peers[1].underlay
+            },
+            Change::ReplaceRoute {
+                destination: peers[2].pod_cidrs[0],
+                gateway: peers[2].vtep_ip
+            },
+        ]
+    );
+    // Found from the notifications: no dump was read.
+    assert_eq!(ov.full_dumps(), dumps);
+    assert_eq!(overlay_state(&t), (3, 3, 3));
+    assert_eq!(
+        gateway_routes(&t),
+        ["10.244.2.0/24", "10.244.3.0/24", "10.244.4.0/24"]
+    );
+    assert!(ov.reconcile(&peers).await.unwrap().is_noop());
+    assert_eq!(ov.full_dumps(), dumps);
+
+    // An FDB destination replaced by someone else: the kernel notifies
+    // `replace` and `append` alike, so the mirror cannot tell whether the
+    // old destination is still there, and the next reconcile reads the
+    // state again (one dump) and repairs it.
+    bridge(
+        &t,
+        &[
+            "fdb",
+            "replace",
+            "02:00:00:00:02:00",
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.99",
+            "self",
+            "permanent",
+        ],
+    );
+    let report = ov.reconcile(&peers).await.unwrap();
+    assert_eq!(report.updated, vec![peers[0].underlay]);
+    assert_eq!(
+        report.changes,
+        vec![
+            Change::DeleteFdb {
+                mac: peers[0].vtep_mac,
+                dst: "192.0.2.99".parse().unwrap()
+            },
+            Change::ReplaceFdb {
+                mac: peers[0].vtep_mac,
+                dst: peers[0].underlay
+            },
+        ]
+    );
+    assert_eq!(ov.full_dumps(), dumps + 1);
+    let fdb = bridge_json(&t, &["fdb", "show", "dev", "flannel.1"]);
+    let dsts: Vec<&str> = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["mac"] == "02:00:00:00:02:00")
+        .filter_map(|e| e["dst"].as_str())
+        .collect();
+    assert_eq!(dsts, ["192.0.2.2"]);
+    assert!(ov.reconcile(&peers).await.unwrap().is_noop());
+    assert_eq!(ov.full_dumps(), dumps + 1);
+}
+
+#[tokio::test]
+async fn routes_flushed_by_link_down_and_up_are_reinstalled_by_the_next_reconcile() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let ov = quiet_overlay(&t).await;
+    let peers = [v4_peer(2, 2), v4_peer(3, 3)];
+    let dumps = programmed(&ov, &peers).await;
+
+    // The kernel flushes the IPv4 routes of a device going down without
+    // announcing their removal; the link notifications make the overlay
+    // read the state again.
+    t.ip(["link", "set", "flannel.1", "down"]).unwrap();
+    t.ip(["link", "set", "flannel.1", "up"]).unwrap();
+    assert!(gateway_routes(&t).is_empty());
+
+    let report = ov.reconcile(&peers).await.unwrap();
+    for peer in &peers {
+        assert!(
+            report.changes.contains(&Change::ReplaceRoute {
+                destination: peer.pod_cidrs[0],
+                gateway: peer.vtep_ip,
+            }),
+            "{report:?}"
+        );
+    }
+    assert!(report.added.is_empty() && report.unchanged.is_empty());
+    assert_eq!(ov.full_dumps(), dumps + 1);
+    assert_eq!(gateway_routes(&t), ["10.244.2.0/24", "10.244.3.0/24"]);
+    assert_eq!(overlay_state(&t), (2, 2, 2));
+    assert!(ov.reconcile(&peers).await.unwrap().is_noop());
+    assert_eq!(ov.full_dumps(), dumps + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_forces_a_dump_and_concurrent_clones_converge() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let ov = quiet_overlay(&t).await;
+    let peers = [v4_peer(2, 2), v4_peer(3, 3)];
+    let dumps = programmed(&ov, &peers).await;
+
+    ov.resync();
+    assert!(ov.reconcile(&peers).await.unwrap().is_noop());
+    assert_eq!(ov.full_dumps(), dumps + 1);
+    assert!(ov.reconcile(&peers).await.unwrap().is_noop());
+    assert_eq!(ov.full_dumps(), dumps + 1);
+
+    // Two clones reconcile the same new set at once, on two threads: their
+    // reconciles run one after the other on the shared mirror, so one makes
+    // the changes and the other finds nothing left to do.
+    let next: Vec<RemotePeer> = (2..8).map(|n| v4_peer(n, n)).collect();
+    let (a, b) = (ov.clone(), ov.clone());
+    let (na, nb) = (next.clone(), next.clone());
+    let ta = tokio::spawn(async move { a.reconcile(&na).await.unwrap() });
+    let tb = tokio::spawn(async move { b.reconcile(&nb).await.unwrap() });
+    let (ra, rb) = (ta.await.unwrap(), tb.await.unwrap());
+    let (busy, idle) = if ra.is_noop() { (rb, ra) } else { (ra, rb) };
+    assert!(idle.is_noop(), "{idle:?}");
+    assert_eq!(idle.unchanged.len(), next.len());
+    assert_eq!(busy.added.len(), 4, "{busy:?}");
+    assert_eq!(busy.changes.len(), 12);
+    assert_eq!(overlay_state(&t), (6, 6, 6));
+    assert!(ov.reconcile(&next).await.unwrap().is_noop());
+    assert_eq!(ov.full_dumps(), dumps + 1);
 }

@@ -22,11 +22,18 @@ pub fn ip_json(ns: &TestNetns, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `bridge -n NS ARGS...`, which must succeed.
+pub fn bridge(ns: &TestNetns, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["-n", ns.name()];
+    full.extend_from_slice(args);
+    overlay_testsupport::run("bridge", full).unwrap()
+}
+
 /// `bridge -n NS -j ARGS...`, parsed.
 pub fn bridge_json(ns: &TestNetns, args: &[&str]) -> Value {
-    let mut full = vec!["-n", ns.name(), "-j"];
+    let mut full = vec!["-j"];
     full.extend_from_slice(args);
-    let out = overlay_testsupport::run("bridge", full).unwrap();
+    let out = bridge(ns, &full);
     if out.stdout.iter().all(|b| b.is_ascii_whitespace()) {
         return Value::Array(Vec::new());
     }
