@@ -4,6 +4,10 @@
 //! A netlink socket belongs to the namespace of the thread that opened it.
 //! [`Netns::handle`] opens its socket on a short-lived thread that entered the
 //! namespace, so no `setns` ever runs on a caller's (tokio worker) thread.
+//! [`Netns::handle_on_current_thread`] saves that thread where no task runs
+//! yet (a CNI plugin's main thread): it enters and leaves the namespace
+//! around the one `socket` call, and called from a task it does what
+//! `handle` does.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -305,9 +309,12 @@ impl Netns {
     /// The same handle as [`handle`](Self::handle) at a fraction of the
     /// cost (two `setns` and one `socket` call, some 15 µs, against
     /// starting and joining a thread), for short-lived programs such as CNI
-    /// plugins. Must be called inside a tokio runtime. Should the return to
-    /// the original namespace ever fail, the process aborts rather than let
-    /// the thread go on in the wrong namespace.
+    /// plugins that open their sockets before they run any task. Must be
+    /// called inside a tokio runtime context (`Runtime::enter`). Called from
+    /// a tokio task, it does what [`handle`](Self::handle) does: `setns`
+    /// never runs on a thread that runs tasks. Should the return to the
+    /// original namespace ever fail, the process aborts rather than let the
+    /// thread go on in the wrong namespace.
     ///
     /// ```no_run
     /// # async fn example() -> overlay_netlink::Result<()> {
@@ -320,6 +327,9 @@ impl Netns {
     /// ```
     pub fn handle_on_current_thread(&self) -> Result<Handle> {
         const OP: &str = "open netlink socket in";
+        if tokio::task::try_id().is_some() {
+            return self.handle();
+        }
         let socket = on_current_thread_in(self.fd.as_fd(), &self.path, || open_socket(0))?
             .map_err(ns_error(OP, &self.path))?;
         let transport =

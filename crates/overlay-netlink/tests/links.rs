@@ -471,6 +471,34 @@ async fn handle_on_current_thread_works_in_the_namespace_and_leaves_the_thread_h
     assert_eq!(own_netns_inode(), home);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_on_current_thread_inside_a_task_uses_a_helper_thread_and_works() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let ns = netns(&t);
+    let (home, after, names) = tokio::spawn(async move {
+        // A worker thread of the runtime: it must never change namespace.
+        let home = own_netns_inode();
+        let h = ns.handle_on_current_thread().unwrap();
+        let after = own_netns_inode();
+        h.link().add_bridge("ovbr6").await.unwrap();
+        let names: Vec<String> = h
+            .link()
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        (home, after, names)
+    })
+    .await
+    .unwrap();
+    assert_eq!(home, after);
+    assert!(names.contains(&"ovbr6".to_string()), "{names:?}");
+    assert!(ip_link(&t, "ovbr6").is_some());
+}
+
 #[tokio::test]
 async fn handle_on_current_thread_of_a_non_namespace_fails_and_changes_nothing() {
     privileged_test!();
