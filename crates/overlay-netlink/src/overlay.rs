@@ -1055,12 +1055,17 @@ impl Overlay {
     /// mirror is read again with dumps after anything it cannot follow: lost
     /// notifications (`ENOBUFS`), a link or address change on the VXLAN
     /// device (the kernel flushes IPv4 routes on link down without
-    /// notifying it), an FDB destination changed by someone else, an
-    /// unreadable notification, a failed subscription, and
+    /// notifying it), a notification that does not say what it replaced (a
+    /// new destination for an FDB MAC that has one: `replace` and `append`
+    /// are announced alike; a second route under the destination and metric
+    /// of one held), an unreadable notification, a failed subscription, and
     /// [`resync`](Overlay::resync). With a handle opened in a namespace
     /// ([`Netns::handle`](crate::Netns::handle)), the subscription socket is
     /// opened on a thread beside the first reconcile, which therefore dumps
-    /// without a mirror; the second fills it. Handles whose transport is not
+    /// without a mirror; the second fills it. For a handle without a
+    /// namespace ([`Handle::new`]) the subscription is opened at once, in
+    /// the namespace of the thread that runs the first reconcile (as
+    /// [`Handle::link_events`] does). Handles whose transport is not
     /// a kernel socket ([`Transport::is_kernel_socket`](crate::Transport::is_kernel_socket),
     /// for example a [`FakeTransport`](crate::FakeTransport)) have no mirror:
     /// every reconcile dumps.

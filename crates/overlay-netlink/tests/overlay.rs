@@ -105,10 +105,9 @@ async fn node(n: u8, ns: TestNetns, underlay_dev: &str, underlay_ip: IpAddr) -> 
     }
 }
 
-/// An up VXLAN device `flannel.1` with local address `local` in `t`, and the
-/// overlay on it.
-async fn vxlan_overlay(t: &TestNetns, local: &str) -> Overlay {
-    let h = netns(t).handle().unwrap();
+/// An up VXLAN device `flannel.1` with local address `local`, made through
+/// `h`, and the overlay on it.
+async fn flannel_overlay(h: &Handle, local: &str) -> Overlay {
     let (vx, _) = h
         .link()
         .ensure_vxlan(
@@ -119,7 +118,12 @@ async fn vxlan_overlay(t: &TestNetns, local: &str) -> Overlay {
         .await
         .unwrap();
     h.link().set_up(vx.index).await.unwrap();
-    Overlay::new(&h, vx.index)
+    Overlay::new(h, vx.index)
+}
+
+/// [`flannel_overlay`] in `t`.
+async fn vxlan_overlay(t: &TestNetns, local: &str) -> Overlay {
+    flannel_overlay(&netns(t).handle().unwrap(), local).await
 }
 
 fn ping(from: &TestNetns, to: &str) -> bool {
@@ -634,4 +638,45 @@ async fn resync_forces_a_dump_and_concurrent_clones_converge() {
     assert_eq!(overlay_state(&t), (6, 6, 6));
     assert!(ov.reconcile(&next).await.unwrap().is_noop());
     assert_eq!(ov.full_dumps(), dumps + 1);
+}
+
+#[test]
+fn a_handle_without_a_namespace_subscribes_before_its_first_dump() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    netns(&t)
+        .sysctl_set("net.ipv6.conf.default.addr_gen_mode", "1")
+        .unwrap();
+    // Handle::new works in the calling thread's namespace: run on a thread
+    // inside the test namespace, with a runtime of its own.
+    let (dumps, state) = t
+        .run_in(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let h = Handle::new().unwrap();
+                assert!(h.netns().is_none());
+                let ov = flannel_overlay(&h, "192.0.2.1").await;
+                let peers = [v4_peer(2, 2), v4_peer(3, 3)];
+                // The first reconcile subscribes at once, so its dumps fill
+                // the mirror and the following reconciles read none.
+                assert_eq!(ov.reconcile(&peers).await.unwrap().added.len(), 2);
+                assert_eq!(ov.full_dumps(), 1);
+                assert!(ov.reconcile(&peers).await.unwrap().is_noop());
+                h.neighbour()
+                    .delete(ov.vxlan_index(), peers[1].vtep_ip)
+                    .await
+                    .unwrap();
+                let report = ov.reconcile(&peers).await.unwrap();
+                assert_eq!(report.updated, vec![peers[1].underlay]);
+                assert!(ov.reconcile(&peers).await.unwrap().is_noop());
+                ov.full_dumps()
+            })
+        })
+        .map(|dumps| (dumps, overlay_state(&t)))
+        .unwrap();
+    assert_eq!(dumps, 1);
+    assert_eq!(state, (2, 2, 2));
 }
