@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::link::Link;
 use crate::netns::Netns;
-use crate::transport::{open_socket, parse_datagram, recv_datagram, register};
+use crate::transport::{open_socket, parse_datagram, recv_buffer, recv_datagram, register};
 
 /// `RTMGRP_LINK`: the multicast group of link notifications.
 pub(crate) const RTMGRP_LINK: u32 = 0x1;
@@ -119,7 +119,7 @@ impl Handle {
             .collect();
         Ok(LinkEvents {
             fd,
-            buf: vec![0; 64 * 1024],
+            buf: recv_buffer(),
             known,
             queue: VecDeque::new(),
         })

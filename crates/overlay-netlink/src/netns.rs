@@ -120,6 +120,9 @@ fn make_run_dir_shared(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// The operation named by errors of opening a namespace's request socket.
+const OPEN_SOCKET: &str = "open netlink socket in";
+
 /// Run `f` on a new thread that entered the namespace `fd`; the calling thread
 /// never changes namespace.
 fn on_thread_in<F, T>(fd: BorrowedFd<'_>, path: &Path, f: F) -> Result<T>
@@ -291,10 +294,15 @@ impl Netns {
     /// clone of the handle closes the socket (an open socket keeps the
     /// namespace alive).
     pub fn handle(&self) -> Result<Handle> {
-        let socket = self.open_socket(0, "open netlink socket in")?;
+        let socket = self.open_socket(0, OPEN_SOCKET)?;
+        self.handle_over(socket)
+    }
+
+    /// A [`Handle`] over a request socket opened in this namespace.
+    fn handle_over(&self, socket: netlink_sys::Socket) -> Result<Handle> {
         let transport =
             SocketTransport::from_socket(socket).map_err(|source| Error::Transport {
-                operation: "open netlink socket in",
+                operation: OPEN_SOCKET,
                 object: self.path.display().to_string(),
                 source,
             })?;
@@ -326,19 +334,12 @@ impl Netns {
     /// # Ok(()) }
     /// ```
     pub fn handle_on_current_thread(&self) -> Result<Handle> {
-        const OP: &str = "open netlink socket in";
         if tokio::task::try_id().is_some() {
             return self.handle();
         }
         let socket = on_current_thread_in(self.fd.as_fd(), &self.path, || open_socket(0))?
-            .map_err(ns_error(OP, &self.path))?;
-        let transport =
-            SocketTransport::from_socket(socket).map_err(|source| Error::Transport {
-                operation: OP,
-                object: self.path.display().to_string(),
-                source,
-            })?;
-        Ok(Handle::from_parts(Arc::new(transport), Some(self.clone())))
+            .map_err(ns_error(OPEN_SOCKET, &self.path))?;
+        self.handle_over(socket)
     }
 
     pub(crate) fn open_socket(

@@ -69,7 +69,9 @@ use crate::fdb::FdbEntry;
 use crate::handle::Handle;
 use crate::neighbour::Neighbour;
 use crate::route::{Route, TABLE_MAIN};
-use crate::transport::{RawReply, Reply, Request, raw_messages, recv_queued, split_message};
+use crate::transport::{
+    RawReply, Reply, Request, raw_messages, recv_buffer, recv_queued, split_message,
+};
 use crate::validate;
 use overlay_core::MacAddr;
 
@@ -534,7 +536,7 @@ impl Monitor {
     fn new(socket: Socket) -> Self {
         Monitor {
             socket,
-            buf: vec![0; 64 * 1024],
+            buf: recv_buffer(),
         }
     }
 

@@ -140,6 +140,12 @@ const RCVBUF: usize = 4 * 1024 * 1024;
 /// socket or two per run.
 const INITIAL_RECV: usize = 4096;
 
+/// A fresh receive buffer for [`recv_datagram`] and [`recv_queued`], which
+/// grow it to each datagram; every socket of the crate starts with one.
+pub(crate) fn recv_buffer() -> Vec<u8> {
+    vec![0; INITIAL_RECV]
+}
+
 /// `NETLINK_EXT_ACK` socket option (error messages in ACKs).
 const NETLINK_EXT_ACK: libc::c_int = 11;
 /// `NETLINK_CAP_ACK` socket option (ACKs do not echo the request).
@@ -340,7 +346,7 @@ impl SocketTransport {
             state: tokio::sync::Mutex::new(Conn {
                 fd,
                 seq: 0,
-                recv: vec![0; INITIAL_RECV],
+                recv: recv_buffer(),
                 send: Vec::with_capacity(MAX_SEND),
                 open_dump: None,
             }),

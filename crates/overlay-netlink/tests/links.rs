@@ -472,7 +472,7 @@ async fn handle_on_current_thread_works_in_the_namespace_and_leaves_the_thread_h
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handle_on_current_thread_inside_a_task_uses_a_helper_thread_and_works() {
+async fn handle_on_current_thread_inside_a_task_works_and_leaves_the_worker_in_its_namespace() {
     privileged_test!();
     let t = TestNetns::new().unwrap();
     let ns = netns(&t);

@@ -661,9 +661,10 @@ impl OverlayBridge {
                 .map_err(netlink("set bridge up"))?;
         }
         // Attached to the bridge and up in the creating request.
+        let container_mac = pod_mac(req);
         let mut veth = VethConfig::new(host_veth_name(req), req.ifname())
             .peer_netns(pod_ns)
-            .peer_mac(pod_mac(req))
+            .peer_mac(container_mac)
             .master(bridge.index)
             .up();
         if let Some(mtu) = conf.mtu {
@@ -694,7 +695,7 @@ impl OverlayBridge {
         // and pod requests go out together.
         let attach = async {
             let pod_end = match host_end.parent {
-                Some(index) => (index, Some(pod_mac(req))),
+                Some(index) => (index, Some(container_mac)),
                 None => {
                     let link = pod
                         .link()
