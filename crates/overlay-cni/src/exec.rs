@@ -1,10 +1,16 @@
 //! Finding plugin executables on `CNI_PATH` and running them.
 //!
 //! This is the layer shared by IPAM delegation ([`crate::delegate`]) and the
-//! runtime side: it starts a plugin with an environment
-//! and a configuration on stdin, lets its stderr through to ours, and turns
-//! a non-zero exit into the plugin's [`CniError`] (or into
-//! [`ExecError::Failed`] when the plugin printed no valid error JSON).
+//! runtime side: it starts a plugin with an environment and a configuration
+//! on stdin, and turns a non-zero exit into the plugin's [`CniError`] (or
+//! into [`ExecError::Failed`] when the plugin printed no valid error JSON).
+//!
+//! The plugin's stderr is captured as libcni's `RawExec` does: when a failed
+//! plugin printed nothing on stdout, its stderr text is the message of the
+//! error ([`ExecError::Failed::stderr`]); when it printed something on stdout,
+//! that is what the error is made of. Stderr text that does not end up in an
+//! error is copied to this process's stderr (libcni copies it on success and
+//! drops it on failure).
 //!
 //! ```no_run
 //! use overlay_cni::exec::{find_in_path, split_path};
@@ -77,7 +83,10 @@ pub enum ExecError {
         error: CniError,
     },
     /// The plugin failed without printing a valid CNI error object.
-    #[error("plugin {} failed ({status}) without a CNI error on stdout: {stdout:?}", plugin.display())]
+    ///
+    /// As in libcni (`pluginErr` in `pkg/invoke/raw_exec.go`), the message
+    /// is its stderr text when its stdout was empty, and its stdout otherwise.
+    #[error("plugin {} failed ({status}){}", plugin.display(), failure_detail(stdout, stderr))]
     Failed {
         /// The executable.
         plugin: PathBuf,
@@ -85,6 +94,10 @@ pub enum ExecError {
         status: ExitStatus,
         /// What it printed on stdout (lossily decoded).
         stdout: String,
+        /// What it printed on stderr (lossily decoded) when `stdout` is
+        /// empty; empty otherwise, since libcni then ignores stderr (the text
+        /// is copied to this process's stderr instead).
+        stderr: String,
     },
     /// The plugin succeeded but its result could not be read or converted.
     #[error("plugin {} printed an invalid result: {source}", plugin.display())]
@@ -110,6 +123,15 @@ pub enum ExecError {
         /// What was wrong.
         source: serde_json::Error,
     },
+}
+
+/// The end of [`ExecError::Failed`]'s message, after the exit status.
+fn failure_detail(stdout: &str, stderr: &str) -> String {
+    match (stdout.is_empty(), stderr.is_empty()) {
+        (false, _) => format!(" without a CNI error on stdout: {stdout:?}"),
+        (true, false) => format!(": {stderr:?}"),
+        (true, true) => " with no error message".to_owned(),
+    }
 }
 
 impl ExecError {
@@ -173,9 +195,11 @@ pub fn find_in_path(plugin: &str, path: &[PathBuf]) -> Result<PathBuf, ExecError
 /// Run the plugin at `plugin` with extra environment variables `env` (added
 /// to this process's environment, replacing same-named ones) and `stdin`.
 ///
-/// Returns its stdout on a zero exit. Its stderr goes to this process's
-/// stderr. An executable that is busy (being written, `ETXTBSY`) is retried
-/// a few times, as libcni does.
+/// Returns its stdout on a zero exit. Its stderr is captured: on a failure
+/// with empty stdout it is the message of [`ExecError::Failed`]; otherwise it
+/// is copied to this process's stderr once the plugin has finished (see the
+/// [module docs](self)). An executable that is busy (being written,
+/// `ETXTBSY`) is retried a few times, as libcni does.
 ///
 /// ```no_run
 /// use overlay_cni::exec::{exec_plugin, find_in_path};
@@ -194,8 +218,12 @@ pub fn exec_plugin(
 }
 
 /// [`exec_plugin`] with a time limit: when the plugin has not closed its
-/// stdout and exited within `timeout`, it is killed and
-/// [`ExecError::Timeout`] is returned. `None` waits indefinitely.
+/// stdout and stderr and exited within `timeout`, it is killed and
+/// [`ExecError::Timeout`] is returned. Retries of a busy executable stop at
+/// the deadline too. `None` waits indefinitely.
+///
+/// Only the plugin process itself is killed (as libcni does); a process it
+/// started and left running is not waited for past the deadline.
 ///
 /// ```
 /// use std::time::Duration;
@@ -220,11 +248,34 @@ pub fn exec_plugin_with_timeout(
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = spawn_retrying_busy(&mut command).map_err(|source| ExecError::Spawn {
+        .stderr(Stdio::piped());
+    let timeout_err = || ExecError::Timeout {
         plugin: plugin.to_owned(),
-        source,
-    })?;
+        after: timeout.unwrap_or_default(),
+    };
+    let pause = |delay: Duration| match deadline {
+        None => {
+            std::thread::sleep(delay);
+            true
+        }
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            std::thread::sleep(delay.min(left));
+            !left.is_zero()
+        }
+    };
+    let mut child = match spawn_retrying_busy(&mut command, pause) {
+        Ok(child) => child,
+        Err(e) if e.raw_os_error() == Some(ETXTBSY) && deadline.is_some_and(passed) => {
+            return Err(timeout_err());
+        }
+        Err(source) => {
+            return Err(ExecError::Spawn {
+                plugin: plugin.to_owned(),
+                source,
+            });
+        }
+    };
     let io_err = |source| ExecError::Io {
         plugin: plugin.to_owned(),
         source,
@@ -233,13 +284,10 @@ pub fn exec_plugin_with_timeout(
         // The plugin may have exited just now; either way it is reaped here.
         let _ = child.kill();
         let _ = child.wait();
-        ExecError::Timeout {
-            plugin: plugin.to_owned(),
-            after: timeout.unwrap_or_default(),
-        }
+        timeout_err()
     };
 
-    // Writer and reader own their pipes on detached threads, so that a
+    // Writer and readers own their pipes on detached threads, so that a
     // plugin (or a process it left behind) that holds a pipe open cannot
     // block us past the deadline.
     let writer = child.stdin.take().map(|mut pipe| {
@@ -251,28 +299,12 @@ pub fn exec_plugin_with_timeout(
             other => other,
         })
     });
-    let (tx, rx) = mpsc::channel();
-    let reader = child.stdout.take().map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = tx.send(pipe.read_to_end(&mut out).map(|_| out));
-        })
-    });
-    let stdout = match (reader, deadline) {
-        (None, _) => Vec::new(),
-        (Some(_), None) => rx
-            .recv()
-            .map_err(|_| io_err(std::io::Error::other("stdout reader stopped")))?
-            .map_err(io_err)?,
-        (Some(_), Some(deadline)) => {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(read) => read.map_err(io_err)?,
-                Err(mpsc::RecvTimeoutError::Timeout) => return Err(timed_out(&mut child)),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(io_err(std::io::Error::other("stdout reader stopped")));
-                }
-            }
-        }
+    let stdout_rx = read_to_end_detached(child.stdout.take());
+    let stderr_rx = read_to_end_detached(child.stderr.take());
+    let stdout = match recv_until(&stdout_rx, deadline) {
+        Received::Bytes(bytes) => bytes,
+        Received::Failed(e) => return Err(io_err(e)),
+        Received::TimedOut => return Err(timed_out(&mut child)),
     };
     // Stdout is closed: the plugin is exiting. Reap it, within the deadline.
     let status = match deadline {
@@ -291,6 +323,12 @@ pub fn exec_plugin_with_timeout(
             }
         }
     };
+    // Like stdout, stderr is read to its end (libcni's Wait does the same).
+    let stderr = match recv_until(&stderr_rx, deadline) {
+        Received::Bytes(bytes) => bytes,
+        Received::Failed(e) => return Err(io_err(e)),
+        Received::TimedOut => return Err(timed_out(&mut child)),
+    };
     if let Some(writer) = writer {
         // The plugin has exited, so the writer is done unless a process it
         // left behind holds stdin open; do not wait for that one.
@@ -302,9 +340,27 @@ pub fn exec_plugin_with_timeout(
             }
         }
     }
+    let pass_stderr_through = || {
+        if !stderr.is_empty() {
+            // Informational only, as in libcni: a failure to copy is ignored.
+            let _ = std::io::stderr().write_all(&stderr);
+        }
+    };
     if status.success() {
+        pass_stderr_through();
         return Ok(stdout);
     }
+    // libcni's pluginErr: with nothing on stdout, stderr is the message;
+    // otherwise stdout must be the error object and stderr is not used.
+    if stdout.is_empty() {
+        return Err(ExecError::Failed {
+            plugin: plugin.to_owned(),
+            status,
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        });
+    }
+    pass_stderr_through();
     match serde_json::from_slice::<CniError>(&stdout) {
         Ok(error) => Err(ExecError::Plugin {
             plugin: plugin.to_owned(),
@@ -314,7 +370,65 @@ pub fn exec_plugin_with_timeout(
             plugin: plugin.to_owned(),
             status,
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::new(),
         }),
+    }
+}
+
+/// Whether `deadline` has come.
+fn passed(deadline: Instant) -> bool {
+    Instant::now() >= deadline
+}
+
+/// Read `pipe` to its end on a detached thread; the receiver gets the bytes
+/// (at once, empty, when there is no pipe).
+fn read_to_end_detached(
+    pipe: Option<impl Read + Send + 'static>,
+) -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel();
+    match pipe {
+        None => {
+            let _ = tx.send(Ok(Vec::new()));
+        }
+        Some(mut pipe) => {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let _ = tx.send(pipe.read_to_end(&mut out).map(|_| out));
+            });
+        }
+    }
+    rx
+}
+
+/// What [`recv_until`] got.
+enum Received {
+    /// The pipe's whole content.
+    Bytes(Vec<u8>),
+    /// Reading failed.
+    Failed(std::io::Error),
+    /// The deadline came first.
+    TimedOut,
+}
+
+/// Wait for a [`read_to_end_detached`] reader, until `deadline` if there is one.
+fn recv_until(
+    rx: &mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    deadline: Option<Instant>,
+) -> Received {
+    let stopped = || std::io::Error::other("pipe reader stopped");
+    let read = match deadline {
+        None => rx.recv().map_err(|_| stopped()),
+        Some(deadline) => {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(read) => Ok(read),
+                Err(mpsc::RecvTimeoutError::Timeout) => return Received::TimedOut,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(stopped()),
+            }
+        }
+    };
+    match read {
+        Ok(Ok(bytes)) => Received::Bytes(bytes),
+        Ok(Err(e)) | Err(e) => Received::Failed(e),
     }
 }
 
@@ -323,12 +437,21 @@ const ETXTBSY: i32 = 26;
 
 /// Spawn, retrying while the executable is busy ("text file busy"), as
 /// libcni does: up to 5 retries, backing off from 50 ms to 800 ms.
-fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<std::process::Child> {
-    let mut delay = std::time::Duration::from_millis(50);
+///
+/// `pause(delay)` waits before a retry; it returns `false` to give up (the
+/// deadline has come), and then the busy error is returned. Tests pass a
+/// `pause` that makes the executable ready instead of sleeping.
+fn spawn_retrying_busy(
+    command: &mut Command,
+    mut pause: impl FnMut(Duration) -> bool,
+) -> std::io::Result<Child> {
+    let mut delay = Duration::from_millis(50);
     for _ in 0..5 {
         match command.spawn() {
             Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
-                std::thread::sleep(delay);
+                if !pause(delay) {
+                    return Err(e);
+                }
                 delay *= 2;
             }
             other => return other,
@@ -358,6 +481,26 @@ pub fn version_info_with_env(
     plugin: &Path,
     extra_env: &[(&str, &str)],
 ) -> Result<VersionInfo, ExecError> {
+    version_info_with_timeout(plugin, extra_env, None)
+}
+
+/// [`version_info_with_env`] with a time limit, as
+/// [`exec_plugin_with_timeout`]: a plugin that does not answer within
+/// `timeout` is killed and [`ExecError::Timeout`] is returned.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// let bridge = "/usr/lib/cni/bridge".as_ref();
+/// let info = overlay_cni::exec::version_info_with_timeout(bridge, &[], Some(Duration::from_secs(5)))
+///     .unwrap();
+/// assert!(info.supports(overlay_cni::Version::V1_0_0));
+/// ```
+pub fn version_info_with_timeout(
+    plugin: &Path,
+    extra_env: &[(&str, &str)],
+    timeout: Option<Duration>,
+) -> Result<VersionInfo, ExecError> {
     let stdin = format!(r#"{{"cniVersion":"{}"}}"#, crate::version::Version::LATEST);
     let env: Vec<(&str, &str)> = extra_env
         .iter()
@@ -369,7 +512,7 @@ pub fn version_info_with_env(
             ("CNI_PATH", "dummy"),
         ])
         .collect();
-    let stdout = exec_plugin(plugin, &env, stdin.as_bytes())?;
+    let stdout = exec_plugin_with_timeout(plugin, &env, stdin.as_bytes(), timeout)?;
     let mut info: VersionInfo =
         serde_json::from_slice(&stdout).map_err(|source| ExecError::BadVersionInfo {
             plugin: plugin.to_owned(),
@@ -445,8 +588,14 @@ mod tests {
     fn exec_reports_failure_without_error_json() {
         let err = exec_plugin(Path::new("/bin/sh"), &[], b"echo oops; exit 3").unwrap_err();
         match err {
-            ExecError::Failed { stdout, status, .. } => {
+            ExecError::Failed {
+                stdout,
+                stderr,
+                status,
+                ..
+            } => {
                 assert_eq!(stdout, "oops\n");
+                assert_eq!(stderr, "");
                 assert_eq!(status.code(), Some(3));
             }
             other => panic!("unexpected {other:?}"),
@@ -454,7 +603,56 @@ mod tests {
     }
 
     #[test]
-    fn exec_retries_while_the_executable_is_being_written() {
+    fn failure_with_empty_stdout_carries_the_stderr_text() {
+        let err =
+            exec_plugin(Path::new("/bin/sh"), &[], b"echo 'no bridge' >&2; exit 2").unwrap_err();
+        assert!(
+            matches!(&err, ExecError::Failed { stdout, stderr, status, .. }
+                if stdout.is_empty() && stderr == "no bridge\n" && status.code() == Some(2)),
+            "{err:?}"
+        );
+        assert!(err.to_string().ends_with(r#": "no bridge\n""#), "{err}");
+        let cni: CniError = err.into();
+        assert!(cni.msg.contains("no bridge"), "{cni:?}");
+
+        let silent = exec_plugin(Path::new("/bin/sh"), &[], b"exit 2").unwrap_err();
+        assert!(
+            silent.to_string().ends_with("with no error message"),
+            "{silent}"
+        );
+    }
+
+    #[test]
+    fn stderr_is_not_used_when_stdout_has_text_as_in_libcni() {
+        // An error object on stdout is the error, whatever stderr says.
+        let err = exec_plugin(
+            Path::new("/bin/sh"),
+            &[],
+            br#"echo '{"code":7,"msg":"bad"}'; echo noise >&2; exit 1"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.cni_error(),
+            Some(&CniError::new(
+                crate::error::ErrorCode::InvalidNetworkConfig,
+                "bad"
+            ))
+        );
+        // Unparsable stdout is the message; stderr is not.
+        let err = exec_plugin(
+            Path::new("/bin/sh"),
+            &[],
+            b"echo out; echo noise >&2; exit 1",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ExecError::Failed { stdout, stderr, .. } if stdout == "out\n" && stderr.is_empty()),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn spawn_retries_while_the_executable_is_open_for_writing() {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -466,14 +664,44 @@ mod tests {
             .open(&path)
             .unwrap();
         file.write_all(b"#!/bin/sh\necho ready\n").unwrap();
-        // While `file` is open for writing, exec fails with ETXTBSY.
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(120));
-                drop(file);
-            });
-            assert_eq!(exec_plugin(&path, &[], b"").unwrap(), b"ready\n");
-        });
+        // While `file` is open for writing, exec fails with ETXTBSY, so the
+        // first spawn fails for certain; the first pause closes the file
+        // (the writer finishes). Later pauses, if any (another test's fork
+        // may briefly hold a copy of the descriptor), wait for real.
+        let mut file = Some(file);
+        let mut pauses = Vec::new();
+        let mut command = Command::new(&path);
+        command.stdout(Stdio::piped());
+        let child = spawn_retrying_busy(&mut command, |delay| {
+            pauses.push(delay);
+            if file.take().is_none() {
+                std::thread::sleep(delay);
+            }
+            true
+        })
+        .unwrap();
+        assert_eq!(child.wait_with_output().unwrap().stdout, b"ready\n");
+        assert_eq!(pauses.first(), Some(&Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn spawn_gives_up_on_a_busy_executable_when_pause_says_so() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin");
+        let _writing = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&path)
+            .unwrap();
+        let mut pauses = 0;
+        let err = spawn_retrying_busy(&mut Command::new(&path), |_| {
+            pauses += 1;
+            false
+        })
+        .unwrap_err();
+        assert_eq!((err.raw_os_error(), pauses), (Some(ETXTBSY), 1));
     }
 
     #[test]

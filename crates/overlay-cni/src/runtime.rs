@@ -39,7 +39,7 @@ use crate::config::{
     ATTACHMENTS_KEY, GcAttachment, NetworkConfig, NetworkConfigList, VALID_ATTACHMENTS_KEY,
 };
 use crate::error::CniError;
-use crate::exec::{ExecError, exec_plugin_with_timeout, find_in_path, version_info_with_env};
+use crate::exec::{ExecError, exec_plugin_with_timeout, find_in_path, version_info_with_timeout};
 use crate::plugin::Command;
 use crate::result::CniResult;
 use crate::validate;
@@ -475,7 +475,10 @@ impl Runtime {
     }
 
     /// Kill a plugin that runs longer than `timeout` and fail the operation
-    /// with [`ExecError::Timeout`] (libcni's context deadline). No limit by default.
+    /// with [`ExecError::Timeout`] (libcni's context deadline). The limit
+    /// holds for every plugin this runtime runs, including the `VERSION`
+    /// probes of [`Runtime::version_info`] and
+    /// [`Runtime::validate_network_list`]. No limit by default.
     ///
     /// ```
     /// let rt = overlay_cni::runtime::Runtime::new(vec![])
@@ -886,8 +889,9 @@ impl Runtime {
             for plugin in &list.config.plugins {
                 let mut config =
                     Self::plugin_config(plugin, name, version, None, &RuntimeConf::default());
+                // As libcni, the plugin's own keys (a static `runtimeConfig`
+                // among them) pass through unchanged.
                 if let Value::Object(map) = &mut config {
-                    map.remove("runtimeConfig");
                     map.insert(VALID_ATTACHMENTS_KEY.into(), attachments.clone());
                     map.insert(ATTACHMENTS_KEY.into(), attachments.clone());
                 }
@@ -935,9 +939,14 @@ impl Runtime {
         Ok(())
     }
 
-    /// Ask a plugin which versions it supports.
+    /// Ask a plugin which versions it supports, within the runtime's
+    /// [timeout](Runtime::with_timeout).
     pub fn version_info(&self, plugin_type: &str) -> Result<VersionInfo, ExecError> {
-        version_info_with_env(&find_in_path(plugin_type, &self.path)?, &self.extra_env())
+        version_info_with_timeout(
+            &find_in_path(plugin_type, &self.path)?,
+            &self.extra_env(),
+            self.timeout,
+        )
     }
 
     /// Check that every plugin of the list exists and supports the list's

@@ -25,7 +25,10 @@ use serde_json::{Value, json};
 
 /// A plugin that, with `REC_DIR` defaulting to `../rec` next to it, appends "<COMMAND> <name>" to `$REC_DIR/log`, saves its
 /// stdin and `CNI_*` environment per command, fails ADD when the config has
-/// `"fail"`, prints garbage when it has `"garbage"`, fails STATUS with code
+/// `"fail"`, prints garbage when it has `"garbage"`, fails with its message
+/// on stderr only when it has `"stderrOnly"` (and with an error object on
+/// stdout plus text on stderr when it has `"stderrToo"`), hangs when it has
+/// `"hang"` or when `$REC_DIR/hang-<COMMAND>` exists, fails STATUS with code
 /// 50 when `$REC_DIR/down` exists, and answers ADD with a 0.4.0 result.
 const RECORDER: &str = r#"#!/bin/sh
 name=$(basename "$0")
@@ -36,6 +39,9 @@ printf '%s' "$stdin" > "$REC_DIR/$CNI_COMMAND-$name.json"
 env | grep '^CNI_' | sort > "$REC_DIR/$CNI_COMMAND-$name.env"
 case "$stdin" in *'"fail"'*) echo '{"code":117,"msg":"told to fail","details":"by config"}'; exit 1;; esac
 case "$stdin" in *'"hang"'*) exec sleep 30;; esac
+if [ -e "$REC_DIR/hang-$CNI_COMMAND" ]; then exec sleep 30; fi
+case "$stdin" in *'"stderrOnly"'*) echo "bridge br0 is missing" >&2; exit 1;; esac
+case "$stdin" in *'"stderrToo"'*) echo '{"code":117,"msg":"told to fail"}'; echo "noise on stderr" >&2; exit 1;; esac
 case "$stdin" in *'"garbage"'*) echo 'this is not json'; exit 0;; esac
 case "$CNI_COMMAND" in
   ADD) printf '{"cniVersion":"0.4.0","interfaces":[{"name":"%s"}],"ips":[{"version":"4","address":"198.51.100.%s/24","interface":0}]}' "$name" "${#name}";;
@@ -94,6 +100,24 @@ impl Fixture {
             .unwrap()
             .lines()
             .map(str::to_owned)
+            .collect()
+    }
+
+    /// The process IDs of plugins of this fixture that are still running
+    /// (every plugin gets this fixture's `REC_DIR` in its environment, and
+    /// keeps it across `exec sleep`).
+    fn live_plugins(&self) -> Vec<u32> {
+        let marker = format!("REC_DIR={}", self.rec().display());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                    environ
+                        .split(|b| *b == 0)
+                        .any(|var| var == marker.as_bytes())
+                })
+            })
             .collect()
     }
 
@@ -473,11 +497,113 @@ fn a_hanging_plugin_is_killed_at_the_runtime_timeout() {
         "{err}"
     );
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(fx.live_plugins(), Vec::<u32>::new(), "the hung ADD is gone");
     assert!(runtime.cached_attachments().unwrap().is_empty());
     // Without the hang, the same runtime works.
     runtime
         .add_network_list(&fx.list("1.0.0"), &rt("c1"))
         .unwrap();
+}
+
+#[test]
+fn version_probes_stop_at_the_runtime_timeout_and_kill_the_plugin() {
+    let fx = Fixture::new();
+    let runtime = fx
+        .runtime
+        .clone()
+        .with_timeout(std::time::Duration::from_millis(300));
+    std::fs::write(fx.rec().join("hang-VERSION"), b"").unwrap();
+
+    let err = runtime.version_info("reca").unwrap_err();
+    assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
+    assert_eq!(
+        fx.live_plugins(),
+        Vec::<u32>::new(),
+        "the hung probe is gone"
+    );
+
+    let err = runtime
+        .validate_network_list(&fx.list("1.1.0"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Plugin { source, .. } if matches!(**source, ExecError::Timeout { .. })),
+        "{err}"
+    );
+    assert_eq!(
+        fx.live_plugins(),
+        Vec::<u32>::new(),
+        "the hung probe is gone"
+    );
+    assert_eq!(fx.log(), ["VERSION reca", "VERSION reca"]);
+}
+
+#[test]
+fn gc_passes_a_static_runtime_config_through_unchanged() {
+    let fx = Fixture::new();
+    let list = fx.list("1.1.0");
+    fx.runtime.gc_network_list(&list, &[]).unwrap();
+    assert_eq!(fx.log(), ["GC reca", "GC recbb"]);
+    // As STATUS does, and as libcni's GC (which injects only name,
+    // cniVersion and the attachments).
+    assert_eq!(
+        fx.stdin_of("GC", "recbb")["runtimeConfig"],
+        json!({"preset": true})
+    );
+    fx.runtime.status_network_list(&list).unwrap();
+    assert_eq!(
+        fx.stdin_of("STATUS", "recbb")["runtimeConfig"],
+        json!({"preset": true})
+    );
+}
+
+#[test]
+fn a_failure_reported_only_on_stderr_keeps_the_stderr_text() {
+    let fx = Fixture::new();
+    let mut list = fx.list("1.0.0");
+    list.config.plugins[0]
+        .extra
+        .insert("stderrOnly".into(), json!(true));
+    let err = fx.runtime.add_network_list(&list, &rt("c1")).unwrap_err();
+    let RuntimeError::Plugin { source, .. } = &err else {
+        panic!("unexpected {err}")
+    };
+    match &**source {
+        ExecError::Failed {
+            stdout,
+            stderr,
+            status,
+            ..
+        } => {
+            assert_eq!(
+                (stdout.as_str(), stderr.as_str(), status.code()),
+                ("", "bridge br0 is missing\n", Some(1))
+            );
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(err.to_string().contains("bridge br0 is missing"), "{err}");
+    // Through `?` in a plugin, the text reaches the CNI error object too.
+    let cni: CniError = match err {
+        RuntimeError::Plugin { source, .. } => (*source).into(),
+        other => panic!("unexpected {other}"),
+    };
+    assert!(cni.msg.contains("bridge br0 is missing"), "{cni:?}");
+}
+
+#[test]
+fn a_cni_error_on_stdout_wins_over_stderr_text_as_in_libcni() {
+    let fx = Fixture::new();
+    let mut list = fx.list("1.0.0");
+    list.config.plugins[0]
+        .extra
+        .insert("stderrToo".into(), json!(true));
+    let err = fx.runtime.add_network_list(&list, &rt("c1")).unwrap_err();
+    // libcni's pluginErr reads stderr only when stdout is empty.
+    assert_eq!(
+        err.cni_error(),
+        Some(&CniError::new(ErrorCode::Other(117), "told to fail"))
+    );
+    assert!(!err.to_string().contains("noise on stderr"), "{err}");
 }
 
 #[test]
