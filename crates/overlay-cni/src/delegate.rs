@@ -2,10 +2,12 @@
 //!
 //! The delegate is found on `CNI_PATH`, run with this invocation's
 //! environment (with `CNI_COMMAND` set for the operation) and the full
-//! configuration on stdin; its stderr passes through to ours. Its result is
-//! read and converted to the configuration's version; its error JSON comes
-//! back as [`ExecError::Plugin`], which converts into the same [`CniError`]
-//! with `?`.
+//! configuration on stdin. Its result is read and converted to the
+//! configuration's version; its error JSON comes back as
+//! [`ExecError::Plugin`], which converts into the same [`CniError`] with `?`.
+//! A delegate that fails with nothing on stdout has its stderr text as the
+//! error's message, as libcni does; stderr text that ends up in no error is
+//! copied to ours.
 //!
 //! ```no_run
 //! use overlay_cni::delegate::delegate_add_guarded;
