@@ -1,12 +1,57 @@
 #!/usr/bin/env bash
-# The README's main job must work: run the demo and check it cleaned up.
+# The README's main job must work: run the demo and check it cleaned up, also
+# when it is interrupted mid-run by Ctrl-C (SIGINT to its process group) or by
+# SIGTERM to scripts/demo.sh. examples/tests/demo_signals.rs checks the same
+# on the binary in more detail (its child processes, its namespaces' links).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+
+# The demo's namespaces that exist now ("ovd-<pid>-<role>").
+demo_netns() { ip netns list | awk '{print $1}' | grep '^ovd-' || true; }
+before=$(demo_netns)
+left_behind() { comm -13 <(echo "$before" | sort) <(demo_netns | sort) | grep . ; }
+
 out=$(bash scripts/demo.sh 2>&1) || { echo "$out"; echo "demo failed" >&2; exit 1; }
 echo "$out"
 grep -q "0% packet loss" <<<"$out" || { echo "demo: pods did not reach each other" >&2; exit 1; }
 grep -q "decoded by overlay-core" <<<"$out" || { echo "demo: no packet decoded" >&2; exit 1; }
-if ip netns list | awk '{print $1}' | grep -q '^ovd-'; then
+if left_behind; then
     echo "demo left namespaces behind" >&2
     exit 1
 fi
+
+# Interrupt scripts/demo.sh while pod1 pings pod2, and check it cleans up.
+# Job control puts the background job in a process group of its own that
+# receives SIGINT as a terminal's Ctrl-C would (without it, bash starts
+# background jobs with SIGINT ignored).
+set -m
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+interrupt() {
+    local sig=$1 target=$2
+    bash scripts/demo.sh >"$log" 2>&1 &
+    local pid=$!
+    # The binary is built already, so the demo reaches the ping in seconds.
+    local deadline=$((SECONDS + 60))
+    until grep -q "pod1 pings pod2" "$log"; do
+        if ((SECONDS >= deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+            cat "$log"; kill -KILL "$pid" 2>/dev/null || true
+            echo "demo ($sig): never reached the ping" >&2; exit 1
+        fi
+        sleep 0.1
+    done
+    if [[ $target == group ]]; then kill "-$sig" -- "-$pid"; else kill "-$sig" "$pid"; fi
+    local rc=0
+    wait "$pid" || rc=$?
+    cat "$log"
+    local want=$((128 + $(kill -l "$sig")))
+    if ((rc != want)); then
+        echo "demo interrupted by $sig exited with $rc, expected $want" >&2; exit 1
+    fi
+    if left_behind; then
+        echo "demo interrupted by $sig left namespaces behind" >&2; exit 1
+    fi
+    echo "demo interrupted by $sig ($target): exit $rc, nothing left behind"
+}
+interrupt INT group
+interrupt TERM process

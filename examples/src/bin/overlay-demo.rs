@@ -15,11 +15,23 @@
 //!    underlay, and decodes it with [`overlay_core::encap::VxlanEncap`];
 //! 5. deletes everything it created (pass `--keep` to leave it for a look).
 //!
+//! Interrupted by SIGINT (Ctrl-C) or SIGTERM at any point, it stops what it is
+//! doing, kills the processes it started (`ping`, `tcpdump`) and whatever else
+//! runs in its namespaces, deletes the namespaces (and with them every link
+//! it made) and exits with status 128 + the signal number. `--keep` applies
+//! only to a demo that runs to the end: an interrupted demo always cleans up,
+//! since a half-built overlay is no use for a look. A second signal during
+//! the cleanup does not cut it short.
+//!
+//! Without root (`CAP_SYS_ADMIN` and `CAP_NET_ADMIN`) it says so and exits
+//! with status 1 before it touches anything.
+//!
 //! It only wires the library crates together; the logic lives in them.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStderr, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
@@ -27,6 +39,7 @@ use overlay_core::encap::{Encapsulation, OuterParams, TunnelConfig, VxlanEncap};
 use overlay_core::wire::Vni;
 use overlay_netlink::overlay::{Overlay, RemotePeer};
 use overlay_netlink::{Handle, MacAddr, Netns, Route, VethConfig, VxlanConfig};
+use tokio::sync::oneshot;
 
 /// The VXLAN network identifier and UDP port of the demo overlay.
 const VNI: u32 = 42;
@@ -54,9 +67,31 @@ impl Drop for Namespaces {
             return;
         }
         for name in self.names.drain(..).rev() {
+            // A process left inside would keep the namespace, and its links,
+            // alive after the name is gone.
+            kill_processes_in(&name);
             if let Err(e) = Netns::remove(&name) {
                 eprintln!("cannot delete namespace {name}: {e}");
             }
+        }
+    }
+}
+
+/// Kill (SIGKILL) every process in the named namespace, as `ip netns pids`
+/// lists them. Only the demo starts processes in its namespaces.
+fn kill_processes_in(name: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        match pid.parse::<libc::pid_t>() {
+            Ok(pid) if pid > 0 && u32::try_from(pid).ok() != Some(std::process::id()) => {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -167,41 +202,72 @@ fn net(s: &str) -> Result<IpNet> {
     s.parse().with_context(|| format!("parse {s}"))
 }
 
-/// A running `tcpdump -c 1 -w -`, killed when dropped.
-struct Capture(std::process::Child);
+/// A child process (`ping`, `tcpdump`), killed and reaped when dropped, so
+/// that an error or a signal never leaves one running.
+struct KillOnDrop(Child);
 
-impl Capture {
-    /// Wrap a started tcpdump and wait until it listens: it says so on
-    /// standard error before it captures anything.
-    fn started(mut child: std::process::Child) -> Capture {
-        if let Some(stderr) = child.stderr.take() {
-            let mut line = String::new();
-            // One line ("listening on ..."), or EOF if tcpdump failed.
-            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut line);
+impl KillOnDrop {
+    /// Wait for the process to exit without blocking the runtime, so that a
+    /// signal can interrupt the wait; `None` if `limit` passes first.
+    async fn exited_within(&mut self, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Capture(child)
     }
 
-    /// Wait up to `limit` for the capture to end, then return what it wrote.
-    fn finish(mut self, limit: Duration) -> Result<Vec<u8>> {
-        let deadline = std::time::Instant::now() + limit;
-        while self.0.try_wait()?.is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
+    /// Everything the process wrote to its (piped) standard output. Call it
+    /// once the process has exited.
+    fn stdout(&mut self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         if let Some(mut stdout) = self.0.stdout.take() {
-            std::io::Read::read_to_end(&mut stdout, &mut out)?;
+            stdout.read_to_end(&mut out)?;
         }
         Ok(out)
     }
 }
 
-impl Drop for Capture {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The first line a child writes to `stderr`, or what it wrote before EOF.
+/// Read on a thread of its own, so the wait can be interrupted by a signal;
+/// the thread ends when the child exits or is killed.
+async fn first_line(stderr: ChildStderr) -> String {
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stderr).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.await.unwrap_or_default()
+}
+
+/// Start `tcpdump -c 1 -w -` in namespace `ns` and wait until it listens (it
+/// says so on standard error before it captures anything).
+async fn start_capture(ns: &str, interface: &str, filter: &str) -> Result<KillOnDrop> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "tcpdump", "-i", interface])
+        .args(["-c", "1", "-U", "-w", "-", filter])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(KillOnDrop)?;
+    if let Some(stderr) = child.0.stderr.take() {
+        // One line ("listening on ..."), or EOF if tcpdump failed.
+        first_line(stderr).await;
+    }
+    Ok(child)
 }
 
 /// The first record of a classic pcap stream (what `tcpdump -w -` writes).
@@ -223,17 +289,155 @@ fn first_pcap_record(pcap: &[u8]) -> Option<&[u8]> {
     pcap.get(GLOBAL + RECORD..GLOBAL + RECORD + usize::try_from(len).ok()?)
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
+/// Linux capability numbers (`capabilities(7)`).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process may create namespaces and links: `CAP_SYS_ADMIN`
+/// and `CAP_NET_ADMIN` in its effective set. `None` if that cannot be read.
+fn has_privileges() -> Option<bool> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let caps = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    Some(
+        [CAP_NET_ADMIN, CAP_SYS_ADMIN]
+            .iter()
+            .all(|bit| caps & (1 << bit) != 0),
+    )
+}
+
+/// The signals that stop the demo.
+const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+/// Block SIGINT and SIGTERM in this thread, and so in every thread started
+/// from it later (the runtime's, the netlink helpers'), and take them on a
+/// thread of their own with sigwait(2): the first one is sent on the returned
+/// channel, later ones only print that the cleanup is under way. Call it
+/// before any other thread exists. Child processes start with an empty
+/// signal mask (`std::process::Command` resets it), so `ping` and `tcpdump`
+/// still react to Ctrl-C as usual.
+///
+/// A signal that is ignored when the demo starts (a background job of a
+/// shell without job control) stays ignored.
+fn take_stop_signals() -> Result<oneshot::Receiver<libc::c_int>> {
+    // SAFETY: sigset_t is plain data that sigemptyset initialises; the
+    // calls get valid pointers and have no other preconditions.
+    let set = unsafe {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
+        libc::sigemptyset(set.as_mut_ptr());
+        for sig in STOP_SIGNALS {
+            libc::sigaddset(set.as_mut_ptr(), sig);
+        }
+        let set = set.assume_init();
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc)).context("block SIGINT and SIGTERM");
+        }
+        set
+    };
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("stop-signals".into())
+        .spawn(move || {
+            let mut tx = Some(tx);
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: valid pointers to an initialised set and an int.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    return;
+                }
+                match tx.take() {
+                    Some(tx) => {
+                        let _ = tx.send(sig);
+                    }
+                    None => eprintln!("{}: still cleaning up", signal_name(sig)),
+                }
+            }
+        })
+        .context("start the signal thread")?;
+    Ok(rx)
+}
+
+fn signal_name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+fn main() -> ExitCode {
     let keep = std::env::args().any(|a| a == "--keep");
-    println!(
-        "overlay {} - local two-node VXLAN demo",
-        env!("CARGO_PKG_VERSION")
-    );
+    if has_privileges() == Some(false) {
+        eprintln!(
+            "overlay-demo needs root: it creates network namespaces, links and routes \
+             (CAP_SYS_ADMIN and CAP_NET_ADMIN). Run it as root, e.g. `sudo scripts/demo.sh`."
+        );
+        return ExitCode::FAILURE;
+    }
+    let stop = match take_stop_signals() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("overlay-demo: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("overlay-demo: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut spaces = Namespaces {
         names: Vec::new(),
         keep,
     };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            // A signal wins over a demo step that ends in the same poll.
+            biased;
+            Ok(sig) = stop => Err(sig),
+            result = run(&mut spaces, keep) => Ok(result),
+        }
+    });
+    // The demo's future is gone: its child processes are killed and its
+    // netlink sockets closed. Dropping `spaces` deletes the namespaces.
+    match outcome {
+        Ok(Ok(())) => {
+            drop(spaces);
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            drop(spaces);
+            eprintln!("overlay-demo: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err(sig) => {
+            if keep {
+                eprintln!("{}: not keeping a half-built demo", signal_name(sig));
+            }
+            eprintln!("{}: cleaning up", signal_name(sig));
+            spaces.keep = false;
+            drop(spaces);
+            // 128 + signal number, as a shell reports a process killed by it.
+            ExitCode::from(u8::try_from(128 + sig).unwrap_or(1))
+        }
+    }
+}
+
+/// The demo itself; the namespaces it creates are recorded in `spaces`,
+/// which the caller deletes however this ends.
+async fn run(spaces: &mut Namespaces, keep: bool) -> Result<()> {
+    println!(
+        "overlay {} - local two-node VXLAN demo",
+        env!("CARGO_PKG_VERSION")
+    );
     let ns1 = spaces.create("node1")?;
     let ns2 = spaces.create("node2")?;
     let pod1 = spaces.create("pod1")?;
@@ -275,39 +479,37 @@ async fn main() -> Result<()> {
     // Capture one encapsulated packet on node1's underlay while pod1 pings pod2.
     let node1_name = node1.ns.name().context("node1 has a name")?.to_string();
     let filter = format!("udp dst port {VXLAN_PORT}");
-    let tcpdump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &node1_name,
-            "tcpdump",
-            "-i",
-            "under0",
-            "-c",
-            "1",
-            "-U",
-            "-w",
-            "-",
-        ])
-        .arg(&filter)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Capture::started);
+    let tcpdump = start_capture(&node1_name, "under0", &filter).await;
     let pod1_name = node1.pod.name().context("pod1 has a name")?;
-    let ping = Command::new("ip")
+    println!(
+        "pod1 pings pod2 ({}) across the overlay; tcpdump captures on node1's underlay",
+        node2.pod_ip
+    );
+    let mut ping = Command::new("ip")
         .args(["netns", "exec", pod1_name, "ping", "-c", "3", "-W", "2"])
         .arg(node2.pod_ip.to_string())
-        .output()?;
-    print!("{}", String::from_utf8_lossy(&ping.stdout));
-    if !ping.status.success() {
+        .stdout(Stdio::piped())
+        .spawn()
+        .map(KillOnDrop)
+        .context("start ping")?;
+    // Three echoes a second apart, each waiting at most two seconds.
+    let ping_status = ping
+        .exited_within(Duration::from_secs(10))
+        .await?
+        .context("ping did not finish")?;
+    print!("{}", String::from_utf8_lossy(&ping.stdout()?));
+    if !ping_status.success() {
         // Dropping the capture kills tcpdump.
         bail!("pod1 cannot reach pod2 across the overlay");
     }
 
     match tcpdump {
-        Ok(capture) => {
-            match first_pcap_record(&capture.finish(Duration::from_secs(2))?) {
+        Ok(mut capture) => {
+            // tcpdump exits after one packet; a capture that saw none is
+            // killed after the wait (and reported below).
+            capture.exited_within(Duration::from_secs(2)).await?;
+            let _ = capture.0.kill();
+            match first_pcap_record(&capture.stdout()?) {
                 Some(frame) => {
                     // Captured on the sending side, the outer UDP checksum is
                     // still left to the NIC (veth completes it lazily), so it
