@@ -897,7 +897,6 @@ impl OverlayBridge {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn attach(
         req: &Request,
         conf: &BridgeConf,
