@@ -1088,3 +1088,200 @@ mod runtime_side {
         host.assert_clean(&[&bridge], &markers);
     }
 }
+
+/// Issue 9, items 3 and 4: a failed ADD changes nothing, configuration
+/// errors are code 7 and every error says why.
+mod failed_add {
+    use super::*;
+    use std::fs;
+    use std::path::Path;
+
+    fn add_fails(host: &Host, pod: &TestNetns, conf: &Value, code: u64) -> Value {
+        host.exec_plugin(
+            &support::overlay_bridge(),
+            &add_env(host, "cfail", pod, "eth0"),
+            &serde_json::to_vec(conf).unwrap(),
+        )
+        .cni_error(code)
+    }
+
+    #[test]
+    fn mtu_out_of_range_is_code_7_and_leaves_nothing() {
+        privileged_test!();
+        let (host, pod, _, mut conf) = setup("1.0.0", "192.0.2.0/24");
+        for mtu in [0, 67, 65536, 70000] {
+            conf["mtu"] = json!(mtu);
+            let err = add_fails(&host, &pod, &conf, 7);
+            assert!(
+                err["msg"].as_str().unwrap().contains(&format!("mtu {mtu}")),
+                "{err}"
+            );
+            host.assert_untouched();
+        }
+        // IPv6 needs 1280.
+        conf["mtu"] = json!(1279);
+        conf["ipam"]["ranges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!([{"subnet": "2001:db8:9::/64"}]));
+        let err = add_fails(&host, &pod, &conf, 7);
+        assert!(err["msg"].as_str().unwrap().contains("IPv6"), "{err}");
+        host.assert_untouched();
+        assert_eq!(links_of(&pod).len(), 1, "only lo in the pod");
+    }
+
+    #[test]
+    fn bridge_name_the_kernel_refuses_is_code_7_and_leaves_nothing() {
+        privileged_test!();
+        let (host, pod, _, mut conf) = setup("1.0.0", "192.0.2.0/24");
+        for name in ["ovtbr0123456789a", "ovt/br", "ovt br", "ovt:br", ""] {
+            conf["bridge"] = json!(name);
+            let err = add_fails(&host, &pod, &conf, 7);
+            assert!(
+                err["msg"].as_str().unwrap().contains("bridge name"),
+                "{name:?}: {err}"
+            );
+            host.assert_untouched();
+        }
+        assert_eq!(links_of(&pod).len(), 1, "only lo in the pod");
+    }
+
+    /// The kernel step that fails comes after the bridge was created: the
+    /// bridge goes too, as do the veth and the reservation.
+    #[test]
+    fn a_failed_add_removes_the_bridge_it_created() {
+        privileged_test!();
+        let (host, pod, _, conf) = setup("1.0.0", "192.0.2.0/24");
+        // Any link named eth0 will do (this kernel may lack `dummy`).
+        let taken = pod.ip(["link", "add", "eth0", "type", "bridge"]).unwrap();
+        assert!(taken.status.success(), "{taken:?}");
+        let err = add_fails(&host, &pod, &conf, 101);
+        assert!(err["msg"].as_str().unwrap().contains("eth0"), "{err}");
+        host.assert_clean(&[], &[]);
+    }
+
+    /// A pod route that cannot be installed fails the ADD after the gateway
+    /// address was put on the (pre-existing, otherwise unused) bridge: the
+    /// address is taken off again; the bridge, not created by the ADD, stays.
+    #[test]
+    fn a_failed_add_removes_the_gateway_address_it_added() {
+        privileged_test!();
+        let (host, pod, bridge, mut conf) = setup("1.0.0", "198.51.100.0/24");
+        // Not on-link for the pod: the kernel refuses the route.
+        conf["ipam"]["routes"] = json!([{"dst": "203.0.113.0/24", "gw": "192.0.2.77"}]);
+        host.sh(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        let err = add_fails(&host, &pod, &conf, 100);
+        assert!(err["msg"].as_str().unwrap().contains("route"), "{err}");
+        let v4 = host.sh(&["ip", "-4", "-o", "addr", "show", "dev", &bridge]);
+        assert!(v4.trim().is_empty(), "gateway address left: {v4}");
+        assert!(host.snapshot().links.contains(&bridge), "bridge kept");
+        assert_eq!(links_of(&pod).len(), 1, "only lo in the pod");
+        host.assert_clean(&[&bridge], &[]);
+
+        // The same failure on a bridge this ADD creates: the bridge goes.
+        host.sh(&["ip", "link", "del", &bridge]);
+        add_fails(&host, &pod, &conf, 100);
+        host.assert_clean(&[], &[]);
+    }
+
+    #[test]
+    fn cni_netns_naming_a_regular_file_or_a_directory_fails_with_the_os_reason() {
+        privileged_test!();
+        let (host, pod, _, conf) = setup("1.0.0", "192.0.2.0/24");
+        let dir = host.dir.path().join("not-a-netns-dir");
+        let file = host.dir.path().join("not-a-netns-file");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&file, "").unwrap();
+        let einval = std::io::Error::from_raw_os_error(libc_einval()).to_string();
+        for (path, kind) in [(&dir, "a directory"), (&file, "a regular file")] {
+            for command in ["ADD", "CHECK"] {
+                let mut conf = conf.clone();
+                if command == "CHECK" {
+                    conf["prevResult"] =
+                        json!({"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.2/24"}]});
+                }
+                let env = CniEnv::new(command, "cfail", path, "eth0", &host.cni_path());
+                let err = host
+                    .exec_plugin(
+                        &support::overlay_bridge(),
+                        &env,
+                        &serde_json::to_vec(&conf).unwrap(),
+                    )
+                    .cni_error(4);
+                let msg = err["msg"].as_str().unwrap();
+                assert!(msg.contains("CNI_NETNS"), "{command}: {err}");
+                assert!(
+                    msg.contains(&path.display().to_string()),
+                    "{command}: {err}"
+                );
+                assert!(msg.contains(&einval), "the OS's reason: {err}");
+                assert!(msg.contains(kind), "{command}: {err}");
+                if command == "ADD" {
+                    host.assert_untouched();
+                }
+            }
+        }
+        let _ = pod;
+    }
+
+    /// `EINVAL`'s number, without a libc dependency in the tests.
+    fn libc_einval() -> i32 {
+        22
+    }
+
+    /// What the reference `bridge` plugin prints for `args`, on `conf`
+    /// turned into its configuration.
+    fn reference_error(
+        host: &Host,
+        pod: &TestNetns,
+        command: &str,
+        args: &str,
+        conf: &Value,
+    ) -> Value {
+        let mut reference = conf.clone();
+        reference["type"] = json!("bridge");
+        let mut env = add_env(host, "cargs", pod, "eth0").command(command);
+        env.args = Some(args.into());
+        let out = host.exec_plugin(
+            &Path::new(support::DEBIAN_PLUGINS).join("bridge"),
+            &env,
+            &serde_json::to_vec(&reference).unwrap(),
+        );
+        assert!(!out.success, "reference accepted {args:?}: {out:#?}");
+        out.json()
+    }
+
+    #[test]
+    fn unknown_cni_args_are_refused_as_the_reference_plugin_refuses_them() {
+        privileged_test!();
+        let (host, pod, bridge, conf) = setup("1.0.0", "192.0.2.0/24");
+        let mut with_prev = conf.clone();
+        with_prev["prevResult"] =
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.2/24"}]});
+        for args in [
+            "K8S_POD_NAME=web",
+            "K8S_POD_NAME=web;IgnoreUnknown=0",
+            "IP=192.0.2.9",
+            "a=b=c",
+            "IgnoreUnknown=yes",
+            "IgnoreUnknown=1;",
+        ] {
+            for (command, conf) in [("ADD", &conf), ("CHECK", &with_prev), ("DEL", &conf)] {
+                let want = reference_error(&host, &pod, command, args, conf);
+                let mut env = add_env(&host, "cargs", &pod, "eth0").command(command);
+                env.args = Some(args.into());
+                let got = run(&host, &env, conf).cni_error(want["code"].as_u64().unwrap());
+                assert_eq!(got["msg"], want["msg"], "{command} {args:?}");
+            }
+            host.assert_untouched();
+        }
+        // With IgnoreUnknown, unknown keys pass.
+        for ignore in ["IgnoreUnknown=1", "IgnoreUnknown=true"] {
+            let mut env = add_env(&host, "cargs", &pod, "eth0");
+            env.args = Some(format!("{ignore};K8S_POD_NAME=web"));
+            run(&host, &env, &conf).ok();
+            run(&host, &env.clone().command("DEL"), &conf).ok();
+        }
+        host.assert_clean(&[&bridge], &[]);
+    }
+}

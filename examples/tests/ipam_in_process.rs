@@ -262,3 +262,120 @@ fn the_same_attachment_can_be_added_again_right_after_del() {
     }
     host.assert_clean(&[&bridge], &[]);
 }
+
+/// Our plugin's 1.1.0 config for network `ovtnet` with one in-process
+/// host-local range set `range` (a JSON range object).
+fn conf_1_1(host: &Host, bridge: &str, range: Value) -> Value {
+    json!({
+        "cniVersion": "1.1.0",
+        "name": "ovtnet",
+        "type": "overlay-bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipam": {"type": "host-local", "dataDir": host.ipam_dir(), "ranges": [[range]]},
+    })
+}
+
+fn gc_or_status_env(host: &Host, command: &str) -> CniEnv {
+    let mut env = CniEnv::new(command, "x", Path::new("/"), "eth0", &host.cni_path());
+    env.container_id = None;
+    env.netns = None;
+    env.ifname = None;
+    env
+}
+
+/// Issue 9, item 1: an attachment the runtime does not list (it never
+/// cached it, say) but that is still wired is released whole by GC: its
+/// veth pair, with the pod's address, goes before its reservation. On a
+/// range of two addresses, the third ADD then gets the collected
+/// attachment's address, which no live interface holds any more.
+#[test]
+fn gc_releases_a_live_stale_attachment_whole_so_no_add_reuses_a_live_address() {
+    privileged_test!();
+    let host = Host::new();
+    let bridge = unique_name("br");
+    // 192.0.2.1 is the gateway: .2 and .3 are the only addresses.
+    let conf = conf_1_1(
+        &host,
+        &bridge,
+        json!({"subnet": "192.0.2.0/29", "rangeStart": "192.0.2.2", "rangeEnd": "192.0.2.3"}),
+    );
+    let pods: Vec<TestNetns> = (0..3)
+        .map(|_| TestNetns::with_kind("pod").unwrap())
+        .collect();
+    let all: Vec<&TestNetns> = pods.iter().collect();
+    let add = |cid: &str, pod: &TestNetns| {
+        let live = support::live_addresses(&all);
+        let result = exec(&host, "ADD", cid, pod, &conf);
+        support::assert_no_duplicate_address(&result, &live, &all);
+        result_ips(&result)
+    };
+    assert_eq!(add("cid-kept", &pods[0]), ["192.0.2.2"]);
+    assert_eq!(add("cid-stale", &pods[1]), ["192.0.2.3"]);
+    let links_with_both = host.snapshot().links;
+
+    let mut gc = conf.clone();
+    let valid = json!([{"containerID": "cid-kept", "ifname": "eth0"}]);
+    gc["cni.dev/valid-attachments"] = valid.clone();
+    gc["cni.dev/attachments"] = valid;
+    let env = gc_or_status_env(&host, "GC");
+    host.exec_plugin(
+        &support::overlay_bridge(),
+        &env,
+        &serde_json::to_vec(&gc).unwrap(),
+    )
+    .ok();
+    assert!(reserved(&host, "192.0.2.2"), "the valid attachment is kept");
+    assert!(!reserved(&host, "192.0.2.3"), "the stale one is released");
+    assert!(
+        !support::links_of(&pods[1]).contains("eth0"),
+        "the stale attachment's pod interface is gone"
+    );
+    assert_eq!(
+        host.snapshot().links.len(),
+        links_with_both.len() - 1,
+        "its host veth is gone, the kept one's stays"
+    );
+    assert!(support::links_of(&pods[0]).contains("eth0"));
+
+    assert_eq!(add("cid-new", &pods[2]), ["192.0.2.3"]);
+    for (cid, pod) in [("cid-kept", &pods[0]), ("cid-new", &pods[2])] {
+        exec(&host, "DEL", cid, pod, &conf);
+    }
+    // DEL of the collected attachment still succeeds.
+    exec(&host, "DEL", "cid-stale", &pods[1], &conf);
+    host.assert_clean(&[&bridge], &[]);
+}
+
+/// Issue 9, item 2: STATUS says when an ADD cannot succeed because the
+/// network has no free address left, and says ready again once one is free.
+#[test]
+fn status_is_code_50_while_the_range_has_no_free_address() {
+    privileged_test!();
+    let host = Host::new();
+    let bridge = unique_name("br");
+    // 198.51.100.0/30: .1 is the gateway, .2 the only address to give.
+    let conf = conf_1_1(&host, &bridge, json!({"subnet": "198.51.100.0/30"}));
+    let program = support::overlay_bridge();
+    let stdin = serde_json::to_vec(&conf).unwrap();
+    let status = gc_or_status_env(&host, "STATUS");
+    host.exec_plugin(&program, &status, &stdin).ok();
+
+    let pods = [
+        TestNetns::with_kind("pod").unwrap(),
+        TestNetns::with_kind("pod").unwrap(),
+    ];
+    exec(&host, "ADD", "cid-only", &pods[0], &conf);
+    let err = host.exec_plugin(&program, &status, &stdin).cni_error(50);
+    let msg = err["msg"].as_str().unwrap();
+    assert!(msg.contains("no free address"), "{err}");
+    assert!(msg.contains("198.51.100.2"), "names the range: {err}");
+    // STATUS was right: an ADD now fails (and leaves nothing).
+    let env = CniEnv::new("ADD", "cid-more", pods[1].path(), "eth0", &host.cni_path());
+    host.exec_plugin(&program, &env, &stdin).cni_error(103);
+    assert_eq!(support::links_of(&pods[1]).len(), 1, "only lo");
+
+    exec(&host, "DEL", "cid-only", &pods[0], &conf);
+    host.exec_plugin(&program, &status, &stdin).ok();
+    host.assert_clean(&[&bridge], &[]);
+}

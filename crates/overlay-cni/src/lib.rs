@@ -8,6 +8,7 @@
 //! - [`result`]: results for every version and libcni's conversion rules;
 //! - [`error`]: the error object and its codes;
 //! - [`version`]: versions, negotiation and the `VERSION` answer;
+//! - [`args`]: `CNI_ARGS` with the reference plugins' rules (`IgnoreUnknown`);
 //! - [`validate`]: network name, container ID and interface name rules;
 //! - [`plugin`]: the plugin runner (Go's `skel`) and the [`plugin::Plugin`] trait;
 //! - [`delegate`]: IPAM delegation;
@@ -58,6 +59,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod args;
 pub mod cache;
 pub mod config;
 pub mod delegate;

@@ -321,10 +321,54 @@ impl Request {
     pub fn attachment_hash(&self) -> u64 {
         attachment_hash(self.network_name(), self.container_id(), self.ifname())
     }
+
+    /// `CNI_ARGS`, refused as the reference plugins refuse them when they
+    /// hold a key not in `known` without `IgnoreUnknown=1` (code 999, the
+    /// reference's message); see [`crate::args`].
+    ///
+    /// ```
+    /// use overlay_cni::plugin::{CniEnv, Command, Request};
+    /// # use overlay_cni::{CniError, CniResult, Plugin};
+    /// # struct P;
+    /// # impl Plugin for P {
+    /// #     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+    /// let args = req.load_args(&["MAC"])?;
+    /// assert_eq!(args.get("MAC"), Some("02:00:00:00:00:01"));
+    /// #         Ok(CniResult::new(req.version))
+    /// #     }
+    /// #     fn del(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+    /// #     fn check(&self, _: &Request) -> Result<(), CniError> { Ok(()) }
+    /// # }
+    /// # let env: std::collections::HashMap<String, String> = [
+    /// #     ("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", "/run/netns/p"),
+    /// #     ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/opt/cni/bin"),
+    /// #     ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web;MAC=02:00:00:00:00:01"),
+    /// # ].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    /// # let out = overlay_cni::plugin::dispatch(&P, &env, br#"{"cniVersion":"1.0.0","name":"n","type":"p"}"#);
+    /// # assert_eq!(out.exit_code, 0);
+    /// ```
+    pub fn load_args(&self, known: &[&str]) -> Result<crate::args::CniArgs, CniError> {
+        Ok(crate::args::CniArgs::load(&self.env.args, known)?)
+    }
 }
 
-/// FNV-1a 64 over the three fields, each followed by a NUL byte; see [`Request::attachment_hash`].
-fn attachment_hash(network: &str, container_id: &str, ifname: &str) -> u64 {
+/// The attachment hash of [`Request::attachment_hash`] from its three
+/// parts, for a plugin that knows an attachment without a request for it
+/// (GC finds stale attachments in its own state): FNV-1a 64 over the
+/// network name, container ID and interface name, each followed by a NUL
+/// byte.
+///
+/// ```
+/// assert_eq!(
+///     overlay_cni::plugin::attachment_hash("pods", "c1", "eth0"),
+///     overlay_cni::plugin::attachment_hash("pods", "c1", "eth0"),
+/// );
+/// assert_ne!(
+///     overlay_cni::plugin::attachment_hash("pods", "c1", "eth0"),
+///     overlay_cni::plugin::attachment_hash("pods", "c", "1eth0"),
+/// );
+/// ```
+pub fn attachment_hash(network: &str, container_id: &str, ifname: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in [network, container_id, ifname] {
         for byte in part.bytes().chain([0]) {

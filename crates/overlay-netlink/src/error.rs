@@ -293,8 +293,9 @@ pub enum Error {
         /// Its path (`/run/netns/NAME` for a named namespace).
         path: PathBuf,
     },
-    /// A step of creating, opening, entering or deleting a namespace failed.
-    #[error("{operation} network namespace {}", path.display())]
+    /// A step of creating, opening, entering or deleting a namespace failed;
+    /// the message ends with the operating system's reason.
+    #[error("{operation} network namespace {}: {source}", path.display())]
     Namespace {
         /// The step, for example `"bind-mount"`.
         operation: &'static str,
@@ -311,8 +312,9 @@ pub enum Error {
         /// What was changed and what failed.
         report: Box<crate::overlay::ReconcileReport>,
     },
-    /// Reading or writing a sysctl failed.
-    #[error("{operation} sysctl {key}")]
+    /// Reading or writing a sysctl failed; the message ends with the
+    /// operating system's reason.
+    #[error("{operation} sysctl {key}: {source}")]
     Sysctl {
         /// `"read"` or `"write"`.
         operation: &'static str,
@@ -409,5 +411,29 @@ mod tests {
         assert!(text.ends_with(": exists"), "{text}");
         assert!(e.is_already_exists());
         assert_eq!(e.errno(), Some(libc::EEXIST));
+    }
+
+    #[test]
+    fn namespace_and_sysctl_errors_end_with_the_operating_systems_reason() {
+        let e = Error::Namespace {
+            operation: "enter",
+            path: PathBuf::from("/tmp/not-a-netns"),
+            source: io::Error::from_raw_os_error(libc::EINVAL),
+        };
+        let os = io::Error::from_raw_os_error(libc::EINVAL).to_string();
+        assert_eq!(
+            e.to_string(),
+            format!("enter network namespace /tmp/not-a-netns: {os}")
+        );
+        let e = Error::Sysctl {
+            operation: "write",
+            key: "net.ipv4.ip_forward".into(),
+            source: io::Error::from_raw_os_error(libc::EROFS),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("write sysctl net.ipv4.ip_forward: Read-only"),
+            "{e}"
+        );
     }
 }

@@ -123,6 +123,62 @@ fn make_run_dir_shared(dir: &Path) -> io::Result<()> {
 /// The operation named by errors of opening a namespace's request socket.
 const OPEN_SOCKET: &str = "open netlink socket in";
 
+/// `ioctl(NS_GET_NSTYPE)`: the `CLONE_NEW*` type of a namespace file.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// What a file that `setns` refused is, when it can tell why: `setns`
+/// answers `EINVAL` alike for a regular file, a directory and a namespace
+/// of another type.
+fn not_a_netns(fd: BorrowedFd<'_>) -> Option<String> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat(2) on a valid fd, into a buffer of the right type.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded and filled the buffer.
+    let st = unsafe { st.assume_init() };
+    let mut fs = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs(2) on a valid fd, into a buffer of the right type.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), fs.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstatfs succeeded and filled the buffer.
+    let magic = unsafe { fs.assume_init() }.f_type as u64;
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFREG => "a regular file",
+        libc::S_IFCHR | libc::S_IFBLK => "a device",
+        libc::S_IFIFO => "a pipe",
+        libc::S_IFSOCK => "a socket",
+        _ => "a file",
+    };
+    if magic != libc::NSFS_MAGIC as u64 {
+        return Some(format!(
+            "it is {kind} (file system magic {magic:#x}), not a namespace file (nsfs, {:#x})",
+            libc::NSFS_MAGIC
+        ));
+    }
+    // SAFETY: an argument-less ioctl on a valid fd.
+    let ty = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    (ty > 0 && ty != libc::CLONE_NEWNET)
+        .then(|| "it is a namespace of another type than network".to_owned())
+}
+
+/// The error of a failed `setns` into `fd`: the operating system's reason,
+/// followed, where `setns` only says "invalid argument", by what the file
+/// is instead of a network namespace.
+fn enter_error(fd: BorrowedFd<'_>, path: &Path, os: io::Error) -> Error {
+    let source = match (os.raw_os_error(), not_a_netns(fd)) {
+        (Some(libc::EINVAL), Some(what)) => io::Error::new(os.kind(), format!("{os}: {what}")),
+        _ => os,
+    };
+    Error::Namespace {
+        operation: "enter",
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Run `f` on a new thread that entered the namespace `fd`; the calling thread
 /// never changes namespace.
 fn on_thread_in<F, T>(fd: BorrowedFd<'_>, path: &Path, f: F) -> Result<T>
@@ -137,11 +193,7 @@ where
                 // thread, which ends when the closure returns.
                 let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
                 if rc != 0 {
-                    return Err(Error::Namespace {
-                        operation: "enter",
-                        path: path.to_path_buf(),
-                        source: io::Error::last_os_error(),
-                    });
+                    return Err(enter_error(fd, path, io::Error::last_os_error()));
                 }
                 Ok(f())
             })
@@ -184,7 +236,7 @@ where
     })?;
     // SAFETY: setns(2) on a valid namespace fd; `Return` undoes it.
     if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(ns_error("enter", path)(io::Error::last_os_error()));
+        return Err(enter_error(fd, path, io::Error::last_os_error()));
     }
     let back = Return(own);
     let result = f();
@@ -482,6 +534,29 @@ mod tests {
                 })
             ));
         }
+    }
+
+    #[test]
+    fn entering_a_directory_or_a_regular_file_says_why_it_failed() {
+        let dir = std::env::temp_dir().join(format!("ovt-netns-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("file");
+        fs::write(&file, "").unwrap();
+        let einval = io::Error::from_raw_os_error(libc::EINVAL).to_string();
+        for (path, kind) in [(&dir, "a directory"), (&file, "a regular file")] {
+            let ns = Netns::open_path(path).unwrap();
+            // `run` enters on a helper thread: this thread never moves.
+            let text = ns.run(|| ()).unwrap_err().to_string();
+            assert!(text.starts_with("enter network namespace "), "{text}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains(&einval), "the OS's reason: {text}");
+            assert!(text.contains(kind), "{text}");
+        }
+        // A namespace of another type.
+        let mnt = Netns::open_path("/proc/self/ns/uts").unwrap();
+        let text = mnt.run(|| ()).unwrap_err().to_string();
+        assert!(text.contains("another type"), "{text}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

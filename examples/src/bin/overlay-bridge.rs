@@ -22,6 +22,42 @@
 //! does. `promiscMode: true` is rejected with code 2 (unsupported field):
 //! overlay-netlink has no promiscuity setter.
 //!
+//! # A failed ADD changes nothing
+//!
+//! ADD checks the whole configuration before it touches the kernel or the
+//! IPAM store: the bridge name (the kernel's interface name rules), `mtu`
+//! (68 to 65535, from 1280 with an IPv6 range; `0` is not "unset", leave
+//! the key out for the kernel's default), the IPAM configuration and its
+//! addresses, `CNI_ARGS` and `CNI_NETNS`. A configuration error is code 7
+//! and leaves no link, address, rule or IPAM file. When a kernel step
+//! fails later, the ADD undoes what it created: its veth pair, its IPAM
+//! reservation, its masquerading rules, and the bridge or the bridge's
+//! gateway addresses when this ADD created them and no other attachment
+//! uses the bridge. (Forwarding, once enabled, stays enabled, as with the
+//! reference plugin.)
+//!
+//! # `CNI_ARGS`
+//!
+//! As the reference plugin (`types.LoadArgs` on its `BridgeArgs`), ADD,
+//! CHECK and DEL refuse `CNI_ARGS` with a key they do not know unless
+//! `IgnoreUnknown` is `1` or `true`, with the reference plugin's code
+//! (999) and message (`ARGS: unknown args [...]`); see
+//! [`overlay_cni::args`]. This plugin knows no keys: the reference plugin's
+//! `MAC` is not supported (the container MAC is derived, see above), and
+//! `IP` is for IPAM (runtimes send it with `IgnoreUnknown=1`).
+//!
+//! # Error codes
+//!
+//! Besides the spec's codes (1 to 7, 11, 50, and 999 as above), the plugin
+//! fails with its own:
+//!
+//! | code | meaning | when |
+//! | ---- | ------- | ---- |
+//! | 100 | a kernel (netlink) operation failed | creating the bridge or the veth pair, setting links up, adding addresses and routes, deleting links (DEL, GC); the message names the step and the kernel's reason |
+//! | 101 | the container interface name is taken | ADD, when `CNI_IFNAME` already exists in `CNI_NETNS` |
+//! | 102 | an `iptables`/`ip6tables` command failed | ADD and DEL with `ipMasq: true` |
+//! | 103 | in-process `host-local` IPAM could not allocate, or found no address | ADD (range full, duplicate attachment, requested address unavailable), CHECK (no reservation for the attachment) |
+//!
 //! # IPAM
 //!
 //! With `"ipam": {"type": "host-local", ...}` the plugin allocates
@@ -32,10 +68,15 @@
 //! `runtimeConfig.ips`), the same files under `<dataDir>/<network>` and the
 //! same `flock` on their `lock` file, so this plugin and the reference
 //! `host-local` can share a node's data directory safely. ADD, DEL, CHECK
-//! and GC (which keeps the runtime's valid attachments) act on those files;
-//! STATUS reports ready when the network's data directory is writable
-//! (code 50 otherwise). This saves the `host-local` process (about 5 ms of
-//! an ADD).
+//! and GC act on those files. GC releases every attachment missing from
+//! the runtime's valid attachments whole or not at all: it deletes the
+//! attachment's host veth (which takes the pod's end and its addresses
+//! with it) and masquerading rules first, and frees the reservation only
+//! when that succeeded, so no ADD is ever given an address still configured
+//! on a live interface. STATUS reports ready when the network's data
+//! directory is writable and every range set has a free address (code 50
+//! otherwise, with the reason). This saves the `host-local` process (about
+//! 5 ms of an ADD).
 //!
 //! Any other IPAM type is delegated: the plugin found on `CNI_PATH` runs
 //! with the same environment and configuration, for every command. To force
@@ -55,10 +96,13 @@ use std::thread;
 use ipnet::IpNet;
 use overlay_cni::config::GcAttachment;
 use overlay_cni::delegate::{self, AddGuard};
+use overlay_cni::plugin::attachment_hash;
 use overlay_cni::result::{Interface, IpConfig, Route};
 use overlay_cni::{CniError, CniResult, ErrorCode, Plugin, Request};
 use overlay_ipam::host_local;
-use overlay_netlink::{Address, Handle, Link, LinkKind, MacAddr, Netns, VethConfig};
+use overlay_netlink::{
+    Address, Handle, Link, LinkKind, MacAddr, Netns, VethConfig, validate_ifname,
+};
 use serde::Deserialize;
 
 /// Plugin-specific code: a kernel (netlink) operation failed.
@@ -93,6 +137,20 @@ fn default_bridge() -> String {
     "cni0".to_owned()
 }
 
+/// The smallest MTU the kernel accepts for a bridge or a veth (`ETH_MIN_MTU`).
+const MIN_MTU: u32 = 68;
+/// The smallest MTU on which the kernel keeps IPv6 up (`IPV6_MIN_MTU`).
+const MIN_MTU_IPV6: u32 = 1280;
+/// The largest MTU the kernel accepts for a bridge or a veth (`ETH_MAX_MTU`).
+const MAX_MTU: u32 = 65535;
+
+/// The keys of `CNI_ARGS` this plugin knows (besides `IgnoreUnknown`).
+const KNOWN_CNI_ARGS: &[&str] = &[];
+
+fn config_error(msg: String) -> CniError {
+    CniError::new(ErrorCode::InvalidNetworkConfig, msg)
+}
+
 impl BridgeConf {
     fn from_request(req: &Request) -> Result<(BridgeConf, Ipam), CniError> {
         let extra = serde_json::Value::Object(req.config.extra.clone());
@@ -106,6 +164,26 @@ impl BridgeConf {
         // As the reference plugin: a default gateway implies a gateway.
         conf.is_gateway |= conf.is_default_gateway;
         Ok((conf, Ipam::from_request(req)?))
+    }
+
+    /// ADD's checks of what the kernel would refuse, before anything is
+    /// created (code 7): the bridge name and the MTU. The IPAM
+    /// configuration was checked by [`Ipam::from_request`].
+    fn validate(&self, ipam: &Ipam) -> Result<(), CniError> {
+        validate_ifname(&self.bridge)
+            .map_err(|e| config_error(format!("invalid bridge name: {e}")))?;
+        if let Some(mtu) = self.mtu {
+            let (min, why) = match ipam.has_ipv6_range() {
+                true => (MIN_MTU_IPV6, " (the network has an IPv6 range)"),
+                false => (MIN_MTU, ""),
+            };
+            if !(min..=MAX_MTU).contains(&mtu) {
+                return Err(config_error(format!(
+                    "invalid mtu {mtu}: must be {min} to {MAX_MTU}{why}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -172,6 +250,15 @@ fn ipam_store_error(e: host_local::StoreError) -> CniError {
 }
 
 impl Ipam {
+    /// Whether in-process `host-local` has an IPv6 range set (a delegated
+    /// plugin's ranges are not known before its ADD).
+    fn has_ipv6_range(&self) -> bool {
+        match self {
+            Ipam::HostLocal(config) => config.ranges.iter().any(|set| !set.is_ipv4()),
+            Ipam::Delegate(_) => false,
+        }
+    }
+
     fn from_request(req: &Request) -> Result<Ipam, CniError> {
         let ipam = req
             .config
@@ -268,7 +355,14 @@ impl Ipam {
         }
     }
 
-    fn gc(&self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
+    /// GC of in-process `host-local`: `teardown` removes what else a stale
+    /// attachment holds; its reservation is freed only when that succeeded.
+    fn gc(
+        &self,
+        req: &Request,
+        valid: &[GcAttachment],
+        teardown: impl FnMut(&host_local::Owner, &[IpAddr]) -> Result<(), CniError>,
+    ) -> Result<(), CniError> {
         match self {
             Ipam::Delegate(ty) => Ok(delegate::delegate_gc(ty, &req.config_bytes, &req.env)?),
             Ipam::HostLocal(config) => {
@@ -276,7 +370,31 @@ impl Ipam {
                     .iter()
                     .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
                     .collect();
-                config.gc(&valid).map(drop).map_err(ipam_store_error)
+                let outcome = config.gc_with(&valid, teardown).map_err(ipam_store_error)?;
+                let Some((_, _, first)) = outcome.kept.first() else {
+                    return Ok(());
+                };
+                let kept: Vec<String> = outcome
+                    .kept
+                    .iter()
+                    .map(|(owner, ips, e)| {
+                        format!(
+                            "{}/{} ({}): {}",
+                            owner.container_id,
+                            owner.ifname.as_deref().unwrap_or("?"),
+                            display_ips(ips),
+                            e.msg
+                        )
+                    })
+                    .collect();
+                Err(CniError::new(
+                    first.code,
+                    format!(
+                        "GC kept {} stale attachment(s) it could not tear down whole; their addresses stay reserved",
+                        kept.len()
+                    ),
+                )
+                .with_details(kept.join("; ")))
             }
         }
     }
@@ -284,12 +402,26 @@ impl Ipam {
     fn status(&self, req: &Request) -> Result<(), CniError> {
         match self {
             Ipam::Delegate(ty) => Ok(delegate::delegate_status(ty, &req.config_bytes, &req.env)?),
-            Ipam::HostLocal(config) => config.status().map_err(|e| {
-                CniError::new(
-                    ErrorCode::PluginNotAvailable,
-                    format!("host-local IPAM store is not usable: {e}"),
-                )
-            }),
+            Ipam::HostLocal(config) => {
+                let unavailable = |msg: String| CniError::new(ErrorCode::PluginNotAvailable, msg);
+                config.status().map_err(|e| {
+                    unavailable(format!("host-local IPAM store is not usable: {e}"))
+                })?;
+                match config.full_range_set() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(index)) => Err(unavailable(format!(
+                        "host-local IPAM has no free address in range set {index} ({}): ADD cannot succeed",
+                        config
+                            .ranges
+                            .get(index)
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    ))),
+                    Err(e) => Err(unavailable(format!(
+                        "host-local IPAM store is not usable: {e}"
+                    ))),
+                }
+            }
         }
     }
 }
@@ -298,8 +430,20 @@ impl Ipam {
 /// stable across builds (FNV-1a), so DEL finds it without entering the pod's
 /// namespace (which may be gone), even after the plugin was upgraded.
 fn host_veth_name(req: &Request) -> String {
-    let hash = req.attachment_hash();
+    host_veth_name_of(req.attachment_hash())
+}
+
+/// [`host_veth_name`] from an attachment hash (GC knows attachments from
+/// IPAM's files, not from a request).
+fn host_veth_name_of(hash: u64) -> String {
     format!("veth{:08x}", (hash ^ (hash >> 32)) as u32)
+}
+
+fn display_ips(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The container end's MAC address: locally administered and unicast,
@@ -313,6 +457,8 @@ fn pod_mac(req: &Request) -> MacAddr {
 /// The links of one attachment.
 struct Links {
     bridge: Link,
+    /// Whether this ADD created the bridge.
+    bridge_created: bool,
     host_end: Link,
     /// The container end, in the pod's namespace.
     pod_index: u32,
@@ -327,8 +473,8 @@ mod masq {
     use super::*;
     use std::process::Command;
 
-    fn chain(req: &Request) -> String {
-        format!("OVB-{:016x}", req.attachment_hash())
+    fn chain(hash: u64) -> String {
+        format!("OVB-{hash:016x}")
     }
 
     fn iptables(tool: &str, args: &[&str]) -> Result<String, CniError> {
@@ -361,7 +507,7 @@ mod masq {
 
     /// Masquerade `ips`; on failure, remove what was added.
     pub(super) fn add(req: &Request, ips: &[IpConfig]) -> Result<(), CniError> {
-        let chain = chain(req);
+        let chain = chain(req.attachment_hash());
         let added = ips.iter().try_for_each(|ip| {
             let v4 = ip.address.addr().is_ipv4();
             let (tool, multicast) = (tool(v4), if v4 { "224.0.0.0/4" } else { "ff00::/8" });
@@ -378,13 +524,14 @@ mod masq {
             iptables(tool, &["-A", "POSTROUTING", "-s", &source, "-j", &chain]).map(drop)
         });
         added.inspect_err(|_| {
-            let _ = del(req);
+            let _ = del(req.attachment_hash());
         })
     }
 
-    /// Remove the attachment's chain and the jumps to it; absent is success.
-    pub(super) fn del(req: &Request) -> Result<(), CniError> {
-        let chain = chain(req);
+    /// Remove the chain of the attachment with hash `hash` and the jumps
+    /// to it; absent is success.
+    pub(super) fn del(hash: u64) -> Result<(), CniError> {
+        let chain = chain(hash);
         for tool in [tool(true), tool(false)] {
             if iptables(tool, &["-S", &chain]).is_err() {
                 continue; // no chain: nothing of ours in this family
@@ -611,6 +758,20 @@ fn open_netns(req: &Request) -> Result<Netns, CniError> {
     })
 }
 
+/// A netlink handle in the pod's namespace, opened on this thread (inside
+/// `rt`'s context, before any task runs). A `CNI_NETNS` that names no
+/// network namespace (a regular file, a directory) fails here, with code 4
+/// and the operating system's reason.
+fn pod_handle(pod_ns: &Netns) -> Result<Handle, CniError> {
+    pod_ns.handle_on_current_thread().map_err(|e| match e {
+        overlay_netlink::Error::Namespace { .. } => CniError::new(
+            ErrorCode::InvalidEnvironmentVariables,
+            format!("CNI_NETNS is not a usable network namespace: {e}"),
+        ),
+        e => netlink("netlink socket in CNI_NETNS")(e),
+    })
+}
+
 fn with_prefix(addr: IpAddr, of: &IpNet) -> IpNet {
     // The prefix length comes from an existing IpNet of the same family.
     IpNet::new(addr, of.prefix_len()).unwrap_or(*of)
@@ -626,34 +787,125 @@ impl OverlayBridge {
         pod_ns: &Netns,
         pod: &Handle,
     ) -> Result<Links, CniError> {
-        let bridge = match host
+        let (bridge, created) = Self::ensure_bridge(conf, host).await?;
+        let links = Self::attach(req, conf, host, pod_ns, pod, bridge, created).await;
+        if let (Err(_), Some(bridge)) = (&links, created) {
+            let _ = Self::remove_bridge_if_unused(host, bridge, None).await;
+        }
+        links
+    }
+
+    /// The bridge, and its index when this call created it.
+    async fn ensure_bridge(
+        conf: &BridgeConf,
+        host: &Handle,
+    ) -> Result<(Link, Option<u32>), CniError> {
+        let not_a_bridge = || {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!("{} already exists but is not a bridge", conf.bridge),
+            )
+        };
+        let existing = host
             .link()
             .find(conf.bridge.as_str())
             .await
-            .map_err(netlink("find bridge"))?
-        {
-            Some(b) if b.kind != Some(LinkKind::Bridge) => {
-                return Err(CniError::new(
-                    ErrorCode::InvalidNetworkConfig,
-                    format!("{} already exists but is not a bridge", conf.bridge),
-                ));
-            }
-            Some(b) => b,
-            None => {
+            .map_err(netlink("find bridge"))?;
+        if let Some(b) = existing {
+            return match b.kind {
+                Some(LinkKind::Bridge) => Ok((b, None)),
+                _ => Err(not_a_bridge()),
+            };
+        }
+        let b = match host.link().add_bridge(&conf.bridge).await {
+            Ok(b) => b,
+            // Created by a concurrent ADD in the meantime.
+            Err(e) if e.is_already_exists() => {
                 let b = host
                     .link()
-                    .ensure_bridge(&conf.bridge)
+                    .get(conf.bridge.as_str())
                     .await
-                    .map_err(netlink("create bridge"))?;
-                if let Some(mtu) = conf.mtu {
-                    host.link()
-                        .set_mtu(b.index, mtu)
-                        .await
-                        .map_err(netlink("set bridge MTU"))?;
-                }
-                b
+                    .map_err(netlink("find bridge"))?;
+                return match b.kind {
+                    Some(LinkKind::Bridge) => Ok((b, None)),
+                    _ => Err(not_a_bridge()),
+                };
             }
+            Err(e) => return Err(netlink("create bridge")(e)),
         };
+        let configured = async {
+            if let Some(mtu) = conf.mtu {
+                host.link()
+                    .set_mtu(b.index, mtu)
+                    .await
+                    .map_err(netlink("set bridge MTU"))?;
+            }
+            Ok::<_, CniError>(())
+        };
+        match configured.await {
+            Ok(()) => Ok((b.clone(), Some(b.index))),
+            Err(e) => {
+                let _ = host.link().delete(b.index).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Delete the bridge `index` (created by this ADD) unless a port other
+    /// than `leaving` is attached to it: another attachment uses it then.
+    async fn remove_bridge_if_unused(
+        host: &Handle,
+        index: u32,
+        leaving: Option<u32>,
+    ) -> Result<bool, overlay_netlink::Error> {
+        let links = host.link().list().await?;
+        let in_use = links
+            .iter()
+            .any(|l| l.master == Some(index) && Some(l.index) != leaving);
+        if in_use {
+            return Ok(false);
+        }
+        match host.link().delete(index).await {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(true),
+        }
+    }
+
+    /// Undo what a failed ADD created in the host's namespace: the veth
+    /// pair (its pod end and addresses go with it) and, unless another
+    /// attachment uses the bridge, the bridge when this ADD created it or
+    /// else the gateway addresses this ADD added to it.
+    async fn undo(host: &Handle, links: &Links, gateways_added: &[IpNet]) {
+        let _ = host.link().delete(links.host_end.index).await;
+        let bridge = links.bridge.index;
+        if links.bridge_created {
+            let _ = Self::remove_bridge_if_unused(host, bridge, Some(links.host_end.index)).await;
+            return;
+        }
+        if gateways_added.is_empty() {
+            return;
+        }
+        let in_use = host
+            .link()
+            .list()
+            .await
+            .map(|links_now| links_now.iter().any(|l| l.master == Some(bridge)));
+        if let Ok(false) = in_use {
+            for gw in gateways_added {
+                let _ = host.address().delete(Address::new(bridge, *gw)).await;
+            }
+        }
+    }
+
+    async fn attach(
+        req: &Request,
+        conf: &BridgeConf,
+        host: &Handle,
+        pod_ns: &Netns,
+        pod: &Handle,
+        bridge: Link,
+        created: Option<u32>,
+    ) -> Result<Links, CniError> {
         if !bridge.up {
             host.link()
                 .set_up(bridge.index)
@@ -726,6 +978,7 @@ impl OverlayBridge {
         match attach.await {
             Ok((pod_index, pod_mac)) => Ok(Links {
                 bridge,
+                bridge_created: created.is_some(),
                 host_end,
                 pod_index,
                 pod_mac,
@@ -744,6 +997,7 @@ impl OverlayBridge {
         pod: &Handle,
         links: &Links,
         ipam: &CniResult,
+        gateways_added: &mut Vec<IpNet>,
     ) -> Result<CniResult, CniError> {
         let Links {
             bridge, host_end, ..
@@ -834,10 +1088,11 @@ impl OverlayBridge {
         let host_side = async {
             for gw_net in gateways {
                 match host.address().add(Address::new(bridge.index, gw_net)).await {
+                    Ok(()) => gateways_added.push(gw_net),
                     Err(e) if !e.is_already_exists() => {
                         return Err(netlink("add gateway address to bridge")(e));
                     }
-                    _ => {}
+                    Err(_) => {}
                 }
                 let key = if gw_net.addr().is_ipv4() {
                     "net/ipv4/ip_forward"
@@ -861,6 +1116,7 @@ impl OverlayBridge {
 
 impl Plugin for OverlayBridge {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        req.load_args(KNOWN_CNI_ARGS)?;
         let (conf, ipam) = BridgeConf::from_request(req)?;
         if conf.promisc_mode {
             // Only ADD refuses it: DEL of such a config must still succeed.
@@ -870,26 +1126,22 @@ impl Plugin for OverlayBridge {
             )
             .with_details("overlay-netlink has no promiscuity setter; set it to false"));
         }
+        conf.validate(&ipam)?;
         let pod_ns = open_netns(req)?;
-        // IPAM (in-process, or a separate process) runs from the start, on
-        // its own thread, while this one opens the sockets and builds the
-        // links.
-        let (setup, lease) = thread::scope(|s| {
+        // The sockets first (microseconds, and a CNI_NETNS that is no
+        // network namespace fails here, before IPAM has written anything);
+        // then IPAM (in-process, or a separate process) runs on its own
+        // thread while this one builds the links.
+        let rt = runtime()?;
+        let in_runtime = rt.enter();
+        let pod = pod_handle(&pod_ns)?;
+        let host = Handle::new().map_err(netlink("netlink socket"))?;
+        drop(in_runtime);
+        let (links, lease) = thread::scope(|s| {
             let lease = s.spawn(|| ipam.add(req));
-            let setup = (|| {
-                let rt = runtime()?;
-                let in_runtime = rt.enter();
-                let pod = pod_ns
-                    .handle_on_current_thread()
-                    .map_err(netlink("netlink socket in CNI_NETNS"))?;
-                let host = Handle::new().map_err(netlink("netlink socket"))?;
-                drop(in_runtime);
-                let links = rt.block_on(Self::setup_links(req, &conf, &host, &pod_ns, &pod));
-                Ok::<_, CniError>((rt, host, pod, links))
-            })();
-            (setup, lease.join())
+            let links = rt.block_on(Self::setup_links(req, &conf, &host, &pod_ns, &pod));
+            (links, lease.join())
         });
-        let (rt, host, pod, links) = setup?;
         let _in_runtime = rt.enter();
         let lease = lease
             .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Internal, "IPAM thread panicked")));
@@ -898,10 +1150,11 @@ impl Plugin for OverlayBridge {
             (Ok(links), Ok(lease)) => (links, lease),
             (Err(e), _) => return Err(e),
             (Ok(links), Err(e)) => {
-                let _ = rt.block_on(host.link().delete(links.host_end.index));
+                rt.block_on(Self::undo(&host, &links, &[]));
                 return Err(e);
             }
         };
+        let mut gateways_added = Vec::new();
         match rt
             .block_on(Self::configure(
                 req,
@@ -910,6 +1163,7 @@ impl Plugin for OverlayBridge {
                 &pod,
                 &links,
                 lease.result(),
+                &mut gateways_added,
             ))
             .and_then(|result| match req.config.ip_masq {
                 Some(true) => masq::add(req, &result.ips).map(|()| result),
@@ -920,7 +1174,7 @@ impl Plugin for OverlayBridge {
                 Ok(result)
             }
             Err(e) => {
-                let _ = rt.block_on(host.link().delete(links.host_end.index));
+                rt.block_on(Self::undo(&host, &links, &gateways_added));
                 Err(e)
             }
         }
@@ -930,6 +1184,7 @@ impl Plugin for OverlayBridge {
     /// end deletes both; a missing link, after the namespace is gone or a
     /// repeated DEL, is success) while IPAM releases the address.
     fn del(&self, req: &Request) -> Result<(), CniError> {
+        req.load_args(KNOWN_CNI_ARGS)?;
         let (_, ipam) = BridgeConf::from_request(req)?;
         let rt = runtime()?;
         let _in_runtime = rt.enter();
@@ -939,7 +1194,7 @@ impl Plugin for OverlayBridge {
         thread::scope(|s| {
             let ipam = s.spawn(|| ipam.del(req));
             let masq = match req.config.ip_masq {
-                Some(true) => masq::del(req),
+                Some(true) => masq::del(req.attachment_hash()),
                 _ => Ok(()),
             };
             let links = match deletion {
@@ -957,6 +1212,7 @@ impl Plugin for OverlayBridge {
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
+        req.load_args(KNOWN_CNI_ARGS)?;
         let (conf, ipam) = BridgeConf::from_request(req)?;
         let prev = req
             .prev_result()
@@ -964,14 +1220,12 @@ impl Plugin for OverlayBridge {
                 CniError::new(ErrorCode::InvalidNetworkConfig, "CHECK needs prevResult")
             })?
             .map_err(|e| CniError::new(ErrorCode::DecodingFailure, format!("prevResult: {e}")))?;
-        ipam.check(req)?;
         let pod_ns = open_netns(req)?;
         let rt = runtime()?;
         let _in_runtime = rt.enter();
-        let pod = pod_ns
-            .handle_on_current_thread()
-            .map_err(netlink("netlink socket in CNI_NETNS"))?;
+        let pod = pod_handle(&pod_ns)?;
         let host = Handle::new().map_err(netlink("netlink socket"))?;
+        ipam.check(req)?;
         rt.block_on(async {
             let pod_end = pod
                 .link()
@@ -1025,8 +1279,43 @@ impl Plugin for OverlayBridge {
         })
     }
 
+    /// Release every stale attachment whole: its host veth (deleting one
+    /// end deletes both, and the pod's addresses with them) and its
+    /// masquerading rules, then its reservation; when the links cannot be
+    /// removed, the reservation stays and GC fails.
     fn gc(&self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
-        BridgeConf::from_request(req)?.1.gc(req, valid)
+        let (_, ipam) = BridgeConf::from_request(req)?;
+        if let Ipam::Delegate(_) = ipam {
+            return ipam.gc(req, valid, |_, _| Ok(()));
+        }
+        let rt = runtime()?;
+        let _in_runtime = rt.enter();
+        let host = Handle::new().map_err(netlink("netlink socket"))?;
+        let network = req.network_name();
+        ipam.gc(req, valid, |owner, _ips| {
+            let Some(ifname) = owner.ifname.as_deref() else {
+                return Err(CniError::plugin(
+                    CODE_NETLINK,
+                    "reservation recorded without an interface name: its host veth cannot be found",
+                ));
+            };
+            let hash = attachment_hash(network, &owner.container_id, ifname);
+            let veth = host_veth_name_of(hash);
+            rt.block_on(async {
+                match host.link().find(veth.as_str()).await {
+                    Ok(None) => Ok(()),
+                    Ok(Some(link)) => match host.link().delete(link.index).await {
+                        Err(e) if !e.is_not_found() => Err(netlink("delete host veth")(e)),
+                        _ => Ok(()),
+                    },
+                    Err(e) => Err(netlink("look up host veth")(e)),
+                }
+            })?;
+            match req.config.ip_masq {
+                Some(true) => masq::del(hash),
+                _ => Ok(()),
+            }
+        })
     }
 
     fn status(&self, req: &Request) -> Result<(), CniError> {

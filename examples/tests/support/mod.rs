@@ -445,6 +445,63 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Assert that a failed call changed nothing: the host namespace's
+    /// links, addresses and firewall rules are the baseline's, and the
+    /// IPAM data directory holds no file at all (not even a network's
+    /// directory or its `lock`).
+    pub(crate) fn assert_untouched(&self) {
+        assert_eq!(self.snapshot(), self.baseline, "host namespace changed");
+        let files: Vec<_> = fs::read_dir(self.ipam_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(files.is_empty(), "IPAM files written: {files:?}");
+    }
+}
+
+/// The addresses (without prefix) configured on the interfaces of
+/// `namespaces`, link-local IPv6 addresses excepted.
+pub(crate) fn live_addresses(namespaces: &[&TestNetns]) -> Vec<String> {
+    let mut found = Vec::new();
+    for ns in namespaces {
+        let out = ns.ip(["-o", "addr", "show"]).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut words = line.split_whitespace().skip(2);
+            if let (Some("inet" | "inet6"), Some(cidr)) = (words.next(), words.next()) {
+                let addr = cidr.split('/').next().unwrap_or(cidr);
+                if !addr.starts_with("fe80:") && addr != "127.0.0.1" && addr != "::1" {
+                    found.push(addr.to_owned());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The property every ADD must keep: `result` gives out no address that
+/// was configured on a live interface of `namespaces` before the ADD
+/// (`live_before`), and after it no address is configured twice.
+pub(crate) fn assert_no_duplicate_address(
+    result: &Value,
+    live_before: &[String],
+    namespaces: &[&TestNetns],
+) {
+    for ip in result_ips(result) {
+        assert!(
+            !live_before.contains(&ip),
+            "ADD returned {ip}, which a live interface already has: {live_before:?}"
+        );
+    }
+    let mut now = live_addresses(namespaces);
+    let total = now.len();
+    now.sort();
+    now.dedup();
+    assert_eq!(now.len(), total, "an address is configured twice: {now:?}");
+}
+
 /// Arguments of one libcni call.
 #[derive(Debug, Clone)]
 pub(crate) struct RuntimeArgs<'a> {

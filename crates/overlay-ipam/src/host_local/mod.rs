@@ -39,6 +39,7 @@
 mod config;
 mod store;
 
+use std::collections::HashSet;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -177,6 +178,17 @@ impl Dns {
     }
 }
 
+/// What [`Config::gc_with`] did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GcOutcome<E> {
+    /// The addresses released (their attachments were torn down).
+    pub released: Vec<IpAddr>,
+    /// The stale attachments whose teardown failed, with their addresses,
+    /// which stay reserved, and the teardown's error.
+    pub kept: Vec<(Owner, Vec<IpAddr>, E)>,
+}
+
 /// The result of [`Config::allocate`]: what `host-local` prints for `ADD`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -313,9 +325,60 @@ impl Config {
         &self,
         valid: &[(C, I)],
     ) -> Result<Vec<IpAddr>, StoreError> {
+        let outcome = self.gc_with(valid, |_, _| Ok::<(), std::convert::Infallible>(()))?;
+        Ok(outcome.released)
+    }
+
+    /// `GC` that releases each stale attachment whole or not at all.
+    ///
+    /// Under the store's lock, every attachment holding a reservation but
+    /// missing from `valid` (matched as in [`Config::gc`]) is handed to
+    /// `teardown`, once, with its addresses, so the caller can remove what
+    /// else the attachment holds (its links, its firewall rules) first.
+    /// Only when `teardown` succeeds are its reservations removed; when it
+    /// fails, they stay (an address still configured on a live interface
+    /// must not be handed out again) and the failure is reported in
+    /// [`GcOutcome::kept`]. The lock is held throughout, so no allocation
+    /// can take an address between the teardown and the release.
+    ///
+    /// ```
+    /// use overlay_ipam::host_local::Config;
+    ///
+    /// let data_dir = std::env::temp_dir().join(format!("ipam-gcwith-doc-{}", std::process::id()));
+    /// let net = format!(
+    ///     r#"{{"cniVersion":"1.1.0","name":"pods","ipam":{{"dataDir":"{}","subnet":"198.51.100.0/24"}}}}"#,
+    ///     data_dir.display()
+    /// );
+    /// let config = Config::from_network_config(net.as_bytes(), "").unwrap();
+    /// for cid in ["live", "gone", "stuck"] {
+    ///     config.allocate(cid, "eth0").unwrap();
+    /// }
+    /// let outcome = config
+    ///     .gc_with(&[("live", "eth0")], |owner, _ips| match owner.container_id.as_str() {
+    ///         "stuck" => Err("its veth cannot be deleted"),
+    ///         _ => Ok(()),
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(outcome.released.len(), 1); // gone's address
+    /// assert_eq!(outcome.kept.len(), 1); // stuck's address stays reserved
+    /// assert!(config.check("stuck", "eth0").unwrap());
+    /// assert!(!config.check("gone", "eth0").unwrap());
+    /// # std::fs::remove_dir_all(&data_dir).unwrap();
+    /// ```
+    pub fn gc_with<C, I, E, F>(
+        &self,
+        valid: &[(C, I)],
+        mut teardown: F,
+    ) -> Result<GcOutcome<E>, StoreError>
+    where
+        C: AsRef<str>,
+        I: AsRef<str>,
+        F: FnMut(&Owner, &[IpAddr]) -> Result<(), E>,
+    {
         let store = self.open_store()?;
         let locked = store.lock()?;
-        let mut released = Vec::new();
+        // Stale reservations grouped by owner, in a stable order.
+        let mut stale: Vec<(Owner, Vec<IpAddr>)> = Vec::new();
         for r in locked.reservations()? {
             let keep = valid.iter().any(|(cid, ifname)| {
                 r.owner.container_id == cid.as_ref().trim()
@@ -324,12 +387,75 @@ impl Config {
                         .as_deref()
                         .is_none_or(|i| i == ifname.as_ref())
             });
-            if !keep {
-                locked.remove(r.ip)?;
-                released.push(r.ip);
+            if keep {
+                continue;
+            }
+            match stale.iter_mut().find(|(owner, _)| *owner == r.owner) {
+                Some((_, ips)) => ips.push(r.ip),
+                None => stale.push((r.owner, vec![r.ip])),
             }
         }
-        Ok(released)
+        stale.sort_by(|a, b| {
+            (&a.0.container_id, &a.0.ifname).cmp(&(&b.0.container_id, &b.0.ifname))
+        });
+        let mut outcome = GcOutcome {
+            released: Vec::new(),
+            kept: Vec::new(),
+        };
+        for (owner, mut ips) in stale {
+            ips.sort();
+            match teardown(&owner, &ips) {
+                Ok(()) => {
+                    for ip in &ips {
+                        locked.remove(*ip)?;
+                    }
+                    outcome.released.extend(ips);
+                }
+                Err(error) => outcome.kept.push((owner, ips, error)),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Whether an `ADD` could get an address now: the index of the first
+    /// range set in which every allocatable address (every address
+    /// [`RangeSet::candidates`](crate::range::RangeSet::candidates) yields)
+    /// is reserved, or `None` when each set has a free address. Since
+    /// [`Config::allocate`] takes one address from every set, one full set
+    /// is enough to make it fail with [`AllocError::Exhausted`]. Requested
+    /// addresses ([`Config::requested_ips`]) are not considered. The answer
+    /// is read under the store's lock and may be stale as soon as it is
+    /// returned.
+    ///
+    /// ```
+    /// use overlay_ipam::host_local::Config;
+    ///
+    /// let data_dir = std::env::temp_dir().join(format!("ipam-full-doc-{}", std::process::id()));
+    /// // 198.51.100.0/30: .1 is the gateway, .2 the only address to give.
+    /// let net = format!(
+    ///     r#"{{"cniVersion":"1.1.0","name":"pods","ipam":{{"dataDir":"{}",
+    ///          "ranges":[[{{"subnet":"2001:db8::/64"}}],[{{"subnet":"198.51.100.0/30"}}]]}}}}"#,
+    ///     data_dir.display()
+    /// );
+    /// let config = Config::from_network_config(net.as_bytes(), "").unwrap();
+    /// assert_eq!(config.full_range_set().unwrap(), None);
+    /// config.allocate("a", "eth0").unwrap();
+    /// assert_eq!(config.full_range_set().unwrap(), Some(1));
+    /// config.release("a", "eth0").unwrap();
+    /// assert_eq!(config.full_range_set().unwrap(), None);
+    /// # std::fs::remove_dir_all(&data_dir).unwrap();
+    /// ```
+    pub fn full_range_set(&self) -> Result<Option<usize>, StoreError> {
+        let store = self.open_store()?;
+        let locked = store.lock()?;
+        let reserved: HashSet<IpAddr> = locked.reservations()?.into_iter().map(|r| r.ip).collect();
+        for (index, set) in self.ranges.iter().enumerate() {
+            let last = locked.last_reserved_ip(index)?;
+            if set.candidates(last).all(|(ip, _)| reserved.contains(&ip)) {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
     }
 
     /// `STATUS`: the store can be opened and its directory is writable.
@@ -472,6 +598,72 @@ mod tests {
         assert!(c.check("b", "eth0").unwrap());
         assert!(!c.check("a", "eth0").unwrap());
         c.status().unwrap();
+    }
+
+    #[test]
+    fn gc_with_releases_an_attachment_only_after_its_teardown_succeeds() {
+        let dir = TempDir::new();
+        let c = config(
+            &dir.0,
+            r#""ranges":[[{"subnet":"198.51.100.0/24"}],[{"subnet":"2001:db8::/64"}]]"#,
+        );
+        for cid in ["keep", "gone", "stuck"] {
+            c.allocate(cid, "eth0").unwrap();
+        }
+        let mut seen = Vec::new();
+        let outcome = c
+            .gc_with(&[("keep", "eth0")], |owner, ips| {
+                seen.push((owner.container_id.clone(), ips.len()));
+                match owner.container_id.as_str() {
+                    "stuck" => Err("busy"),
+                    _ => Ok(()),
+                }
+            })
+            .unwrap();
+        // One call per attachment, with both of its addresses.
+        assert_eq!(seen, [("gone".to_owned(), 2), ("stuck".to_owned(), 2)]);
+        assert_eq!(outcome.released.len(), 2);
+        assert_eq!(outcome.kept.len(), 1);
+        let (owner, ips, error) = &outcome.kept[0];
+        assert_eq!(owner.container_id, "stuck");
+        assert_eq!((ips.len(), *error), (2, "busy"));
+        assert!(c.check("keep", "eth0").unwrap());
+        assert!(c.check("stuck", "eth0").unwrap(), "kept whole");
+        assert!(!c.check("gone", "eth0").unwrap());
+        // A failed teardown is tried again by the next GC.
+        let again = c
+            .gc_with(&[("keep", "eth0")], |_, _| Ok::<(), ()>(()))
+            .unwrap();
+        assert_eq!(again.released.len(), 2);
+        assert!(!c.check("stuck", "eth0").unwrap());
+    }
+
+    #[test]
+    fn full_range_set_names_the_first_set_without_a_free_address() {
+        let dir = TempDir::new();
+        // Set 0: 198.51.100.2 and .3 (.1 is the gateway); set 1: only ::2.
+        let c = config(
+            &dir.0,
+            r#""ranges":[[{"subnet":"198.51.100.0/29","rangeEnd":"198.51.100.3"}],
+                         [{"subnet":"2001:db8::/64","rangeEnd":"2001:db8::2"}]]"#,
+        );
+        assert_eq!(c.full_range_set().unwrap(), None);
+        c.allocate("a", "eth0").unwrap();
+        assert_eq!(c.full_range_set().unwrap(), Some(1));
+        assert!(matches!(
+            c.allocate("b", "eth0"),
+            Err(AllocError::Exhausted { index: 1, .. })
+        ));
+        c.release("a", "eth0").unwrap();
+        assert_eq!(c.full_range_set().unwrap(), None);
+        // A reservation outside every range (another writer's) frees nothing.
+        let store = Store::open(&dir.0, "net").unwrap();
+        store
+            .lock()
+            .unwrap()
+            .reserve("x", "eth0", "203.0.113.9".parse().unwrap(), 7)
+            .unwrap();
+        assert_eq!(c.full_range_set().unwrap(), None);
     }
 
     #[test]
