@@ -73,3 +73,10 @@ for name, f in [('kernel-ipv4', v4), ('kernel-ipv4-udpcsum', v4c), ('kernel-gbp'
     put('vxlan_decap', name, f)
 put('geneve_decap', 'ipv4-options', outer_v4(v4, geneve + inner, 6081))
 put('geneve_decap', 'ipv4-no-options', outer_v4(v4, struct.pack('!BBHI', 0, 0, 0x6558, 1 << 8) + inner, 6081))
+# The boundary of the inner Ethernet header: 13 bytes of inner frame are
+# refused (shorter than an Ethernet header), 14 accepted; on the fast path
+# (IPv4, zero UDP checksum) for VXLAN, and for Geneve carrying Ethernet.
+put('vxlan_decap', 'ipv4-inner-13', outer_v4(v4, v4[42:50] + inner[:13], 4789))
+put('vxlan_decap', 'ipv4-inner-14', outer_v4(v4, v4[42:50] + inner[:14], 4789))
+put('geneve_decap', 'ipv4-inner-13',
+    outer_v4(v4, struct.pack('!BBHI', 0, 0, 0x6558, 1 << 8) + inner[:13], 6081))

@@ -7,7 +7,11 @@
 # namespace). The capture procedure itself is the privileged test
 # `live_kernel_*` in crates/overlay-core/tests/kernel_fixtures.rs: with
 # OVERLAY_CAPTURE_FIXTURES_DIR set it also writes what it captured there, so
-# the checked-in bytes and the live check can never follow different recipes.
+# the checked-in bytes and the live check can never follow different recipes
+# (a new scenario without a fixture yet is captured for the first time). The
+# live tests also check the UDP checksum setting each kernel device reports
+# (`ip -d link show`) against the checksums it sends; `vxlan-ipv4-default`
+# passes no checksum option and so records the kernel's own default.
 # Afterwards the fixture tests run against the new files.
 set -euo pipefail
 

@@ -6,7 +6,11 @@
 //! * `Packet::new_checked` and `Repr::parse` never panic, for any input;
 //! * after `new_checked` succeeded, no accessor panics (each is called);
 //! * whatever `Repr::parse` accepts, `Repr::emit` writes back into a buffer of
-//!   `Repr::buffer_len()` bytes, and that parses again to the same `Repr`;
+//!   `Repr::buffer_len()` bytes without an error (parse never produces a
+//!   field that `Repr::check` refuses), and that parses again to the same
+//!   `Repr`;
+//! * a successful decapsulation of an Ethernet payload returns at least an
+//!   Ethernet header's 14 bytes;
 //! * fields the `Repr` carries completely are re-emitted byte-exact (the
 //!   assertions below say which bytes, and why the others may differ).
 //!
@@ -41,7 +45,8 @@ pub fn ethernet(data: &[u8]) {
         return;
     };
     let mut out = vec![0u8; repr.buffer_len()];
-    repr.emit(&mut ethernet::Packet::new_unchecked(&mut out[..]));
+    repr.emit(&mut ethernet::Packet::new_unchecked(&mut out[..]))
+        .expect("a parsed Ethernet header emits");
     assert_eq!(out, data[..header_len], "Ethernet header not byte-exact");
     let again = ethernet::Packet::new_checked(&out[..]).expect("emitted header checks");
     assert_eq!(ethernet::Repr::parse(&again), Ok(repr));
@@ -77,7 +82,8 @@ pub fn ipv4(data: &[u8]) {
     };
     let mut out = data[..total_len].to_vec();
     out[..header_len].fill(0);
-    repr.emit(&mut ipv4::Packet::new_unchecked(&mut out[..]));
+    repr.emit(&mut ipv4::Packet::new_unchecked(&mut out[..]))
+        .expect("a parsed IPv4 header emits");
     assert_eq!(repr.buffer_len(), header_len);
     let mut masked_in = data[..header_len].to_vec();
     let mut masked_out = out[..header_len].to_vec();
@@ -111,7 +117,8 @@ pub fn ipv6(data: &[u8]) {
         return;
     };
     let mut out = vec![0u8; repr.buffer_len() + payload_len];
-    repr.emit(&mut ipv6::Packet::new_unchecked(&mut out[..]));
+    repr.emit(&mut ipv6::Packet::new_unchecked(&mut out[..]))
+        .expect("a parsed IPv6 header emits");
     assert_eq!(
         out[..ipv6::HEADER_LEN],
         data[..ipv6::HEADER_LEN],
@@ -173,7 +180,8 @@ pub fn udp(data: &[u8]) {
             &mut udp::Packet::new_unchecked(&mut out[..]),
             &addrs,
             checksum,
-        );
+        )
+        .expect("a parsed UDP header emits over its own datagram");
         assert_eq!(out[..6], data[..6], "UDP ports and length not byte-exact");
         let again = udp::Packet::new_checked(&out[..]).expect("emitted header checks");
         let options = match checksum {
@@ -198,7 +206,8 @@ pub fn vxlan(data: &[u8]) {
         return;
     };
     let mut out = vec![0u8; repr.buffer_len()];
-    repr.emit(&mut vxlan::Packet::new_unchecked(&mut out[..]));
+    repr.emit(&mut vxlan::Packet::new_unchecked(&mut out[..]))
+        .expect("a parsed VXLAN header emits");
     if !reserved {
         assert_eq!(
             out,
@@ -393,6 +402,11 @@ pub fn vxlan_decap(data: &[u8]) {
             continue;
         };
         let outer = check_located(data, &d);
+        assert!(
+            d.inner.len() >= ethernet::HEADER_LEN,
+            "VXLAN inner frame of {} bytes, shorter than an Ethernet header",
+            d.inner.len()
+        );
         let TunnelHeader::Vxlan(header) = d.tunnel() else {
             panic!("VXLAN decapsulation returned another tunnel header");
         };
@@ -425,6 +439,13 @@ pub fn geneve_decap(data: &[u8]) {
         let TunnelHeader::Geneve(header) = d.tunnel() else {
             panic!("Geneve decapsulation returned another tunnel header");
         };
+        if header.protocol_type == ethernet::EtherType::TransparentEthernetBridging {
+            assert!(
+                d.inner.len() >= ethernet::HEADER_LEN,
+                "Geneve Ethernet payload of {} bytes, shorter than an Ethernet header",
+                d.inner.len()
+            );
+        }
         let options: Vec<GeneveOption> = header
             .options
             .clone()

@@ -97,12 +97,15 @@ fn reemit_outer_layers(frame: &[u8], decap: &Decapsulated<'_>) -> Vec<u8> {
     let eth_repr = ethernet::Repr::parse(&eth).unwrap();
     assert_eq!(eth_repr, decap.outer().ethernet);
     let l3 = eth.header_len();
-    eth_repr.emit(&mut ethernet::Packet::new_unchecked(&mut out[..]));
+    eth_repr
+        .emit(&mut ethernet::Packet::new_unchecked(&mut out[..]))
+        .unwrap();
     let (addrs, l4) = match decap.outer().ip {
         OuterIp::V4(repr) => {
             let p = ipv4::Packet::new_checked(&frame[l3..]).unwrap();
             assert_eq!(ipv4::Repr::parse(&p).unwrap(), repr);
-            repr.emit(&mut ipv4::Packet::new_unchecked(&mut out[l3..]));
+            repr.emit(&mut ipv4::Packet::new_unchecked(&mut out[l3..]))
+                .unwrap();
             (
                 AddrPair::from((repr.src_addr, repr.dst_addr)),
                 l3 + repr.buffer_len(),
@@ -111,7 +114,8 @@ fn reemit_outer_layers(frame: &[u8], decap: &Decapsulated<'_>) -> Vec<u8> {
         OuterIp::V6(repr) => {
             let p = ipv6::Packet::new_checked(&frame[l3..]).unwrap();
             assert_eq!(ipv6::Repr::parse(&p).unwrap(), repr);
-            repr.emit(&mut ipv6::Packet::new_unchecked(&mut out[l3..]));
+            repr.emit(&mut ipv6::Packet::new_unchecked(&mut out[l3..]))
+                .unwrap();
             (
                 AddrPair::from((repr.src_addr, repr.dst_addr)),
                 l3 + repr.buffer_len(),
@@ -124,11 +128,15 @@ fn reemit_outer_layers(frame: &[u8], decap: &Decapsulated<'_>) -> Vec<u8> {
     } else {
         udp::Checksum::Compute
     };
-    decap.outer().udp.emit(
-        &mut udp::Packet::new_unchecked(&mut out[l4..]),
-        &addrs,
-        checksum,
-    );
+    decap
+        .outer()
+        .udp
+        .emit(
+            &mut udp::Packet::new_unchecked(&mut out[l4..]),
+            &addrs,
+            checksum,
+        )
+        .unwrap();
     out
 }
 

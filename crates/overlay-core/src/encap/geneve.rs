@@ -14,7 +14,8 @@ use crate::wire::{Vni, WireError};
 ///
 /// Defaults: destination port 6081, protocol type `0x6558` (Transparent
 /// Ethernet Bridging), no options, and the [`TunnelConfig`] defaults (zero
-/// UDP checksum over IPv4, computed over IPv6). The header with its options
+/// UDP checksum over IPv4, computed over IPv6; see
+/// [`UdpChecksumMode`](super::UdpChecksumMode)). The header with its options
 /// is encoded once at construction and copied in front of each frame.
 ///
 /// Decapsulation validates the header like [`geneve::Repr::parse`] (version
@@ -25,7 +26,8 @@ use crate::wire::{Vni, WireError};
 /// decides from [`GeneveHeader::options`](super::GeneveHeader::options).
 /// The payload is returned whatever its protocol type; it is an Ethernet
 /// frame when [`GeneveHeader::protocol_type`](super::GeneveHeader::protocol_type)
-/// is `0x6558`.
+/// is `0x6558`, and then one shorter than an Ethernet header is refused
+/// ([`DecapError::InnerFrameTooShort`]).
 ///
 /// ```
 /// use std::net::Ipv6Addr;
@@ -138,12 +140,14 @@ impl Encapsulation for GeneveEncap {
 
     #[inline]
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
-        let located = parse_outer(packet, &self.config)?;
+        // Only the fixed header is certain: the payload need not be Ethernet.
+        let located = parse_outer(packet, &self.config, geneve::HEADER_LEN)?;
         let header =
             geneve::Packet::new_checked(located.udp_payload).map_err(located.tunnel_error())?;
         header.validate().map_err(located.tunnel_error())?;
         let header_len = header.header_len();
-        Ok(located.finish(packet, TunnelKind::Geneve, header_len))
+        let ethernet = header.protocol_type() == EtherType::TransparentEthernetBridging;
+        located.finish(packet, TunnelKind::Geneve, header_len, ethernet)
     }
 }
 
@@ -200,10 +204,39 @@ mod tests {
         );
     }
 
+    #[test]
+    fn short_payload_is_refused_only_when_it_is_an_ethernet_frame() {
+        let outer = outer_v4();
+        for (protocol_type, refused) in [
+            (EtherType::TransparentEthernetBridging, true),
+            (EtherType::Ipv4, false),
+        ] {
+            let header = geneve::Repr {
+                oam: false,
+                protocol_type,
+                vni: Vni::new(9).unwrap(),
+                options: vec![GeneveOption::new(1, 1, vec![0; 4]).unwrap()],
+            };
+            let geneve = GeneveEncap::from_header(header, TunnelConfig::new(6081)).unwrap();
+            let h = geneve.headroom(&outer);
+            let mut buf = vec![0u8; h + 13];
+            geneve.encapsulate(&mut buf, h, 13, &outer).unwrap();
+            let result = geneve.decapsulate(&buf);
+            if refused {
+                assert_eq!(
+                    result.unwrap_err(),
+                    DecapError::InnerFrameTooShort { offset: h, len: 13 }
+                );
+            } else {
+                assert_eq!(result.unwrap().inner.len(), 13);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn encapsulate_then_decapsulate_returns_the_exact_inner_slice(
-            inner in proptest::collection::vec(any::<u8>(), 0..1600),
+            inner in proptest::collection::vec(any::<u8>(), 14..1600),
             options in proptest::collection::vec(arb_option(), 0..4),
             oam in any::<bool>(),
             v6 in any::<bool>(),

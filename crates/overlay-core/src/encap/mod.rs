@@ -6,15 +6,26 @@
 //! packet, returning the inner frame as a sub-slice. The inner frame is never
 //! copied; encapsulation reads only the few header bytes that
 //! [`flow_hash`] needs — unless the UDP checksum is enabled, which by nature
-//! sums every byte. That is why the defaults follow Linux: a zero UDP checksum
-//! over IPv4 (the fast path) and a computed one over IPv6, where RFC 8200
-//! requires it.
+//! sums every byte. That is why the defaults ([`UdpChecksumMode::Auto`]) send
+//! a zero UDP checksum over IPv4, as RFC 7348 section 5 recommends for VXLAN,
+//! and a computed one over IPv6, where RFC 8200 requires it.
+//!
+//! This is **not** what a Linux VXLAN device does by default: one created
+//! without `noudpcsum` (current iproute2 sends no checksum attribute, so the
+//! kernel's default applies) reports `udpcsum` in `ip -d link show` and
+//! sends computed checksums over IPv4 too, which it usually hands to the NIC
+//! to compute. The two interoperate either way: over IPv4 a zero checksum
+//! means "none" (RFC 768) and every receiver, Linux's included, accepts it,
+//! while decapsulation here verifies any non-zero checksum it receives. Set
+//! [`UdpChecksumMode::Compute`] to send what the kernel sends.
 //!
 //! Decapsulation validates every outer header (lengths, versions, the IPv4
 //! header checksum, the UDP checksum as configured, the UDP destination port,
-//! no outer IPv4 fragments, the tunnel header) without allocating, and never
-//! panics. Its result, [`Decapsulated`], records where each header is and
-//! reads fields from the validated bytes on demand.
+//! no outer IPv4 fragments, the tunnel header) and refuses an inner Ethernet
+//! frame shorter than an Ethernet header ([`DecapError::InnerFrameTooShort`];
+//! the kernel drops those too), without allocating, and never panics. Its
+//! result, [`Decapsulated`], records where each header is and reads fields
+//! from the validated bytes on demand.
 //!
 //! Implementations: [`VxlanEncap`] (RFC 7348, with VXLAN-GBP) and
 //! [`GeneveEncap`] (RFC 8926, with options). Further encapsulations implement
@@ -181,14 +192,27 @@ impl OuterParams {
 }
 
 /// Which outer UDP checksum encapsulation writes.
+///
+/// ```
+/// use overlay_core::encap::{TunnelConfig, UdpChecksumMode};
+/// // The default: zero over IPv4 (RFC 7348 section 5), computed over IPv6.
+/// assert_eq!(TunnelConfig::new(4789).udp_checksum, UdpChecksumMode::Auto);
+/// // What a Linux VXLAN device created without `noudpcsum` sends.
+/// let like_the_kernel = TunnelConfig::new(4789).with_udp_checksum(UdpChecksumMode::Compute);
+/// # let _ = like_the_kernel;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum UdpChecksumMode {
-    /// Zero over IPv4, computed over IPv6 (the Linux defaults:
-    /// `udpcsum off`, `udp6zerocsumtx off`).
+    /// Zero over IPv4, computed over IPv6: what RFC 7348 section 5
+    /// recommends for VXLAN over IPv4 and what RFC 8200 requires over IPv6.
+    /// Over IPv4 this differs from a Linux VXLAN device's default (`udpcsum`,
+    /// see the [module docs](self)); over IPv6 it matches Linux's
+    /// `noudp6zerocsumtx`.
     #[default]
     Auto,
-    /// Always computed. Reads every byte of the inner frame.
+    /// Always computed. Reads every byte of the inner frame. What a Linux
+    /// VXLAN device created without `noudpcsum` sends.
     Compute,
     /// Always zero. Over IPv6 only for receivers that accept it
     /// (RFC 6935/6936; Linux `udp6zerocsumrx`).
@@ -203,11 +227,15 @@ pub enum UdpChecksumMode {
 /// assert_eq!(FlowLabel::FromFlowHash.value(0xdead_beef), 0xdbeef);
 /// // A hash whose low 20 bits are zero still yields a non-zero label.
 /// assert_ne!(FlowLabel::FromFlowHash.value(0x0010_0000), 0);
+/// // A fixed label wider than 20 bits is not cut: encapsulation refuses it.
+/// assert_eq!(FlowLabel::Fixed(0x10_0000).value(0), 0x10_0000);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FlowLabel {
-    /// A fixed label (the low 20 bits are used). Linux's default is 0.
+    /// A fixed label, at most [`ipv6::MAX_FLOW_LABEL`] (20 bits);
+    /// [`Encapsulation::encapsulate`] refuses a wider one with
+    /// [`EncapError::Header`] rather than cut it. Linux's default is 0.
     Fixed(u32),
     /// The low 20 bits of the inner [`flow_hash`], never 0, so that IPv6
     /// routers that balance on the flow label spread tunnelled flows like
@@ -216,11 +244,12 @@ pub enum FlowLabel {
 }
 
 impl FlowLabel {
-    /// The 20-bit label for a packet whose inner flow hashes to `hash`.
+    /// The label for a packet whose inner flow hashes to `hash`: the fixed
+    /// label as given, or 20 bits of the hash.
     #[inline(always)]
     pub fn value(self, hash: u32) -> u32 {
         match self {
-            FlowLabel::Fixed(label) => label & 0x000f_ffff,
+            FlowLabel::Fixed(label) => label,
             // RFC 6437: 0 means "no label", so map it to 1.
             FlowLabel::FromFlowHash => (hash & 0x000f_ffff).max(1),
         }
@@ -390,6 +419,10 @@ pub enum EncapError {
         /// The length that does not fit.
         len: usize,
     },
+    /// A configured outer header field does not fit its wire field (for
+    /// example a [`FlowLabel::Fixed`] wider than 20 bits). Nothing is written.
+    #[error("outer header: {0}")]
+    Header(#[from] WireError),
 }
 
 /// Why a packet could not be decapsulated.
@@ -427,6 +460,18 @@ pub enum DecapError {
         expected: u16,
         /// Port found.
         got: u16,
+    },
+    /// The tunnel carries an Ethernet frame (VXLAN always, Geneve with
+    /// protocol type `0x6558`) shorter than an Ethernet header (14 bytes).
+    /// The Linux kernel drops such packets too.
+    #[error(
+        "inner Ethernet frame at byte {offset} of the packet is {len} bytes, shorter than the 14-byte Ethernet header"
+    )]
+    InnerFrameTooShort {
+        /// Offset of the inner frame from the start of the packet.
+        offset: usize,
+        /// Length of the inner frame (0 to 13).
+        len: usize,
     },
 }
 
@@ -540,7 +585,9 @@ pub struct Decapsulated<'a> {
     /// Offset of the inner frame within the packet.
     pub inner_offset: usize,
     /// The inner frame: a sub-slice of the packet, bounded by the UDP length
-    /// (trailing link-layer padding excluded).
+    /// (trailing link-layer padding excluded). When it is an Ethernet frame
+    /// (always for VXLAN, for Geneve with protocol type `0x6558`) it holds at
+    /// least an Ethernet header's 14 bytes.
     pub inner: &'a [u8],
 }
 
@@ -696,26 +743,37 @@ impl<'a> Located<'a> {
         at(self.udp_offset + udp::HEADER_LEN)
     }
 
-    /// Completes a [`Decapsulated`] once the tunnel header is validated.
+    /// Completes a [`Decapsulated`] once the tunnel header is validated,
+    /// refusing an Ethernet payload shorter than an Ethernet header. Both
+    /// [`parse_outer`] paths end here, so neither can let one through.
     #[inline(always)]
     fn finish(
         self,
         packet: &'a [u8],
         kind: TunnelKind,
         tunnel_header_len: usize,
-    ) -> Decapsulated<'a> {
-        Decapsulated {
+        ethernet_payload: bool,
+    ) -> Result<Decapsulated<'a>, DecapError> {
+        let inner_offset = self.udp_offset + udp::HEADER_LEN + tunnel_header_len;
+        let inner = self
+            .udp_payload
+            .get(tunnel_header_len..)
+            .unwrap_or_default();
+        if ethernet_payload && inner.len() < ethernet::HEADER_LEN {
+            return Err(DecapError::InnerFrameTooShort {
+                offset: inner_offset,
+                len: inner.len(),
+            });
+        }
+        Ok(Decapsulated {
             packet,
             ip_offset: self.ip_offset,
             udp_offset: self.udp_offset,
             ipv6: self.ipv6,
             kind,
-            inner_offset: self.udp_offset + udp::HEADER_LEN + tunnel_header_len,
-            inner: self
-                .udp_payload
-                .get(tunnel_header_len..)
-                .unwrap_or_default(),
-        }
+            inner_offset,
+            inner,
+        })
     }
 }
 
@@ -727,24 +785,39 @@ fn at(offset: usize) -> impl FnOnce(WireError) -> DecapError {
 
 /// Validates outer Ethernet, IPv4/IPv6 and UDP; never panics.
 ///
-/// The IPv4 underlay with a zero UDP checksum (what Linux VXLAN and Geneve
-/// devices send by default) is the per-packet hot path and stays inline;
-/// IPv6 and checksum verification, which sum the whole packet anyway, are
-/// out of line so that their registers and calls do not weigh on it.
+/// The IPv4 underlay with a zero UDP checksum (what this crate sends by
+/// default, and Linux VXLAN devices created with `noudpcsum`) is the
+/// per-packet hot path and stays inline; IPv6 and checksum verification,
+/// which sum the whole packet anyway, are out of line so that their
+/// registers and calls do not weigh on it.
+///
+/// `min_payload` is the shortest UDP payload the tunnel can accept (its
+/// fixed header, plus an Ethernet header if the payload is always Ethernet):
+/// the fast path leaves anything shorter to the general path, whose caller
+/// then refuses it with a typed error ([`Located::finish`]).
 #[inline(always)]
-fn parse_outer<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Result<Located<'a>, DecapError> {
-    match parse_outer_fast(packet, cfg) {
+fn parse_outer<'a>(
+    packet: &'a [u8],
+    cfg: &TunnelConfig,
+    min_payload: usize,
+) -> Result<Located<'a>, DecapError> {
+    match parse_outer_fast(packet, cfg, min_payload) {
         Some(located) => Ok(located),
         None => parse_outer_general(packet, cfg),
     }
 }
 
 /// The common case at fixed offsets: an untagged frame, IPv4 without
-/// options, a zero UDP checksum. `Some` only where [`parse_outer_general`]
-/// accepts the packet and locates the same layers (a property test holds
-/// the two together); anything else, including every error, is left to it.
+/// options, a zero UDP checksum, a UDP payload of at least `min_payload`
+/// bytes. `Some` only where [`parse_outer_general`] accepts the packet and
+/// locates the same layers (a property test holds the two together);
+/// anything else, including every error, is left to it.
 #[inline(always)]
-fn parse_outer_fast<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Option<Located<'a>> {
+fn parse_outer_fast<'a>(
+    packet: &'a [u8],
+    cfg: &TunnelConfig,
+    min_payload: usize,
+) -> Option<Located<'a>> {
     const IP: usize = ethernet::HEADER_LEN;
     const UDP: usize = IP + ipv4::HEADER_LEN;
     let h: &[u8; UDP + udp::HEADER_LEN] = packet.first_chunk()?;
@@ -770,7 +843,7 @@ fn parse_outer_fast<'a>(packet: &'a [u8], cfg: &TunnelConfig) -> Option<Located<
     let udp_len = usize::from(be16(UDP + 4));
     if be16(UDP + 6) != 0
         || be16(UDP + 2) != cfg.dst_port
-        || udp_len < udp::HEADER_LEN
+        || udp_len < udp::HEADER_LEN + min_payload
         || udp_len > ip_total - (UDP - IP)
     {
         return None;
@@ -929,6 +1002,25 @@ fn encapsulate_udp(
 
     let hash = flow_hash(&buf[inner_start..end]);
     let src_port = source_port(hash, cfg.src_port_range.clone());
+    // Checked before anything is written; constant 0 (and folded away) for
+    // an IPv4 underlay.
+    let flow_label = match addrs {
+        udp::AddrPair::V4 { .. } => 0,
+        udp::AddrPair::V6 { .. } => cfg.ipv6_flow_label.value(hash),
+    };
+    if flow_label > ipv6::MAX_FLOW_LABEL {
+        return Err(EncapError::Header(WireError::ValueOutOfRange {
+            layer: Layer::Ipv6,
+            field: "flow_label",
+            // Lossless: u32 fits usize on every target this crate builds for.
+            value: flow_label as usize,
+            max: ipv6::MAX_FLOW_LABEL as usize,
+        }));
+    }
+    // From here on no emit can fail: the lengths were bounded above, the
+    // buffers are split to exactly the header sizes, the flow label was
+    // checked and the EtherType is IPv4 or IPv6. The `?`s only keep that
+    // reasoning out of the panic-freedom argument.
     let packet = &mut buf[start..end];
     let (eth_buf, rest) = packet.split_at_mut(eth_len);
     let (ip_buf, l4) = rest.split_at_mut(ip_len);
@@ -943,7 +1035,7 @@ fn encapsulate_udp(
         dst_port: cfg.dst_port,
         payload_len: udp_payload_len,
     }
-    .emit(&mut udp::Packet::new_unchecked(&mut *l4), &addrs, checksum);
+    .emit(&mut udp::Packet::new_unchecked(&mut *l4), &addrs, checksum)?;
 
     let ethertype = match addrs {
         udp::AddrPair::V4 { src, dst } => {
@@ -981,8 +1073,8 @@ fn encapsulate_udp(
             let mut ip = ipv6::Repr::new(src, dst, IpProtocol::Udp, udp_len);
             ip.hop_limit = cfg.ttl;
             ip.traffic_class = cfg.tos;
-            ip.flow_label = cfg.ipv6_flow_label.value(hash);
-            ip.emit(&mut ipv6::Packet::new_unchecked(&mut *ip_buf));
+            ip.flow_label = flow_label;
+            ip.emit(&mut ipv6::Packet::new_unchecked(&mut *ip_buf))?;
             EtherType::Ipv6
         }
     };
@@ -992,7 +1084,7 @@ fn encapsulate_udp(
         vlan: outer.vlan,
         ethertype,
     }
-    .emit(&mut ethernet::Packet::new_unchecked(&mut *eth_buf));
+    .emit(&mut ethernet::Packet::new_unchecked(&mut *eth_buf))?;
     Ok(start..end)
 }
 
@@ -1191,6 +1283,9 @@ pub(crate) mod tests {
         buf
     }
 
+    /// What VXLAN passes as `min_payload`: its header and an Ethernet header.
+    const VXLAN_MIN: usize = 8 + ethernet::HEADER_LEN;
+
     fn fields(l: &Located<'_>) -> (usize, usize, bool, *const u8, usize) {
         (
             l.ip_offset,
@@ -1205,7 +1300,8 @@ pub(crate) mod tests {
     fn fast_path_takes_the_default_ipv4_packet_and_agrees_with_the_general_path() {
         let cfg = TunnelConfig::new(4789);
         let packet = v4_packet(&cfg, 64);
-        let fast = parse_outer_fast(&packet, &cfg).expect("the common case is on the fast path");
+        let fast = parse_outer_fast(&packet, &cfg, VXLAN_MIN)
+            .expect("the common case is on the fast path");
         let general = parse_outer_general(&packet, &cfg).unwrap();
         assert_eq!(fields(&fast), fields(&general));
         assert_eq!(fast.udp_payload.len(), 8 + 64);
@@ -1217,21 +1313,21 @@ pub(crate) mod tests {
         // A non-zero UDP checksum must be verified: not on the fast path.
         let computed = TunnelConfig::new(4789).with_udp_checksum(UdpChecksumMode::Compute);
         let packet = v4_packet(&computed, 64);
-        assert!(parse_outer_fast(&packet, &cfg).is_none());
+        assert!(parse_outer_fast(&packet, &cfg, VXLAN_MIN).is_none());
         assert!(parse_outer_general(&packet, &cfg).is_ok());
         // A wrong IPv4 header checksum.
         let mut packet = v4_packet(&cfg, 64);
         packet[24] ^= 1;
-        assert!(parse_outer_fast(&packet, &cfg).is_none());
+        assert!(parse_outer_fast(&packet, &cfg, VXLAN_MIN).is_none());
         assert!(matches!(
-            parse_outer(&packet, &cfg),
+            parse_outer(&packet, &cfg, VXLAN_MIN),
             Err(DecapError::Wire { offset: 14, .. })
         ));
         // Another port.
         let packet = v4_packet(&TunnelConfig::new(6081), 64);
-        assert!(parse_outer_fast(&packet, &cfg).is_none());
+        assert!(parse_outer_fast(&packet, &cfg, VXLAN_MIN).is_none());
         assert!(matches!(
-            parse_outer(&packet, &cfg),
+            parse_outer(&packet, &cfg, VXLAN_MIN),
             Err(DecapError::UnexpectedPort {
                 expected: 4789,
                 got: 6081
@@ -1239,7 +1335,80 @@ pub(crate) mod tests {
         ));
     }
 
+    #[test]
+    fn fixed_flow_label_wider_than_20_bits_is_refused_without_writing() {
+        let cfg = TunnelConfig::new(4789).with_ipv6_flow_label(FlowLabel::Fixed(0x10_0000));
+        let mut buf = [0xeeu8; 130];
+        assert_eq!(
+            encapsulate_udp(&cfg, &[0; 8], &mut buf, 70, 60, &outer_v6()),
+            Err(EncapError::Header(WireError::ValueOutOfRange {
+                layer: Layer::Ipv6,
+                field: "flow_label",
+                value: 0x10_0000,
+                max: 0xf_ffff
+            }))
+        );
+        assert!(buf.iter().all(|&b| b == 0xee), "nothing written");
+        // Over IPv4 the IPv6 flow label plays no part.
+        assert!(encapsulate_udp(&cfg, &[0; 8], &mut buf, 70, 60, &outer_v4()).is_ok());
+    }
+
+    #[test]
+    fn fast_path_leaves_inner_frames_shorter_than_ethernet_to_the_refusing_general_path() {
+        let cfg = TunnelConfig::new(4789);
+        let vxlan = VxlanEncap::new(Vni::new(1).unwrap());
+        for inner_len in 0..ethernet::HEADER_LEN {
+            let packet = v4_packet(&cfg, inner_len);
+            assert!(parse_outer_fast(&packet, &cfg, VXLAN_MIN).is_none());
+            assert_eq!(
+                vxlan.decapsulate(&packet).unwrap_err(),
+                DecapError::InnerFrameTooShort {
+                    offset: 50,
+                    len: inner_len
+                }
+            );
+        }
+        let packet = v4_packet(&cfg, ethernet::HEADER_LEN);
+        assert!(parse_outer_fast(&packet, &cfg, VXLAN_MIN).is_some());
+        assert_eq!(vxlan.decapsulate(&packet).unwrap().inner.len(), 14);
+    }
+
     proptest::proptest! {
+        /// Inner frames of 0 to 13 bytes are refused with a typed error
+        /// whichever path parses the outer headers (fast: IPv4, untagged,
+        /// zero checksum; general: a tag, IPv6 or a computed checksum), for
+        /// VXLAN and for Geneve carrying Ethernet; 14 bytes are accepted.
+        #[test]
+        fn inner_frames_shorter_than_ethernet_are_refused_on_every_path(
+            inner_len in 0usize..=ethernet::HEADER_LEN,
+            v6 in proptest::bool::ANY,
+            vlan in proptest::option::of(crate::wire::ethernet::tests::arb_vlan()),
+            compute in proptest::bool::ANY,
+        ) {
+            let mode = if compute { UdpChecksumMode::Compute } else { UdpChecksumMode::Auto };
+            let vxlan = VxlanEncap::new(Vni::new(3).unwrap())
+                .with_config(TunnelConfig::new(4789).with_udp_checksum(mode));
+            let geneve = GeneveEncap::new(Vni::new(3).unwrap())
+                .with_config(TunnelConfig::new(6081).with_udp_checksum(mode));
+            let tunnels: [&dyn Encapsulation; 2] = [&vxlan, &geneve];
+            let mut outer = if v6 { outer_v6() } else { outer_v4() };
+            outer.vlan = vlan;
+            for tunnel in tunnels {
+                let headroom = tunnel.headroom(&outer);
+                let mut buf = vec![0x5au8; headroom + inner_len];
+                let range = tunnel.encapsulate(&mut buf, headroom, inner_len, &outer).unwrap();
+                let result = tunnel.decapsulate(&buf[range]);
+                if inner_len < ethernet::HEADER_LEN {
+                    proptest::prop_assert_eq!(
+                        result.unwrap_err(),
+                        DecapError::InnerFrameTooShort { offset: headroom, len: inner_len }
+                    );
+                } else {
+                    proptest::prop_assert_eq!(result.unwrap().inner.len(), inner_len);
+                }
+            }
+        }
+
         /// Whatever the fast path accepts, the general path accepts with the
         /// same layers, on valid, corrupted and truncated packets alike.
         #[test]
@@ -1260,7 +1429,7 @@ pub(crate) mod tests {
             if let Some(cut) = cut {
                 packet.truncate(cut);
             }
-            if let Some(fast) = parse_outer_fast(&packet, &cfg) {
+            if let Some(fast) = parse_outer_fast(&packet, &cfg, VXLAN_MIN) {
                 let general = parse_outer_general(&packet, &cfg);
                 proptest::prop_assert!(general.is_ok(), "general rejects what fast accepts: {general:?}");
                 if let Ok(general) = general {

@@ -6,20 +6,27 @@ use super::{
     DecapError, Decapsulated, EncapError, Encapsulation, OuterParams, TunnelConfig, TunnelKind,
     encapsulate_udp, parse_outer, udp_headroom,
 };
-use crate::wire::Vni;
 use crate::wire::vxlan::{self, Gbp};
+use crate::wire::{Vni, ethernet};
+
+/// The shortest UDP payload a VXLAN packet can have: the VXLAN header and an
+/// inner Ethernet header.
+const MIN_UDP_PAYLOAD: usize = vxlan::HEADER_LEN + ethernet::HEADER_LEN;
 
 /// VXLAN encapsulation (RFC 7348), optionally with the group-policy
 /// extension.
 ///
-/// Defaults: destination port 4789, zero UDP checksum over IPv4 and computed
-/// over IPv6, TTL 64, DF set, source port hashed into 49152..=65535 (see
-/// [`TunnelConfig`]).
+/// Defaults: destination port 4789, zero UDP checksum over IPv4 (as RFC 7348
+/// section 5 recommends; a Linux VXLAN device computes it unless created
+/// with `noudpcsum`, see [`UdpChecksumMode`](super::UdpChecksumMode)) and
+/// computed over IPv6, TTL 64, DF set, source port hashed into
+/// 49152..=65535 (see [`TunnelConfig`]).
 ///
 /// Decapsulation checks the outer headers (IPv4 header checksum, UDP
 /// checksum as configured, UDP destination port), refuses outer IPv4
-/// fragments, and returns the VNI without filtering on it, so one instance
-/// can serve several VNIs.
+/// fragments and inner frames shorter than an Ethernet header
+/// ([`DecapError::InnerFrameTooShort`]), and returns the VNI without
+/// filtering on it, so one instance can serve several VNIs.
 ///
 /// ```
 /// use std::net::Ipv4Addr;
@@ -61,7 +68,8 @@ impl VxlanEncap {
 
     fn from_parts(header: vxlan::Repr, config: TunnelConfig) -> Self {
         let mut encoded = [0u8; vxlan::HEADER_LEN];
-        header.emit(&mut vxlan::Packet::new_unchecked(&mut encoded[..]));
+        // A VXLAN header always fits its 8 bytes: emit cannot fail here.
+        let _ = header.emit(&mut vxlan::Packet::new_unchecked(&mut encoded[..]));
         VxlanEncap {
             header,
             encoded,
@@ -118,11 +126,11 @@ impl Encapsulation for VxlanEncap {
 
     #[inline(always)]
     fn decapsulate<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
-        let located = parse_outer(packet, &self.config)?;
+        let located = parse_outer(packet, &self.config, MIN_UDP_PAYLOAD)?;
         let header =
             vxlan::Packet::new_checked(located.udp_payload).map_err(located.tunnel_error())?;
         header.validate().map_err(located.tunnel_error())?;
-        Ok(located.finish(packet, TunnelKind::Vxlan, vxlan::HEADER_LEN))
+        located.finish(packet, TunnelKind::Vxlan, vxlan::HEADER_LEN, true)
     }
 }
 
@@ -314,7 +322,7 @@ mod tests {
     proptest! {
         #[test]
         fn encapsulate_then_decapsulate_returns_the_exact_inner_slice(
-            inner in proptest::collection::vec(any::<u8>(), 0..1600),
+            inner in proptest::collection::vec(any::<u8>(), 14..1600),
             extra_headroom in 0usize..64,
             v6 in any::<bool>(),
             vlan in proptest::option::of(crate::wire::ethernet::tests::arb_vlan()),

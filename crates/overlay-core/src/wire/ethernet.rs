@@ -16,11 +16,19 @@
 //! (802.3 length fields) are reported as [`EtherType::Other`]; this codec does
 //! not interpret LLC.
 //!
+//! The tag belongs in [`Repr::vlan`], never in [`Repr::ethertype`]: an
+//! untagged `Repr` whose EtherType is `0x8100` would announce a tag it does
+//! not carry, so [`Repr::emit`] refuses it with
+//! [`WireError::UntaggedVlanEtherType`]. A tagged `Repr` may carry `0x8100` (a
+//! second tag, left in the payload), and any `Repr` may carry `0x88a8`, which
+//! this codec does not treat as a tag: both emit and parse back unchanged.
+//!
 //! # Panic contract
 //!
 //! [`Packet::new_checked`] and [`Repr::parse`] never panic. After
 //! [`Packet::check_len`] succeeded no accessor panics. [`Repr::emit`] never
-//! panics on a buffer of at least [`Repr::buffer_len`] bytes.
+//! panics: it returns an error for a contradictory `Repr` or a buffer shorter
+//! than [`Repr::buffer_len`].
 //!
 //! # Example
 //!
@@ -35,7 +43,7 @@
 //!     ethertype: EtherType::Ipv4,
 //! };
 //! let mut buf = vec![0u8; repr.buffer_len()];
-//! repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+//! repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
 //! assert_eq!(&buf[12..18], &[0x81, 0x00, 0x60, 0x64, 0x08, 0x00]);
 //!
 //! let packet = Packet::new_checked(&buf[..]).unwrap();
@@ -62,6 +70,9 @@ mod field {
 pub const HEADER_LEN: usize = field::PAYLOAD.start;
 /// Length of an Ethernet II header with one 802.1Q tag.
 pub const TAGGED_HEADER_LEN: usize = field::TAGGED_PAYLOAD.start;
+/// The 802.1Q tag protocol identifier: a type field of this value announces
+/// a tag.
+const TPID_8021Q: u16 = 0x8100;
 
 /// The EtherType of an Ethernet payload (or of a Geneve payload).
 ///
@@ -238,7 +249,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// True if the frame carries an 802.1Q tag.
     #[inline(always)]
     pub fn has_vlan_tag(&self) -> bool {
-        self.outer_ethertype() == 0x8100
+        self.outer_ethertype() == TPID_8021Q
     }
 
     /// The 802.1Q tag, if any.
@@ -292,7 +303,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn header_len_and_ethertype(&self) -> (usize, u16) {
         let d = self.buffer.as_ref();
         let outer = self.outer_ethertype();
-        if outer == 0x8100 {
+        if outer == TPID_8021Q {
             let at = field::TAGGED_TYPE.start;
             (TAGGED_HEADER_LEN, u16::from_be_bytes([d[at], d[at + 1]]))
         } else {
@@ -377,9 +388,29 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
 /// A parsed Ethernet II header.
 ///
-/// `ethertype` is the payload's type; with `vlan: None` it must not be
-/// [`EtherType::Vlan`], which would emit a tagged frame without tag
-/// information (parse never produces that combination).
+/// `ethertype` is the payload's type. With `vlan: None` it must not be the
+/// 802.1Q TPID `0x8100` ([`EtherType::Vlan`], or `EtherType::Other(0x8100)`):
+/// that header would announce a tag without carrying one.
+/// [`check`](Repr::check) and [`emit`](Repr::emit) refuse it; parse never
+/// produces it.
+///
+/// ```
+/// use overlay_core::MacAddr;
+/// use overlay_core::wire::WireError;
+/// use overlay_core::wire::ethernet::{EtherType, Packet, Repr, VlanTag};
+///
+/// let mut repr = Repr {
+///     src_addr: MacAddr::new([0x02, 0, 0, 0, 0, 1]),
+///     dst_addr: MacAddr::BROADCAST,
+///     vlan: None,
+///     ethertype: EtherType::Vlan,
+/// };
+/// let mut buf = [0u8; 18];
+/// assert_eq!(repr.emit(&mut Packet::new_unchecked(&mut buf[..])), Err(WireError::UntaggedVlanEtherType));
+/// repr.vlan = Some(VlanTag::new(0, false, 10).unwrap());
+/// repr.ethertype = EtherType::Ipv4;
+/// assert_eq!(repr.emit(&mut Packet::new_unchecked(&mut buf[..])), Ok(()));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Repr {
     /// Source address.
@@ -421,19 +452,42 @@ impl Repr {
         }
     }
 
-    /// Writes the header to the start of the packet's buffer.
+    /// Checks that the header can be emitted as it parses back: an untagged
+    /// header must not carry the EtherType `0x8100`
+    /// ([`WireError::UntaggedVlanEtherType`]).
     #[inline(always)]
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
+    pub fn check(&self) -> Result<(), WireError> {
+        if self.vlan.is_none() && u16::from(self.ethertype) == TPID_8021Q {
+            return Err(WireError::UntaggedVlanEtherType);
+        }
+        Ok(())
+    }
+
+    /// Writes the header to the start of the packet's buffer, after
+    /// [`check`](Self::check) and a check that the buffer holds
+    /// [`buffer_len`](Self::buffer_len) bytes; on error nothing is written.
+    #[inline(always)]
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
+        &self,
+        packet: &mut Packet<&mut T>,
+    ) -> Result<(), WireError> {
+        self.check()?;
+        need(
+            Layer::Ethernet,
+            self.buffer_len(),
+            packet.buffer.as_ref().len(),
+        )?;
         packet.set_dst_addr(self.dst_addr);
         packet.set_src_addr(self.src_addr);
         match self.vlan {
             Some(tag) => {
-                packet.set_outer_ethertype(0x8100);
+                packet.set_outer_ethertype(TPID_8021Q);
                 packet.set_vlan_tag(tag);
             }
             None => packet.set_outer_ethertype(u16::from(self.ethertype)),
         }
         packet.set_ethertype(self.ethertype);
+        Ok(())
     }
 }
 
@@ -468,7 +522,7 @@ pub(crate) mod tests {
         let repr = Repr::parse(&Packet::new_checked(&UNTAGGED[..]).unwrap()).unwrap();
         assert_eq!(repr, golden_untagged());
         let mut out = [0u8; 14];
-        repr.emit(&mut Packet::new_unchecked(&mut out[..]));
+        repr.emit(&mut Packet::new_unchecked(&mut out[..])).unwrap();
         assert_eq!(out, UNTAGGED);
     }
 
@@ -481,7 +535,7 @@ pub(crate) mod tests {
         assert_eq!(repr.ethertype, EtherType::Ipv6);
         assert_eq!(packet.header_len(), 18);
         let mut out = [0u8; 18];
-        repr.emit(&mut Packet::new_unchecked(&mut out[..]));
+        repr.emit(&mut Packet::new_unchecked(&mut out[..])).unwrap();
         assert_eq!(out, TAGGED);
     }
 
@@ -515,6 +569,82 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn untagged_repr_with_the_vlan_ethertype_is_refused_without_writing() {
+        for ethertype in [EtherType::Vlan, EtherType::Other(0x8100)] {
+            let repr = Repr {
+                vlan: None,
+                ethertype,
+                ..golden_untagged()
+            };
+            assert_eq!(repr.check(), Err(WireError::UntaggedVlanEtherType));
+            // A buffer of exactly buffer_len() bytes: the old emit wrote the
+            // type at 12..14, then indexed 16..18 for the "tagged" type.
+            let mut out = [0xeeu8; HEADER_LEN];
+            assert_eq!(repr.buffer_len(), out.len());
+            assert_eq!(
+                repr.emit(&mut Packet::new_unchecked(&mut out[..])),
+                Err(WireError::UntaggedVlanEtherType),
+                "{ethertype:?}"
+            );
+            assert_eq!(out, [0xee; HEADER_LEN], "nothing written");
+        }
+    }
+
+    #[test]
+    fn tagged_repr_may_carry_a_second_8021q_type_and_round_trips() {
+        let repr = Repr {
+            vlan: Some(VlanTag::new(1, false, 7).unwrap()),
+            ethertype: EtherType::Vlan,
+            ..golden_untagged()
+        };
+        let mut out = [0u8; TAGGED_HEADER_LEN];
+        repr.emit(&mut Packet::new_unchecked(&mut out[..])).unwrap();
+        assert_eq!(&out[12..18], &[0x81, 0x00, 0x20, 0x07, 0x81, 0x00]);
+        let packet = Packet::new_checked(&out[..]).unwrap();
+        assert_eq!(Repr::parse(&packet), Ok(repr));
+    }
+
+    #[test]
+    fn qinq_ethertype_is_not_a_tag_and_round_trips_untagged() {
+        let repr = Repr {
+            vlan: None,
+            ethertype: EtherType::from(0x88a8),
+            ..golden_untagged()
+        };
+        let mut out = [0u8; HEADER_LEN];
+        repr.emit(&mut Packet::new_unchecked(&mut out[..])).unwrap();
+        assert_eq!(&out[12..14], &[0x88, 0xa8]);
+        let packet = Packet::new_checked(&out[..]).unwrap();
+        assert_eq!(packet.header_len(), HEADER_LEN);
+        assert_eq!(Repr::parse(&packet), Ok(repr));
+    }
+
+    #[test]
+    fn emit_into_a_buffer_shorter_than_buffer_len_is_truncated_not_a_panic() {
+        let tagged = Repr {
+            vlan: Some(VlanTag::new(0, false, 1).unwrap()),
+            ..golden_untagged()
+        };
+        let mut out = [0u8; TAGGED_HEADER_LEN - 1];
+        assert_eq!(
+            tagged.emit(&mut Packet::new_unchecked(&mut out[..])),
+            Err(WireError::Truncated {
+                layer: Layer::Ethernet,
+                needed: TAGGED_HEADER_LEN,
+                got: TAGGED_HEADER_LEN - 1
+            })
+        );
+        assert_eq!(
+            golden_untagged().emit(&mut Packet::new_unchecked(&mut out[..5])),
+            Err(WireError::Truncated {
+                layer: Layer::Ethernet,
+                needed: HEADER_LEN,
+                got: 5
+            })
+        );
+    }
+
     pub(crate) fn arb_vlan() -> impl Strategy<Value = VlanTag> {
         (0u8..8, any::<bool>(), 0u16..4096).prop_map(|(p, d, v)| VlanTag::new(p, d, v).unwrap())
     }
@@ -543,10 +673,32 @@ pub(crate) mod tests {
         #[test]
         fn repr_emit_parse_round_trips(repr in arb_repr(), extra in 0usize..4) {
             let mut buf = vec![0xa5u8; repr.buffer_len() + extra];
-            repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
             let packet = Packet::new_checked(&buf[..]).unwrap();
             prop_assert_eq!(Repr::parse(&packet).unwrap(), repr);
             prop_assert_eq!(packet.payload().len(), extra);
+        }
+
+        /// Any `Repr`, including the contradictory ones, into a buffer of
+        /// `buffer_len()` bytes: emit refuses exactly the untagged `0x8100`
+        /// and writes everything else so that it parses back unchanged.
+        #[test]
+        fn emit_refuses_exactly_the_untagged_tpid_and_round_trips_the_rest(
+            s in any::<[u8; 6]>(),
+            d in any::<[u8; 6]>(),
+            vlan in proptest::option::of(arb_vlan()),
+            t in prop_oneof![Just(0x8100u16), Just(0x88a8u16), any::<u16>()],
+        ) {
+            let repr = Repr { src_addr: s.into(), dst_addr: d.into(), vlan, ethertype: EtherType::from(t) };
+            let mut buf = vec![0u8; repr.buffer_len()];
+            let result = repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+            if vlan.is_none() && t == 0x8100 {
+                prop_assert_eq!(result, Err(WireError::UntaggedVlanEtherType));
+            } else {
+                prop_assert_eq!(result, Ok(()));
+                let packet = Packet::new_checked(&buf[..]).unwrap();
+                prop_assert_eq!(Repr::parse(&packet), Ok(repr));
+            }
         }
 
         #[test]

@@ -41,8 +41,10 @@
 //!
 //! [`Packet::new_checked`], [`Repr::parse`] and the [`Options`] iterator never
 //! panic. After [`Packet::check_len`] succeeded no accessor panics.
-//! [`Repr::emit`] never panics on a buffer of at least [`Repr::buffer_len`]
-//! bytes (it returns an error if the options do not fit the 6-bit Opt Len).
+//! [`Repr::emit`] never panics: it returns an error if the options do not fit
+//! the 6-bit Opt Len ([`Repr::check`]) or the buffer is shorter than
+//! [`Repr::buffer_len`]. The other fields fit by construction (a [`Vni`] holds
+//! 24 bits, a [`GeneveOption`] at most 124 data bytes in whole words).
 //!
 //! # Example
 //!
@@ -562,13 +564,19 @@ impl Repr {
     }
 
     /// Writes the header and its options; fails (writing nothing) if the
-    /// options are longer than 252 bytes.
+    /// options are longer than 252 bytes or the buffer is shorter than
+    /// [`buffer_len`](Self::buffer_len).
     #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
         &self,
         packet: &mut Packet<&mut T>,
     ) -> Result<(), WireError> {
         self.check()?;
+        need(
+            Layer::Geneve,
+            self.buffer_len(),
+            packet.buffer.as_ref().len(),
+        )?;
         packet.set_version_and_options_len(0, self.options_len());
         packet.set_flags(self.oam, self.critical());
         packet.set_protocol_type(self.protocol_type);
@@ -748,6 +756,26 @@ pub(crate) mod tests {
                 options,
             })
             .prop_filter("options must fit Opt Len", |r| r.check().is_ok())
+    }
+
+    #[test]
+    fn emit_into_a_buffer_shorter_than_buffer_len_is_truncated_not_a_panic() {
+        let repr = Repr {
+            oam: false,
+            protocol_type: EtherType::TransparentEthernetBridging,
+            vni: Vni::new(1).unwrap(),
+            options: vec![GeneveOption::new(1, 2, vec![0; 8]).unwrap()],
+        };
+        let mut buf = [0xeeu8; 19];
+        assert_eq!(
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+            Err(WireError::Truncated {
+                layer: Layer::Geneve,
+                needed: 20,
+                got: 19
+            })
+        );
+        assert_eq!(buf, [0xee; 19], "nothing written");
     }
 
     proptest! {

@@ -29,7 +29,8 @@
 //!
 //! [`Packet::new_checked`] and [`Repr::parse`] never panic. After
 //! [`Packet::check_len`] succeeded no accessor panics. [`Repr::emit`] never
-//! panics on a buffer of at least [`Repr::buffer_len`] bytes.
+//! panics: it refuses a field out of its wire range ([`Repr::check`]) and a
+//! buffer shorter than [`Repr::buffer_len`].
 //!
 //! # Example
 //!
@@ -39,7 +40,7 @@
 //!
 //! let repr = Repr::new(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2), IpProtocol::Udp, 8);
 //! let mut buf = vec![0u8; repr.buffer_len() + 8];
-//! repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+//! repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
 //! let packet = Packet::new_checked(&buf[..]).unwrap();
 //! assert!(packet.verify_checksum());
 //! assert_eq!(Repr::parse(&packet).unwrap(), repr);
@@ -68,6 +69,12 @@ mod field {
 pub const HEADER_LEN: usize = field::OPTIONS_START;
 /// Largest option area (IHL 15 means 60 header bytes).
 pub const MAX_OPTIONS_LEN: usize = 40;
+/// Largest DSCP (6 bits).
+const MAX_DSCP: u8 = 0x3f;
+/// Largest ECN codepoint (2 bits).
+const MAX_ECN: u8 = 0x03;
+/// Largest fragment offset (13 bits, in 8-byte units).
+const MAX_FRAG_OFFSET: u16 = 0x1fff;
 
 /// Raw IPv4 options, kept inline (at most 40 bytes, a multiple of 4).
 ///
@@ -437,8 +444,24 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
 /// A parsed IPv4 header.
 ///
-/// `payload_len` plus [`buffer_len`](Repr::buffer_len) must fit the 16-bit
-/// total length; [`Repr::emit`] does not check it (parse never produces more).
+/// Every field must fit its wire field: `dscp` 6 bits, `ecn` 2 bits,
+/// `frag_offset` 13 bits, and `payload_len` plus
+/// [`buffer_len`](Repr::buffer_len) the 16-bit total length.
+/// [`check`](Repr::check) and [`emit`](Repr::emit) refuse anything else with
+/// [`WireError::ValueOutOfRange`] rather than cut it; parse never produces it.
+///
+/// ```
+/// use std::net::Ipv4Addr;
+/// use overlay_core::wire::{IpProtocol, Layer, WireError, ipv4::{Packet, Repr}};
+///
+/// let mut repr = Repr::new(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2), IpProtocol::Udp, 8);
+/// repr.dscp = 64; // one bit too many
+/// let mut buf = [0u8; 20];
+/// assert_eq!(
+///     repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+///     Err(WireError::ValueOutOfRange { layer: Layer::Ipv4, field: "dscp", value: 64, max: 63 })
+/// );
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Repr {
     /// Source address.
@@ -528,13 +551,49 @@ impl Repr {
         HEADER_LEN + self.options.len()
     }
 
-    /// Writes the header, including the checksum. The payload is not touched.
+    /// Checks that every field fits its wire field (see [`Repr`]).
     #[inline(always)]
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
+    pub fn check(&self) -> Result<(), WireError> {
+        let out_of_range = |field, value: usize, max: usize| {
+            (value > max).then_some(WireError::ValueOutOfRange {
+                layer: Layer::Ipv4,
+                field,
+                value,
+                max,
+            })
+        };
+        let max_payload = usize::from(u16::MAX) - self.buffer_len();
+        match out_of_range("dscp", self.dscp.into(), MAX_DSCP.into())
+            .or_else(|| out_of_range("ecn", self.ecn.into(), MAX_ECN.into()))
+            .or_else(|| {
+                out_of_range(
+                    "frag_offset",
+                    self.frag_offset.into(),
+                    MAX_FRAG_OFFSET.into(),
+                )
+            })
+            .or_else(|| out_of_range("payload_len", self.payload_len, max_payload))
+        {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the header, including the checksum, after
+    /// [`check`](Self::check) and a check that the buffer holds
+    /// [`buffer_len`](Self::buffer_len) bytes; on error nothing is written.
+    /// The payload is not touched.
+    #[inline(always)]
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
+        &self,
+        packet: &mut Packet<&mut T>,
+    ) -> Result<(), WireError> {
+        self.check()?;
         let header_len = self.buffer_len();
+        need(Layer::Ipv4, header_len, packet.buffer.as_ref().len())?;
         packet.set_version_and_header_len(4, header_len);
         packet.set_dscp_ecn(self.dscp, self.ecn);
-        // Documented precondition: header plus payload fit in 16 bits.
+        // `check` bounded header plus payload by u16::MAX.
         packet.set_total_len((header_len + self.payload_len) as u16);
         packet.set_ident(self.ident);
         packet.set_flags_and_frag_offset(self.dont_frag, self.more_frags, self.frag_offset);
@@ -546,6 +605,7 @@ impl Repr {
             .options_mut()
             .copy_from_slice(self.options.as_bytes());
         packet.fill_checksum();
+        Ok(())
     }
 }
 
@@ -583,7 +643,7 @@ pub(crate) mod tests {
         want.ttl = 64;
         assert_eq!(repr, want);
         let mut out = [0u8; 0x73];
-        repr.emit(&mut Packet::new_unchecked(&mut out[..]));
+        repr.emit(&mut Packet::new_unchecked(&mut out[..])).unwrap();
         assert_eq!(&out[..20], &GOLDEN[..]);
     }
 
@@ -655,7 +715,7 @@ pub(crate) mod tests {
         );
         repr.options = Options::new(&[0x94, 0x04, 0x00, 0x00]).unwrap();
         let mut buf = vec![0u8; repr.buffer_len()];
-        repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+        repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
         assert_eq!(buf[0], 0x46);
         let packet = Packet::new_checked(&buf[..]).unwrap();
         assert_eq!(packet.options(), &[0x94, 0x04, 0x00, 0x00]);
@@ -668,6 +728,76 @@ pub(crate) mod tests {
         buf.extend_from_slice(&[0xee; 6]);
         let packet = Packet::new_checked(&buf[..]).unwrap();
         assert_eq!(packet.payload().len(), 0x73 - 20);
+    }
+
+    #[test]
+    fn fields_beyond_their_wire_width_are_refused_not_cut() {
+        let base = Repr::new(
+            Ipv4Addr::new(198, 51, 100, 1),
+            Ipv4Addr::new(198, 51, 100, 2),
+            IpProtocol::Udp,
+            0,
+        );
+        /// A field name, how to spoil it, the spoilt value and the maximum.
+        type Case = (&'static str, fn(&mut Repr), usize, usize);
+        let cases: [Case; 4] = [
+            ("dscp", |r| r.dscp = 64, 64, 63),
+            ("ecn", |r| r.ecn = 4, 4, 3),
+            ("frag_offset", |r| r.frag_offset = 0x2000, 0x2000, 0x1fff),
+            ("payload_len", |r| r.payload_len = 65_516, 65_516, 65_515),
+        ];
+        for (field, spoil, value, max) in cases {
+            let mut repr = base;
+            spoil(&mut repr);
+            let mut buf = [0xeeu8; HEADER_LEN];
+            assert_eq!(
+                repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+                Err(WireError::ValueOutOfRange {
+                    layer: Layer::Ipv4,
+                    field,
+                    value,
+                    max
+                })
+            );
+            assert_eq!(buf, [0xee; HEADER_LEN], "{field}: nothing written");
+        }
+    }
+
+    #[test]
+    fn largest_value_of_every_field_emits_and_parses_back() {
+        let mut repr = Repr::new(
+            Ipv4Addr::new(198, 51, 100, 1),
+            Ipv4Addr::new(198, 51, 100, 2),
+            IpProtocol::Udp,
+            65_535 - HEADER_LEN,
+        );
+        (repr.dscp, repr.ecn, repr.frag_offset) = (63, 3, 0x1fff);
+        let mut buf = vec![0u8; 65_535];
+        repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&buf[..]).unwrap()),
+            Ok(repr)
+        );
+    }
+
+    #[test]
+    fn emit_into_a_buffer_shorter_than_buffer_len_is_truncated_not_a_panic() {
+        let mut repr = Repr::new(
+            Ipv4Addr::new(198, 51, 100, 1),
+            Ipv4Addr::new(198, 51, 100, 2),
+            IpProtocol::Udp,
+            0,
+        );
+        repr.options = Options::new(&[1, 1, 1, 1]).unwrap();
+        let mut buf = [0u8; HEADER_LEN];
+        assert_eq!(
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+            Err(WireError::Truncated {
+                layer: Layer::Ipv4,
+                needed: 24,
+                got: 20
+            })
+        );
     }
 
     pub(crate) fn arb_repr() -> impl Strategy<Value = Repr> {
@@ -711,9 +841,33 @@ pub(crate) mod tests {
         #[test]
         fn repr_emit_parse_round_trips(repr in arb_repr()) {
             let mut buf = vec![0u8; repr.buffer_len() + repr.payload_len];
-            repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
             let packet = Packet::new_checked(&buf[..]).unwrap();
             prop_assert_eq!(Repr::parse(&packet).unwrap(), repr);
+        }
+
+        /// One field pushed past its wire width, the others valid: emit
+        /// names that field, and writes nothing into a `buffer_len()` buffer.
+        #[test]
+        fn emit_refuses_any_field_beyond_its_wire_width(
+            repr in arb_repr(),
+            which in 0usize..4,
+            excess in 1usize..10_000,
+        ) {
+            let mut repr = repr;
+            let max_payload = 65_535 - repr.buffer_len();
+            let (field, value, max) = match which {
+                0 => { repr.dscp = (63 + excess).min(255) as u8; ("dscp", usize::from(repr.dscp), 63) }
+                1 => { repr.ecn = (3 + excess).min(255) as u8; ("ecn", usize::from(repr.ecn), 3) }
+                2 => { repr.frag_offset = (0x1fff + excess) as u16; ("frag_offset", usize::from(repr.frag_offset), 0x1fff) }
+                _ => { repr.payload_len = max_payload + excess; ("payload_len", repr.payload_len, max_payload) }
+            };
+            let mut buf = vec![0xeeu8; repr.buffer_len()];
+            prop_assert_eq!(
+                repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+                Err(WireError::ValueOutOfRange { layer: Layer::Ipv4, field, value, max })
+            );
+            prop_assert!(buf.iter().all(|&b| b == 0xee));
         }
 
         #[test]

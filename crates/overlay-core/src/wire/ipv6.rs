@@ -20,7 +20,8 @@
 //!
 //! [`Packet::new_checked`] and [`Repr::parse`] never panic. After
 //! [`Packet::check_len`] succeeded no accessor panics. [`Repr::emit`] never
-//! panics on a buffer of at least [`Repr::buffer_len`] bytes.
+//! panics: it refuses a field out of its wire range ([`Repr::check`]) and a
+//! buffer shorter than [`Repr::buffer_len`].
 //!
 //! # Example
 //!
@@ -29,7 +30,7 @@
 //!
 //! let repr = Repr::new("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap(), IpProtocol::Udp, 0);
 //! let mut buf = vec![0u8; repr.buffer_len()];
-//! repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+//! repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
 //! assert_eq!(Repr::parse(&Packet::new_checked(&buf[..]).unwrap()).unwrap(), repr);
 //! ```
 
@@ -49,6 +50,8 @@ mod field {
 
 /// Length of the fixed IPv6 header.
 pub const HEADER_LEN: usize = field::DST_ADDR.end;
+/// Largest flow label (20 bits).
+pub const MAX_FLOW_LABEL: u32 = 0x000f_ffff;
 
 super::packet_view!("an IPv6 packet");
 
@@ -207,8 +210,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
 /// A parsed IPv6 fixed header.
 ///
-/// `flow_label` must fit in 20 bits and `payload_len` in 16 bits;
-/// [`Repr::emit`] masks / truncates otherwise (parse never produces more).
+/// `flow_label` must fit in 20 bits and `payload_len` in 16 bits (jumbograms
+/// are not supported); [`check`](Repr::check) and [`emit`](Repr::emit) refuse
+/// anything else with [`WireError::ValueOutOfRange`] rather than cut it.
+/// Parse never produces it.
+///
+/// ```
+/// use overlay_core::wire::{IpProtocol, Layer, WireError, ipv6::{Packet, Repr}};
+///
+/// let mut repr = Repr::new("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap(), IpProtocol::Udp, 0);
+/// repr.flow_label = 0x10_0000; // 21 bits
+/// let mut buf = [0u8; 40];
+/// assert_eq!(
+///     repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+///     Err(WireError::ValueOutOfRange { layer: Layer::Ipv6, field: "flow_label", value: 0x10_0000, max: 0xf_ffff })
+/// );
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Repr {
     /// Source address.
@@ -275,16 +292,49 @@ impl Repr {
         HEADER_LEN
     }
 
-    /// Writes the fixed header. The payload is not touched.
+    /// Checks that every field fits its wire field (see [`Repr`]).
     #[inline]
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
+    pub fn check(&self) -> Result<(), WireError> {
+        let out_of_range = |field, value: usize, max: usize| {
+            Err(WireError::ValueOutOfRange {
+                layer: Layer::Ipv6,
+                field,
+                value,
+                max,
+            })
+        };
+        if self.flow_label > MAX_FLOW_LABEL {
+            // Lossless: u32 fits usize on every target this crate builds for.
+            return out_of_range(
+                "flow_label",
+                self.flow_label as usize,
+                MAX_FLOW_LABEL as usize,
+            );
+        }
+        if self.payload_len > usize::from(u16::MAX) {
+            return out_of_range("payload_len", self.payload_len, u16::MAX.into());
+        }
+        Ok(())
+    }
+
+    /// Writes the fixed header after [`check`](Self::check) and a check
+    /// that the buffer holds [`buffer_len`](Self::buffer_len) bytes; on error
+    /// nothing is written. The payload is not touched.
+    #[inline]
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
+        &self,
+        packet: &mut Packet<&mut T>,
+    ) -> Result<(), WireError> {
+        self.check()?;
+        need(Layer::Ipv6, HEADER_LEN, packet.buffer.as_ref().len())?;
         packet.set_version_tc_flow(6, self.traffic_class, self.flow_label);
-        // Documented precondition: the payload length fits in 16 bits.
+        // `check` bounded the payload length by u16::MAX.
         packet.set_payload_len(self.payload_len as u16);
         packet.set_next_header(self.next_header);
         packet.set_hop_limit(self.hop_limit);
         packet.set_src_addr(self.src_addr);
         packet.set_dst_addr(self.dst_addr);
+        Ok(())
     }
 }
 
@@ -320,7 +370,7 @@ pub(crate) mod tests {
             }
         );
         let mut out = [0u8; 40];
-        repr.emit(&mut Packet::new_unchecked(&mut out[..]));
+        repr.emit(&mut Packet::new_unchecked(&mut out[..])).unwrap();
         assert_eq!(out, GOLDEN);
     }
 
@@ -342,6 +392,72 @@ pub(crate) mod tests {
             Err(WireError::BadVersion {
                 layer: Layer::Ipv6,
                 version: 4
+            })
+        );
+    }
+
+    #[test]
+    fn flow_label_and_payload_length_beyond_their_fields_are_refused_not_cut() {
+        let base = Repr::new(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            IpProtocol::Udp,
+            0,
+        );
+        let long_label = Repr {
+            flow_label: 0x10_0000,
+            ..base
+        };
+        let long_payload = Repr {
+            payload_len: 65_536,
+            ..base
+        };
+        for (repr, field, value, max) in [
+            (long_label, "flow_label", 0x10_0000, 0xf_ffff),
+            (long_payload, "payload_len", 65_536, 65_535),
+        ] {
+            let mut buf = [0xeeu8; HEADER_LEN];
+            assert_eq!(
+                repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+                Err(WireError::ValueOutOfRange {
+                    layer: Layer::Ipv6,
+                    field,
+                    value,
+                    max
+                })
+            );
+            assert_eq!(buf, [0xee; HEADER_LEN], "{field}: nothing written");
+        }
+        let widest = Repr {
+            flow_label: MAX_FLOW_LABEL,
+            payload_len: 65_535,
+            ..base
+        };
+        let mut buf = vec![0u8; HEADER_LEN + 65_535];
+        widest
+            .emit(&mut Packet::new_unchecked(&mut buf[..]))
+            .unwrap();
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&buf[..]).unwrap()),
+            Ok(widest)
+        );
+    }
+
+    #[test]
+    fn emit_into_a_buffer_shorter_than_buffer_len_is_truncated_not_a_panic() {
+        let repr = Repr::new(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            IpProtocol::Udp,
+            0,
+        );
+        let mut buf = [0u8; HEADER_LEN - 1];
+        assert_eq!(
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+            Err(WireError::Truncated {
+                layer: Layer::Ipv6,
+                needed: HEADER_LEN,
+                got: HEADER_LEN - 1
             })
         );
     }
@@ -371,8 +487,36 @@ pub(crate) mod tests {
         #[test]
         fn repr_emit_parse_round_trips(repr in arb_repr()) {
             let mut buf = vec![0u8; repr.buffer_len() + repr.payload_len];
-            repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
             prop_assert_eq!(Repr::parse(&Packet::new_checked(&buf[..]).unwrap()).unwrap(), repr);
+        }
+
+        /// A flow label beyond 20 bits or a payload length beyond 16 bits is
+        /// refused, naming the field; nothing is written.
+        #[test]
+        fn emit_refuses_any_field_beyond_its_wire_width(
+            repr in arb_repr(),
+            label in proptest::option::of(0x10_0000u32..),
+            payload_len in proptest::option::of(65_536usize..1 << 40),
+        ) {
+            let mut repr = repr;
+            repr.flow_label = label.unwrap_or(repr.flow_label);
+            repr.payload_len = payload_len.unwrap_or(repr.payload_len);
+            let mut buf = vec![0xeeu8; repr.buffer_len()];
+            let result = repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+            let expected = match (label, payload_len) {
+                (Some(value), _) => Err(WireError::ValueOutOfRange {
+                    layer: Layer::Ipv6, field: "flow_label", value: value as usize, max: 0xf_ffff,
+                }),
+                (None, Some(value)) => Err(WireError::ValueOutOfRange {
+                    layer: Layer::Ipv6, field: "payload_len", value, max: 65_535,
+                }),
+                (None, None) => Ok(()),
+            };
+            prop_assert_eq!(&result, &expected);
+            if result.is_err() {
+                prop_assert!(buf.iter().all(|&b| b == 0xee));
+            }
         }
 
         #[test]

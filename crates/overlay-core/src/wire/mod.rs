@@ -11,6 +11,18 @@
 //!   a checked `Packet`, `buffer_len` says how many bytes `emit` writes, and
 //!   `emit` writes it back.
 //!
+//! # Emitting
+//!
+//! A `Repr`'s fields are public, so one can be built with values its wire
+//! fields cannot hold (an IPv4 DSCP above 63, an IPv6 flow label above 20
+//! bits, a payload longer than a 16-bit length field describes, an untagged
+//! Ethernet header whose type is the 802.1Q TPID). Every `Repr` therefore has
+//! a `check` method that names the offending field, and every `emit` returns
+//! `Result<(), WireError>`: it calls `check` and verifies that the buffer
+//! holds `buffer_len()` bytes before it writes anything, so a value is never
+//! silently cut to fit and a header is either written whole or not at all.
+//! `Repr::parse` only produces values that `check` accepts.
+//!
 //! # Panic contract
 //!
 //! For every module:
@@ -21,7 +33,10 @@
 //! * After `check_len` (or `new_checked`) succeeded, no accessor panics.
 //! * Accessors on a `Packet` built with `new_unchecked` over a buffer that is
 //!   too short may panic; that is the price of not checking lengths twice.
-//! * `emit` never panics on a buffer of at least `Repr::buffer_len()` bytes.
+//! * `emit` never panics, whatever the `Repr` and the buffer: it returns
+//!   [`WireError::ValueOutOfRange`] (or another error naming the field) for a
+//!   value that does not fit, and [`WireError::Truncated`] for a buffer shorter
+//!   than `Repr::buffer_len()`.
 //!
 //! The property tests of each module and the fuzz targets in `fuzz/` check
 //! the first two points on arbitrary input.
@@ -177,6 +192,14 @@ pub enum WireError {
         /// Largest value the field holds.
         max: usize,
     },
+    /// An untagged Ethernet header whose EtherType is the 802.1Q TPID
+    /// `0x8100`: the type field would announce a tag that the header does not
+    /// carry, and a receiver would read the payload's first four bytes as the
+    /// tag. Set [`ethernet::Repr::vlan`] instead.
+    #[error(
+        "Ethernet: EtherType 0x8100 announces an 802.1Q tag but the header has none; set `vlan` instead"
+    )]
+    UntaggedVlanEtherType,
     /// A length is not a multiple of four bytes where the format counts in
     /// 4-byte words (IPv4 options, Geneve option data).
     #[error("{layer}: `{field}` length {value} is not a multiple of 4")]

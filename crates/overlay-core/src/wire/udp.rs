@@ -12,7 +12,10 @@
 //! # Zero checksums
 //!
 //! * Over IPv4 a zero checksum means "no checksum" (RFC 768) and is always
-//!   accepted. VXLAN over IPv4 sends zero checksums by default, like Linux.
+//!   accepted. RFC 7348 section 5 says VXLAN over IPv4 SHOULD send a zero
+//!   checksum, and the [`encap`](crate::encap) defaults do; the Linux kernel's
+//!   VXLAN device, by contrast, computes it by default (`udpcsum`, usually
+//!   offloaded to the NIC) unless created with `noudpcsum`.
 //! * Over IPv6 the checksum is mandatory (RFC 8200 section 8.1), so
 //!   [`Repr::parse`] rejects a zero checksum with
 //!   [`WireError::ZeroUdpChecksumIpv6`] unless the caller opts in with
@@ -26,7 +29,10 @@
 //!
 //! [`Packet::new_checked`] and [`Repr::parse`] never panic. After
 //! [`Packet::check_len`] succeeded no accessor panics. [`Repr::emit`] never
-//! panics on a buffer of at least `buffer_len() + payload_len` bytes.
+//! panics: it refuses a payload length the 16-bit length field cannot hold
+//! ([`Repr::check`]), a buffer shorter than [`Repr::buffer_len`], and, when
+//! it computes the checksum (which covers the payload), a buffer that does
+//! not hold the `payload_len` bytes after the header.
 //!
 //! # Example
 //!
@@ -37,7 +43,7 @@
 //! let addrs = AddrPair::from(("2001:db8::1".parse::<Ipv6Addr>().unwrap(), "2001:db8::2".parse::<Ipv6Addr>().unwrap()));
 //! let repr = Repr { src_port: 49152, dst_port: 4789, payload_len: 4 };
 //! let mut buf = [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
-//! repr.emit(&mut Packet::new_unchecked(&mut buf[..]), &addrs, Checksum::Compute);
+//! repr.emit(&mut Packet::new_unchecked(&mut buf[..]), &addrs, Checksum::Compute).unwrap();
 //! let packet = Packet::new_checked(&buf[..]).unwrap();
 //! assert!(packet.verify_checksum(&addrs));
 //! assert_eq!(Repr::parse(&packet, &addrs, &ParseOptions::default()).unwrap(), repr);
@@ -57,6 +63,8 @@ mod field {
 
 /// Length of a UDP header.
 pub const HEADER_LEN: usize = field::CHECKSUM.end;
+/// Largest payload the 16-bit length field describes (65535 - 8).
+pub const MAX_PAYLOAD_LEN: usize = u16::MAX as usize - HEADER_LEN;
 /// IP protocol number of UDP.
 const PROTOCOL_UDP: u8 = 17;
 
@@ -361,8 +369,26 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 ///
 /// The checksum is not part of the representation: [`Repr::parse`] checks it
 /// according to [`ParseOptions`], and [`Repr::emit`] writes it according to
-/// [`Checksum`]. `payload_len + 8` must fit in 16 bits; emit does not check it
-/// (parse never produces more).
+/// [`Checksum`]. `payload_len + 8` must fit the 16-bit length field;
+/// [`check`](Repr::check) and [`emit`](Repr::emit) refuse a longer payload
+/// with [`WireError::ValueOutOfRange`] rather than cut it (parse never
+/// produces one).
+///
+/// ```
+/// use std::net::Ipv4Addr;
+/// use overlay_core::wire::{Layer, WireError, udp::{AddrPair, Checksum, Packet, Repr}};
+///
+/// let addrs = AddrPair::from((Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)));
+/// let repr = Repr { src_port: 49152, dst_port: 4789, payload_len: 4 };
+/// let mut header_only = [0u8; 8];
+/// // The checksum covers the payload, which this buffer does not hold.
+/// assert_eq!(
+///     repr.emit(&mut Packet::new_unchecked(&mut header_only[..]), &addrs, Checksum::Compute),
+///     Err(WireError::Truncated { layer: Layer::Udp, needed: 12, got: 8 })
+/// );
+/// // A zero checksum reads no payload.
+/// assert_eq!(repr.emit(&mut Packet::new_unchecked(&mut header_only[..]), &addrs, Checksum::Zero), Ok(()));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Repr {
     /// Source port.
@@ -404,23 +430,46 @@ impl Repr {
         HEADER_LEN
     }
 
-    /// Writes the header. With [`Checksum::Compute`] the payload must already
-    /// be in place after the header, since the checksum covers it.
+    /// Checks that `payload_len + 8` fits the 16-bit length field.
+    #[inline(always)]
+    pub fn check(&self) -> Result<(), WireError> {
+        if self.payload_len > MAX_PAYLOAD_LEN {
+            return Err(WireError::ValueOutOfRange {
+                layer: Layer::Udp,
+                field: "payload_len",
+                value: self.payload_len,
+                max: MAX_PAYLOAD_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the header after [`check`](Self::check) and a check that the
+    /// buffer holds the header, and with [`Checksum::Compute`] also the
+    /// `payload_len` bytes after it, which must already be in place since the
+    /// checksum covers them. On error nothing is written.
     #[inline(always)]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
         &self,
         packet: &mut Packet<&mut T>,
         addrs: &AddrPair,
         checksum: Checksum,
-    ) {
+    ) -> Result<(), WireError> {
+        self.check()?;
+        let reads = match checksum {
+            Checksum::Compute => HEADER_LEN + self.payload_len,
+            Checksum::Zero => HEADER_LEN,
+        };
+        need(Layer::Udp, reads, packet.buffer.as_ref().len())?;
         packet.set_src_port(self.src_port);
         packet.set_dst_port(self.dst_port);
-        // Documented precondition: payload_len + 8 fits in 16 bits.
+        // `check` bounded payload_len + 8 by u16::MAX.
         packet.set_len((HEADER_LEN + self.payload_len) as u16);
         match checksum {
             Checksum::Compute => packet.fill_checksum(addrs),
             Checksum::Zero => packet.set_checksum(0),
         }
+        Ok(())
     }
 }
 
@@ -469,7 +518,8 @@ pub(crate) mod tests {
             &mut Packet::new_unchecked(&mut out[..]),
             &v4(),
             Checksum::Compute,
-        );
+        )
+        .unwrap();
         assert_eq!(out, GOLDEN_V4);
     }
 
@@ -528,7 +578,8 @@ pub(crate) mod tests {
             &mut Packet::new_unchecked(&mut buf[..]),
             &addrs,
             Checksum::Zero,
-        );
+        )
+        .unwrap();
         let partial = checksum::combine(&[addrs.pseudo_header_sum(10), checksum::data(&buf)]);
         let w = 0xffff - partial;
         buf[8..10].copy_from_slice(&w.to_be_bytes());
@@ -536,7 +587,8 @@ pub(crate) mod tests {
             &mut Packet::new_unchecked(&mut buf[..]),
             &addrs,
             Checksum::Compute,
-        );
+        )
+        .unwrap();
         assert_eq!(Packet::new_unchecked(&buf[..]).checksum(), 0xffff);
         assert!(
             Repr::parse(
@@ -566,6 +618,90 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn payload_length_beyond_the_length_field_is_refused_not_cut() {
+        // 65528 + 8 = 65536 used to be written as length 0.
+        let repr = Repr {
+            src_port: 1,
+            dst_port: 2,
+            payload_len: MAX_PAYLOAD_LEN + 1,
+        };
+        for mode in [Checksum::Zero, Checksum::Compute] {
+            let mut buf = [0xeeu8; HEADER_LEN];
+            assert_eq!(
+                repr.emit(&mut Packet::new_unchecked(&mut buf[..]), &v4(), mode),
+                Err(WireError::ValueOutOfRange {
+                    layer: Layer::Udp,
+                    field: "payload_len",
+                    value: 65_528,
+                    max: 65_527
+                })
+            );
+            assert_eq!(buf, [0xee; HEADER_LEN], "nothing written");
+        }
+        let widest = Repr {
+            payload_len: MAX_PAYLOAD_LEN,
+            ..repr
+        };
+        let mut buf = vec![0u8; 65_535];
+        widest
+            .emit(
+                &mut Packet::new_unchecked(&mut buf[..]),
+                &v6(),
+                Checksum::Compute,
+            )
+            .unwrap();
+        let packet = Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(
+            Repr::parse(&packet, &v6(), &ParseOptions::default()),
+            Ok(widest)
+        );
+    }
+
+    #[test]
+    fn computed_checksum_over_a_payload_beyond_the_buffer_is_truncated_not_a_panic() {
+        let repr = Repr {
+            src_port: 1,
+            dst_port: 2,
+            payload_len: 100,
+        };
+        // buffer_len() bytes: enough for the header, not for the checksum.
+        let mut buf = [0u8; HEADER_LEN];
+        assert_eq!(repr.buffer_len(), buf.len());
+        assert_eq!(
+            repr.emit(
+                &mut Packet::new_unchecked(&mut buf[..]),
+                &v4(),
+                Checksum::Compute
+            ),
+            Err(WireError::Truncated {
+                layer: Layer::Udp,
+                needed: 108,
+                got: 8
+            })
+        );
+        assert_eq!(
+            repr.emit(
+                &mut Packet::new_unchecked(&mut buf[..]),
+                &v4(),
+                Checksum::Zero
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            repr.emit(
+                &mut Packet::new_unchecked(&mut buf[..7]),
+                &v4(),
+                Checksum::Zero
+            ),
+            Err(WireError::Truncated {
+                layer: Layer::Udp,
+                needed: 8,
+                got: 7
+            })
+        );
+    }
+
     pub(crate) fn arb_addrs() -> impl Strategy<Value = AddrPair> {
         prop_oneof![
             (any::<[u8; 4]>(), any::<[u8; 4]>())
@@ -585,11 +721,36 @@ pub(crate) mod tests {
             let repr = Repr { src_port: ports.0, dst_port: ports.1, payload_len: payload.len() };
             let mut buf = vec![0u8; HEADER_LEN];
             buf.extend_from_slice(&payload);
-            repr.emit(&mut Packet::new_unchecked(&mut buf[..]), &addrs, Checksum::Compute);
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..]), &addrs, Checksum::Compute).unwrap();
             let packet = Packet::new_checked(&buf[..]).unwrap();
             prop_assert!(packet.verify_checksum(&addrs));
             prop_assert_eq!(Repr::parse(&packet, &addrs, &ParseOptions::default()).unwrap(), repr);
             prop_assert_eq!(packet.payload(), &payload[..]);
+        }
+
+        /// Whatever the payload length and buffer, emit either writes a
+        /// datagram that parses back or refuses with the reason; it never
+        /// panics and never cuts the length.
+        #[test]
+        fn emit_never_panics_and_refuses_what_does_not_fit(
+            payload_len in prop_oneof![0usize..200, 65_500usize..70_000],
+            buf_len in prop_oneof![0usize..220, 65_500usize..70_000],
+            compute in any::<bool>(),
+            addrs in arb_addrs(),
+        ) {
+            let repr = Repr { src_port: 7, dst_port: 4789, payload_len };
+            let mode = if compute { Checksum::Compute } else { Checksum::Zero };
+            let mut buf = vec![0u8; buf_len];
+            let result = repr.emit(&mut Packet::new_unchecked(&mut buf[..]), &addrs, mode);
+            let reads = if compute { HEADER_LEN + payload_len } else { HEADER_LEN };
+            if payload_len > MAX_PAYLOAD_LEN {
+                prop_assert!(matches!(result, Err(WireError::ValueOutOfRange { field: "payload_len", .. })), "{:?}", result);
+            } else if buf_len < reads {
+                prop_assert_eq!(result, Err(WireError::Truncated { layer: Layer::Udp, needed: reads, got: buf_len }));
+            } else {
+                prop_assert_eq!(result, Ok(()));
+                prop_assert_eq!(usize::from(Packet::new_unchecked(&buf[..]).len()), HEADER_LEN + payload_len);
+            }
         }
 
         #[test]

@@ -31,7 +31,9 @@
 //!
 //! [`Packet::new_checked`] and [`Repr::parse`] never panic. After
 //! [`Packet::check_len`] succeeded no accessor panics. [`Repr::emit`] never
-//! panics on a buffer of at least [`Repr::buffer_len`] bytes.
+//! panics: every field of a [`Repr`] fits its wire field by construction (a
+//! [`Vni`] holds 24 bits, the group policy ID 16), so it only refuses a buffer
+//! shorter than [`Repr::buffer_len`].
 //!
 //! # Example
 //!
@@ -43,7 +45,7 @@
 //!     gbp: Some(Gbp { dont_learn: false, policy_applied: true, group_policy_id: 0x0102 }),
 //! };
 //! let mut buf = [0u8; 8];
-//! repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+//! repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
 //! assert_eq!(buf, [0x88, 0x08, 0x01, 0x02, 0x00, 0x00, 0x2a, 0x00]);
 //! assert_eq!(Repr::parse(&Packet::new_checked(&buf[..]).unwrap()).unwrap(), repr);
 //! ```
@@ -258,9 +260,24 @@ impl Repr {
         HEADER_LEN
     }
 
-    /// Writes the header, with all reserved bits zero.
+    /// Checks that every field fits its wire field. Always `Ok` for VXLAN
+    /// (the types hold nothing wider than the wire); present so that every
+    /// wire module offers the same `check`/`emit` pair.
     #[inline(always)]
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, packet: &mut Packet<&mut T>) {
+    pub const fn check(&self) -> Result<(), WireError> {
+        Ok(())
+    }
+
+    /// Writes the header, with all reserved bits zero, after a check that
+    /// the buffer holds [`buffer_len`](Self::buffer_len) bytes; on error
+    /// nothing is written.
+    #[inline(always)]
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
+        &self,
+        packet: &mut Packet<&mut T>,
+    ) -> Result<(), WireError> {
+        self.check()?;
+        need(Layer::Vxlan, HEADER_LEN, packet.buffer.as_ref().len())?;
         match self.gbp {
             Some(gbp) => {
                 packet.set_flags(FLAG_I | FLAG_G);
@@ -282,6 +299,7 @@ impl Repr {
         }
         packet.set_vni(self.vni);
         packet.set_reserved2(0);
+        Ok(())
     }
 }
 
@@ -308,7 +326,7 @@ pub(crate) mod tests {
             }
         );
         let mut out = [0xffu8; 8];
-        repr.emit(&mut Packet::new_unchecked(&mut out[..]));
+        repr.emit(&mut Packet::new_unchecked(&mut out[..])).unwrap();
         assert_eq!(out, PLAIN);
     }
 
@@ -327,7 +345,7 @@ pub(crate) mod tests {
             }
         );
         let mut out = [0u8; 8];
-        repr.emit(&mut Packet::new_unchecked(&mut out[..]));
+        repr.emit(&mut Packet::new_unchecked(&mut out[..])).unwrap();
         assert_eq!(out, GBP);
     }
 
@@ -387,11 +405,29 @@ pub(crate) mod tests {
         })
     }
 
+    #[test]
+    fn emit_into_a_buffer_shorter_than_buffer_len_is_truncated_not_a_panic() {
+        let repr = Repr {
+            vni: Vni::new(5001).unwrap(),
+            gbp: None,
+        };
+        let mut buf = [0xeeu8; HEADER_LEN - 1];
+        assert_eq!(
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..])),
+            Err(WireError::Truncated {
+                layer: Layer::Vxlan,
+                needed: HEADER_LEN,
+                got: HEADER_LEN - 1
+            })
+        );
+        assert_eq!(buf, [0xee; HEADER_LEN - 1], "nothing written");
+    }
+
     proptest! {
         #[test]
         fn repr_emit_parse_round_trips(repr in arb_repr()) {
             let mut buf = [0x5au8; 8];
-            repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
+            repr.emit(&mut Packet::new_unchecked(&mut buf[..])).unwrap();
             let packet = Packet::new_checked(&buf[..]).unwrap();
             prop_assert!(!packet.reserved_bits_set());
             prop_assert_eq!(Repr::parse(&packet).unwrap(), repr);
