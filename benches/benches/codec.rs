@@ -148,8 +148,9 @@ fn inner_frame(len: usize) -> Vec<u8> {
     f
 }
 
-/// A whole VXLAN frame of `len` bytes on the wire, UDP checksum zero (what a
-/// Linux VXLAN device sends over IPv4 by default).
+/// A whole VXLAN frame of `len` bytes on the wire, UDP checksum zero (what
+/// RFC 7348 recommends over IPv4 and a Linux device created with `noudpcsum`
+/// sends; iproute2's default device sends computed checksums).
 fn vxlan_frame(len: usize) -> Vec<u8> {
     let mut f = vec![0u8; OUTER_LEN];
     f.extend_from_slice(&inner_frame(len - OUTER_LEN));
