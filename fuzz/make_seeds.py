@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Cut the seed corpus (fuzz/corpus/<target>/seed-*) from the kernel VXLAN fixtures
-(crates/overlay-core/tests/fixtures/*.pcap) and a few hand-built Geneve headers.
+(overlay-core/tests/fixtures/*.pcap) and a few hand-built Geneve headers.
 Run from anywhere: python3 fuzz/make_seeds.py"""
 import struct, os, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIX = os.path.join(HERE, '..', 'crates', 'overlay-core', 'tests', 'fixtures')
+FIX = os.path.join(HERE, '..', 'overlay-core', 'tests', 'fixtures')
 OUT = os.path.join(HERE, 'corpus')
 
 def frames(path):

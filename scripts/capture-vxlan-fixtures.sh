@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Regenerate crates/overlay-core/tests/fixtures/vxlan-*.pcap: frames sent by
+# Regenerate overlay-core/tests/fixtures/vxlan-*.pcap: frames sent by
 # the Linux kernel's own VXLAN device, captured on a veth underlay between two
-# throw-away test namespaces (see crates/overlay-core/tests/fixtures/README.md).
+# throw-away test namespaces (see overlay-core/tests/fixtures/README.md).
 #
 # Run as root (it creates network namespaces; nothing touches the root
 # namespace). The capture procedure itself is the privileged test
-# `live_kernel_*` in crates/overlay-core/tests/kernel_fixtures.rs: with
+# `live_kernel_*` in overlay-core/tests/kernel_fixtures.rs: with
 # OVERLAY_CAPTURE_FIXTURES_DIR set it also writes what it captured there, so
 # the checked-in bytes and the live check can never follow different recipes
 # (a new scenario without a fixture yet is captured for the first time). The
@@ -16,7 +16,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-FIXTURES=$PWD/crates/overlay-core/tests/fixtures
+FIXTURES=$PWD/overlay-core/tests/fixtures
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "capture-vxlan-fixtures.sh: run as root (the capture creates network namespaces)" >&2

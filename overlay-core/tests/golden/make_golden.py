@@ -5,7 +5,7 @@ It builds complete encapsulated frames with nothing but `struct` and a
 textbook RFC 1071 checksum, without any code from overlay-core, and prints
 them as hex. Run it and compare with the constants in golden_packets.rs:
 
-    python3 crates/overlay-core/tests/golden/make_golden.py
+    python3 overlay-core/tests/golden/make_golden.py
 
 The UDP source port is pinned (the tests configure a one-port range), since
 the flow hash is ours to choose; every other byte follows from the RFCs.
