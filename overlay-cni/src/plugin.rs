@@ -369,13 +369,11 @@ impl Request {
 /// );
 /// ```
 pub fn attachment_hash(network: &str, container_id: &str, ifname: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = overlay_core::hash::Fnv1a64::new();
     for part in [network, container_id, ifname] {
-        for byte in part.bytes().chain([0]) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
+        hash.write(part.as_bytes()).write(&[0]);
     }
-    hash
+    hash.finish()
 }
 
 /// A CNI plugin: one method per command.

@@ -17,8 +17,9 @@
 
 use crate::error::{CniError, ErrorCode};
 
-/// The longest interface name Linux accepts, in bytes (`IFNAMSIZ - 1`).
-pub const MAX_INTERFACE_NAME_LEN: usize = 15;
+/// The longest interface name Linux accepts, in bytes (`IFNAMSIZ - 1`); the
+/// one definition is [`overlay_core::ifname::MAX_LEN`].
+pub const MAX_INTERFACE_NAME_LEN: usize = overlay_core::ifname::MAX_LEN;
 
 /// Whether `s` starts with an ASCII alphanumeric and continues with
 /// alphanumerics, `_`, `.` or `-`.
@@ -77,37 +78,20 @@ pub fn container_id(id: &str) -> Result<(), CniError> {
     Ok(())
 }
 
-/// Check an interface name: non-empty, at most 15 bytes, not `.` or `..`, and
-/// without `/`, `:` or whitespace. Fails with
-/// [`ErrorCode::InvalidEnvironmentVariables`].
+/// Check an interface name with the one rule set of
+/// [`overlay_core::ifname::validate`] (what the kernel's `dev_valid_name`
+/// and libcni's `ValidateInterfaceName` accept, without control
+/// characters). Fails with [`ErrorCode::InvalidEnvironmentVariables`], the
+/// name in the details.
 ///
 /// ```
 /// assert!(overlay_cni::validate::interface_name("eth0").is_ok());
 /// assert!(overlay_cni::validate::interface_name("a-name-of-16-byt").is_err());
 /// ```
 pub fn interface_name(name: &str) -> Result<(), CniError> {
-    let invalid = |msg: &str| CniError::new(ErrorCode::InvalidEnvironmentVariables, msg);
-    if name.is_empty() {
-        return Err(invalid("interface name is empty"));
-    }
-    if name.len() > MAX_INTERFACE_NAME_LEN {
-        return Err(invalid("interface name is too long").with_details(format!(
-            "interface name {name:?} is {} bytes; at most {MAX_INTERFACE_NAME_LEN} are allowed",
-            name.len()
-        )));
-    }
-    if name == "." || name == ".." {
-        return Err(invalid("interface name is . or .."));
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        return Err(
-            invalid("interface name contains / or : or whitespace characters").with_details(name),
-        );
-    }
-    Ok(())
+    overlay_core::ifname::validate(name).map_err(|e| {
+        CniError::new(ErrorCode::InvalidEnvironmentVariables, e.to_string()).with_details(name)
+    })
 }
 
 #[cfg(test)]
@@ -156,6 +140,10 @@ mod tests {
             "a b",
             "a\tb",
             "a\u{a0}b",
+            // Control characters: refused here as in overlay-netlink (both
+            // call overlay_core::ifname).
+            "a\u{1}b",
+            "a\u{7f}",
         ] {
             assert_eq!(
                 interface_name(bad).unwrap_err().code,

@@ -86,6 +86,8 @@ macro_rules! serde_via_str {
 pub(crate) use serde_via_str;
 
 pub mod encap;
+pub mod hash;
+pub mod ifname;
 mod mac;
 mod peer;
 pub mod wire;

@@ -292,25 +292,12 @@ impl RouteMetric {
             RouteMetric::Spread { base, span } => {
                 // FNV-1a over the prefix bytes and length: stable across
                 // processes and versions, unlike std's RandomState.
-                let mut h: u32 = 0x811c_9dc5;
-                let (v4, v6);
-                let bytes: &[u8] = match destination.network() {
-                    IpAddr::V4(a) => {
-                        v4 = a.octets();
-                        &v4
-                    }
-                    IpAddr::V6(a) => {
-                        v6 = a.octets();
-                        &v6
-                    }
+                let mut h = overlay_core::hash::Fnv1a32::new();
+                match destination.network() {
+                    IpAddr::V4(a) => h.write(&a.octets()),
+                    IpAddr::V6(a) => h.write(&a.octets()),
                 };
-                for b in bytes
-                    .iter()
-                    .chain(std::iter::once(&destination.prefix_len()))
-                {
-                    h ^= u32::from(*b);
-                    h = h.wrapping_mul(0x0100_0193);
-                }
+                let h = h.write(&[destination.prefix_len()]).finish();
                 base.saturating_add(h % span.max(1))
             }
         }

@@ -6,14 +6,16 @@ use ipnet::IpNet;
 
 use crate::error::{Error, InvalidInput, IpFamily, Result};
 
-/// The longest interface name Linux accepts (`IFNAMSIZ - 1`).
-pub const MAX_IFNAME_LEN: usize = 15;
+/// The longest interface name Linux accepts (`IFNAMSIZ - 1`); the one
+/// definition is [`overlay_core::ifname::MAX_LEN`].
+pub const MAX_IFNAME_LEN: usize = overlay_core::ifname::MAX_LEN;
 
 /// The largest VXLAN network identifier (24 bits).
 pub const MAX_VNI: u32 = 0x00ff_ffff;
 
-/// Check an interface name as the kernel's `dev_valid_name` does: 1 to 15
-/// bytes, not `.` or `..`, no `/`, `:` or whitespace.
+/// Check an interface name with the one rule set of
+/// [`overlay_core::ifname::validate`] (the kernel's `dev_valid_name` and
+/// libcni's, and no control characters), as the error type of this crate.
 ///
 /// ```
 /// use overlay_netlink::validate_ifname;
@@ -22,25 +24,19 @@ pub const MAX_VNI: u32 = 0x00ff_ffff;
 /// assert!(validate_ifname("eth 0").is_err());
 /// ```
 pub fn validate_ifname(name: &str) -> std::result::Result<(), InvalidInput> {
-    if name.is_empty() || name == "." || name == ".." {
-        return Err(InvalidInput::NameReserved { name: name.into() });
-    }
-    if name.len() > MAX_IFNAME_LEN {
-        return Err(InvalidInput::NameTooLong {
+    use overlay_core::ifname::IfnameError;
+    overlay_core::ifname::validate(name).map_err(|e| match e {
+        IfnameError::TooLong { len } => InvalidInput::NameTooLong {
             name: name.into(),
-            len: name.len(),
-        });
-    }
-    if let Some(ch) = name
-        .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
-    {
-        return Err(InvalidInput::NameCharacter {
+            len,
+        },
+        IfnameError::Character { ch } => InvalidInput::NameCharacter {
             name: name.into(),
             ch,
-        });
-    }
-    Ok(())
+        },
+        // Empty, `.`, `..` and any rule added later.
+        _ => InvalidInput::NameReserved { name: name.into() },
+    })
 }
 
 pub(crate) fn ifname(operation: &'static str, name: &str) -> Result<()> {
