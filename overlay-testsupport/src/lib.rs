@@ -29,8 +29,18 @@
 //! // `a` and `b` are deleted here, with the veth pair between them.
 //! ```
 //!
+//! The same guard serves programs that build throwaway namespaces outside a
+//! test, such as the workspace's `overlay-demo`: [`TestNetns::named`] takes a
+//! name with the program's own prefix, and [`TestNetns::keep`] leaves a
+//! namespace in place for a look.
+//!
 //! This crate shells out to `ip` from iproute2 on purpose: it must not depend on
 //! the code under test (`overlay-netlink`) to set up and tear down fixtures.
+//!
+//! It is published so that the published crates' tests build from their
+//! `.crate` files; it is a dev-dependency, with no stability promise beyond
+//! the workspace's own tests.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 use std::ffi::OsStr;
@@ -58,7 +68,10 @@ pub const REQUIRE_PRIVILEGED_ENV: &str = "OVERLAY_REQUIRE_PRIVILEGED";
 pub const SKIP_MESSAGE: &str = "skipped: needs root (CAP_NET_ADMIN)";
 
 /// Bit number of `CAP_NET_ADMIN` in the capability sets (see `capabilities(7)`).
-const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_NET_ADMIN: u32 = 12;
+
+/// Bit number of `CAP_SYS_ADMIN` in the capability sets (see `capabilities(7)`).
+pub const CAP_SYS_ADMIN: u32 = 21;
 
 /// Errors from setting up or tearing down test fixtures.
 #[derive(Debug)]
@@ -115,20 +128,30 @@ impl std::error::Error for Error {
 /// A result with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// This process's effective capability set (`CapEff` in `/proc/self/status`)
+/// as a bit mask indexed by capability number, or `None` if it cannot be read.
+///
+/// ```
+/// use overlay_testsupport::{effective_capabilities, CAP_NET_ADMIN, CAP_SYS_ADMIN};
+/// let may_build_namespaces = effective_capabilities()
+///     .map(|caps| [CAP_NET_ADMIN, CAP_SYS_ADMIN].iter().all(|bit| caps & (1 << bit) != 0));
+/// let _ = may_build_namespaces;
+/// ```
+pub fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
 /// Whether this process holds `CAP_NET_ADMIN` in its effective set.
 ///
 /// ```
 /// let _ = overlay_testsupport::has_net_admin();
 /// ```
 pub fn has_net_admin() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+    effective_capabilities().is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
 /// Whether `OVERLAY_REQUIRE_PRIVILEGED` asks for privileged tests to be mandatory.
@@ -256,12 +279,15 @@ where
     Ok(out)
 }
 
-/// A network namespace created for one test and deleted when dropped.
+/// A network namespace created for one test (or one run of a program) and
+/// deleted when dropped.
 ///
-/// Dropping it kills every process still inside, then deletes the namespace;
-/// the kernel destroys the links inside with it (the peer end of a veth pair
-/// in another namespace goes too). Drop also runs while a panicking test
-/// unwinds, so a failing test leaves nothing behind.
+/// Dropping it kills every process still inside (other than this one), then
+/// deletes the namespace; the kernel destroys the links inside with it (the
+/// peer end of a veth pair in another namespace goes too). A process left
+/// inside would otherwise keep the namespace, and its links, alive after the
+/// name is gone. Drop also runs while a panicking test unwinds, so a failing
+/// test leaves nothing behind. [`TestNetns::keep`] opts out.
 ///
 /// ```no_run
 /// let ns = overlay_testsupport::TestNetns::new().unwrap();
@@ -283,7 +309,22 @@ impl TestNetns {
     /// Like [`TestNetns::new`], with a short tag (at most 3 bytes is best) in
     /// the name to tell namespaces apart in `ip netns list`.
     pub fn with_kind(kind: &str) -> Result<Self> {
-        let name = unique_name(kind);
+        Self::named(unique_name(kind))
+    }
+
+    /// Create a namespace with exactly this name and bring its loopback up.
+    ///
+    /// For programs other than tests, which name their namespaces with a
+    /// prefix of their own (`overlay-demo` uses `ovd-<pid>-<role>`). The
+    /// caller makes the name unique; `ip netns add` fails on a name in use.
+    ///
+    /// ```no_run
+    /// let ns = overlay_testsupport::TestNetns::named(format!("ovd-{}-node1", std::process::id()))
+    ///     .unwrap();
+    /// assert!(ns.path().ends_with(ns.name()));
+    /// ```
+    pub fn named(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
         run("ip", ["netns", "add", name.as_str()])?;
         let ns = TestNetns {
             path: Path::new(NETNS_RUN_DIR).join(&name),
@@ -297,6 +338,15 @@ impl TestNetns {
     /// The namespace's name (as in `ip netns list`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Leave the namespace, and whatever runs in it, in place instead of
+    /// deleting it, and return its name (delete it later with
+    /// `ip netns del NAME`).
+    pub fn keep(self) -> String {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        let _path = std::mem::take(&mut this.path);
+        std::mem::take(&mut this.name)
     }
 
     /// The bind-mount path of the namespace, `/run/netns/<name>`.
@@ -370,19 +420,7 @@ impl TestNetns {
 impl Drop for TestNetns {
     fn drop(&mut self) {
         // Kill whatever a test left running inside (servers, pings).
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", self.name.as_str()])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<libc::pid_t>() {
-                    // SAFETY: kill(2) has no memory-safety preconditions.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-            }
-        }
+        kill_processes_in(&self.name);
         let deleted = Command::new("ip")
             .args(["netns", "del", self.name.as_str()])
             .output();
@@ -397,6 +435,25 @@ impl Drop for TestNetns {
                 "overlay-testsupport: cannot delete netns {}: {e}",
                 self.name
             ),
+        }
+    }
+}
+
+/// Kill (SIGKILL) every process in the named namespace, as `ip netns pids`
+/// lists them, except this process.
+fn kill_processes_in(name: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        match pid.parse::<libc::pid_t>() {
+            Ok(pid) if pid > 0 && u32::try_from(pid).ok() != Some(std::process::id()) => {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -169,3 +169,52 @@ fn link_names_lists_links_without_peer_suffix_and_filters_by_kind() {
     assert_eq!(a.link_names(Some("veth")).unwrap(), vec![link.a_name]);
     assert_eq!(a.link_names(Some("bridge")).unwrap(), vec!["ovt-br0"]);
 }
+
+#[test]
+fn named_guard_uses_the_given_name_and_kills_processes_inside_on_drop() {
+    privileged_test!();
+    let name = overlay_testsupport::unique_name("nm").replacen("ovt-", "ovt-named-", 1);
+    let ns = TestNetns::named(name.clone()).unwrap();
+    assert_eq!(ns.name(), name);
+    assert!(netns_listed(&name));
+    // A process left inside: dropping the guard must kill it, not wait on it.
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", name.as_str(), "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", name.as_str()])
+            .output()
+            .unwrap();
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sleep never showed up in {name}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(ns);
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "sleep was killed, not finished: {status}"
+    );
+    assert!(!netns_listed(&name), "{name} still listed by ip netns");
+}
+
+#[test]
+fn kept_guard_leaves_the_namespace_in_place() {
+    privileged_test!();
+    let ns = TestNetns::new().unwrap();
+    let path = ns.path().to_path_buf();
+    let name = ns.keep();
+    assert!(netns_listed(&name), "{name} was deleted although kept");
+    assert!(path.exists());
+    // Clean up by hand, as a user of `--keep` would.
+    overlay_testsupport::run("ip", ["netns", "del", name.as_str()]).unwrap();
+    assert!(!netns_listed(&name));
+}
