@@ -39,23 +39,30 @@ use overlay_core::encap::{Encapsulation, OuterParams, TunnelConfig, VxlanEncap};
 use overlay_core::wire::Vni;
 use overlay_netlink::overlay::{Overlay, RemotePeer};
 use overlay_netlink::{Handle, MacAddr, Netns, Route, VethConfig, VxlanConfig};
+use overlay_testsupport::{CAP_NET_ADMIN, CAP_SYS_ADMIN, TestNetns, effective_capabilities};
+use pcap_file::pcap::PcapReader;
 use tokio::sync::oneshot;
 
 /// The VXLAN network identifier and UDP port of the demo overlay.
 const VNI: u32 = 42;
 const VXLAN_PORT: u16 = 4789;
 
-/// Namespaces created by the demo, deleted on drop unless kept.
+/// Namespaces created by the demo (`ovd-<pid>-<role>`), each held by
+/// overlay-testsupport's guard, which kills the processes left inside and
+/// deletes the namespace when dropped. Dropped in reverse order of creation,
+/// unless kept.
 struct Namespaces {
-    names: Vec<String>,
+    guards: Vec<TestNetns>,
     keep: bool,
 }
 
 impl Namespaces {
     fn create(&mut self, role: &str) -> Result<Netns> {
         let name = format!("ovd-{}-{role}", std::process::id());
-        let ns = Netns::create(&name).with_context(|| format!("create namespace {name}"))?;
-        self.names.push(name);
+        let guard =
+            TestNetns::named(name.as_str()).with_context(|| format!("create namespace {name}"))?;
+        let ns = Netns::open(guard.name()).with_context(|| format!("open namespace {name}"))?;
+        self.guards.push(guard);
         Ok(ns)
     }
 }
@@ -63,35 +70,12 @@ impl Namespaces {
 impl Drop for Namespaces {
     fn drop(&mut self) {
         if self.keep {
-            println!("kept namespaces: {}", self.names.join(" "));
+            let kept: Vec<String> = self.guards.drain(..).map(TestNetns::keep).collect();
+            println!("kept namespaces: {}", kept.join(" "));
             return;
         }
-        for name in self.names.drain(..).rev() {
-            // A process left inside would keep the namespace, and its links,
-            // alive after the name is gone.
-            kill_processes_in(&name);
-            if let Err(e) = Netns::remove(&name) {
-                eprintln!("cannot delete namespace {name}: {e}");
-            }
-        }
-    }
-}
-
-/// Kill (SIGKILL) every process in the named namespace, as `ip netns pids`
-/// lists them. Only the demo starts processes in its namespaces.
-fn kill_processes_in(name: &str) {
-    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
-        return;
-    };
-    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-        match pid.parse::<libc::pid_t>() {
-            Ok(pid) if pid > 0 && u32::try_from(pid).ok() != Some(std::process::id()) => {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-            _ => {}
+        while let Some(guard) = self.guards.pop() {
+            drop(guard);
         }
     }
 }
@@ -270,37 +254,18 @@ async fn start_capture(ns: &str, interface: &str, filter: &str) -> Result<KillOn
     Ok(child)
 }
 
-/// The first record of a classic pcap stream (what `tcpdump -w -` writes).
-fn first_pcap_record(pcap: &[u8]) -> Option<&[u8]> {
-    const GLOBAL: usize = 24;
-    const RECORD: usize = 16;
-    let magic = pcap.get(..4)?;
-    let le = match magic {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        _ => return None,
-    };
-    let len_bytes: [u8; 4] = pcap.get(GLOBAL + 8..GLOBAL + 12)?.try_into().ok()?;
-    let len = if le {
-        u32::from_le_bytes(len_bytes)
-    } else {
-        u32::from_be_bytes(len_bytes)
-    };
-    pcap.get(GLOBAL + RECORD..GLOBAL + RECORD + usize::try_from(len).ok()?)
+/// The first packet of a pcap stream (what `tcpdump -w -` writes), read with
+/// the `pcap-file` crate; `None` if the stream holds no complete packet.
+fn first_pcap_record(pcap: &[u8]) -> Option<Vec<u8>> {
+    let mut reader = PcapReader::new(pcap).ok()?;
+    let packet = reader.next_packet()?.ok()?;
+    Some(packet.data.into_owned())
 }
-
-/// Linux capability numbers (`capabilities(7)`).
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_SYS_ADMIN: u32 = 21;
 
 /// Whether this process may create namespaces and links: `CAP_SYS_ADMIN`
 /// and `CAP_NET_ADMIN` in its effective set. `None` if that cannot be read.
 fn has_privileges() -> Option<bool> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let caps = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    let caps = effective_capabilities()?;
     Some(
         [CAP_NET_ADMIN, CAP_SYS_ADMIN]
             .iter()
@@ -395,7 +360,7 @@ fn main() -> ExitCode {
         }
     };
     let mut spaces = Namespaces {
-        names: Vec::new(),
+        guards: Vec::new(),
         keep,
     };
     let outcome = runtime.block_on(async {
@@ -516,7 +481,7 @@ async fn run(spaces: &mut Namespaces, keep: bool) -> Result<()> {
                     // is not verified here.
                     let vxlan = VxlanEncap::new(Vni::new(VNI)?)
                         .with_config(TunnelConfig::new(VXLAN_PORT).with_verify_udp_checksum(false));
-                    let d = vxlan.decapsulate(frame)?;
+                    let d = vxlan.decapsulate(&frame)?;
                     let ip = d.ip();
                     let udp = d.udp();
                     let vni = d.vni().get();
