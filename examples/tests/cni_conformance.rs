@@ -418,7 +418,9 @@ mod raw_protocol {
         run(&host, &env, &conf).ok();
         run(&host, &env, &conf).ok();
         // The kernel destroys the veth with the namespace, asynchronously.
-        wait_for(|| host.snapshot().links.len() <= host.baseline.links.len() + 1);
+        wait_for("the pod's veth to go with its namespace", || {
+            host_links_settled(&host, &bridge)
+        });
         host.assert_clean(&[&bridge], &[]);
     }
 
@@ -431,7 +433,9 @@ mod raw_protocol {
         env.netns = None;
         run(&host, &env, &conf).ok();
         drop(pod);
-        wait_for(|| host.snapshot().links.len() <= host.baseline.links.len() + 1);
+        wait_for("the pod's veth to go with its namespace", || {
+            host_links_settled(&host, &bridge)
+        });
         host.assert_clean(&[&bridge], &[]);
     }
 
@@ -500,14 +504,40 @@ mod raw_protocol {
     }
 }
 
-/// Retry `cond` for up to five seconds (kernel teardown after a namespace is
-/// deleted is asynchronous).
-fn wait_for(mut cond: impl FnMut() -> bool) {
-    for _ in 0..100 {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+/// How long [`wait_for`] waits for the kernel.
+const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Poll `check` until it returns `Ok` (kernel teardown after a namespace is
+/// deleted is asynchronous), or fail the test with `what` and the state
+/// `check` last reported once [`WAIT_LIMIT`] has passed. The limit only
+/// bounds the wait: the outcome is decided by `check`, never by a sleep.
+fn wait_for(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        let last = match check() {
+            Ok(()) => return,
+            Err(state) => state,
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {WAIT_LIMIT:?} waiting for {what}: {last}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `Ok` once the host has no link beyond its baseline but `bridge`; else the
+/// extra links.
+fn host_links_settled(host: &Host, bridge: &str) -> Result<(), String> {
+    let now = host.snapshot().links;
+    let extra: Vec<&String> = now
+        .difference(&host.baseline.links)
+        .filter(|l| l.as_str() != bridge)
+        .collect();
+    if extra.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("links beyond the baseline and {bridge}: {extra:?}"))
     }
 }
 
