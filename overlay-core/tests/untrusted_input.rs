@@ -90,7 +90,8 @@ fn decapsulate_everything(bytes: &[u8]) {
     }
 }
 
-/// A valid frame from each encapsulation, over IPv4 or IPv6.
+/// A valid frame from each encapsulation, over IPv4 or IPv6; `inner` holds
+/// at least an Ethernet header, as encapsulation requires.
 fn valid_frames(inner: &[u8], v6: bool) -> Vec<Vec<u8>> {
     let outer = if v6 {
         OuterParams::new(
@@ -155,7 +156,7 @@ proptest! {
 
     #[test]
     fn truncated_valid_frames_never_panic(
-        inner in proptest::collection::vec(any::<u8>(), 0..300),
+        inner in proptest::collection::vec(any::<u8>(), 14..300),
         v6 in any::<bool>(),
         cut in any::<prop::sample::Index>(),
     ) {
@@ -173,7 +174,7 @@ proptest! {
 
     #[test]
     fn corrupted_valid_frames_never_panic(
-        inner in proptest::collection::vec(any::<u8>(), 0..300),
+        inner in proptest::collection::vec(any::<u8>(), 14..300),
         v6 in any::<bool>(),
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
     ) {

@@ -19,6 +19,12 @@
 //! while decapsulation here verifies any non-zero checksum it receives. Set
 //! [`UdpChecksumMode::Compute`] to send what the kernel sends.
 //!
+//! Encapsulation refuses an inner Ethernet frame shorter than an Ethernet
+//! header ([`EncapError::InnerFrameTooShort`]), which no receiver would
+//! accept. The common configuration (IPv4 underlay, no VLAN tag, zero UDP
+//! checksum) is written from a template at fixed offsets; every other goes
+//! through the general, field-by-field path, which writes the same bytes.
+//!
 //! Decapsulation validates every outer header (lengths, versions, the IPv4
 //! header checksum, the UDP checksum as configured, the UDP destination port,
 //! no outer IPv4 fragments, the tunnel header) and refuses an inner Ethernet
@@ -94,7 +100,7 @@ pub trait Encapsulation {
     /// and returns the range of `buf` that holds the complete packet.
     ///
     /// Bytes of `buf` outside the returned range are not touched, and neither
-    /// are the inner frame's bytes.
+    /// are the inner frame's bytes. On error nothing is written.
     fn encapsulate(
         &self,
         buf: &mut [u8],
@@ -423,6 +429,16 @@ pub enum EncapError {
     /// example a [`FlowLabel::Fixed`] wider than 20 bits). Nothing is written.
     #[error("outer header: {0}")]
     Header(#[from] WireError),
+    /// The tunnel carries an Ethernet frame (VXLAN always, Geneve with
+    /// protocol type `0x6558`) and the inner frame is shorter than an
+    /// Ethernet header (14 bytes). Decapsulation refuses such packets
+    /// ([`DecapError::InnerFrameTooShort`]), and so does the Linux kernel,
+    /// so none is sent. Nothing is written.
+    #[error("inner Ethernet frame is {len} bytes, shorter than the 14-byte Ethernet header")]
+    InnerFrameTooShort {
+        /// Length of the inner frame (0 to 13).
+        len: usize,
+    },
 }
 
 /// Why a packet could not be decapsulated.
@@ -1088,6 +1104,155 @@ fn encapsulate_udp(
     Ok(start..end)
 }
 
+/// Refuses an Ethernet payload shorter than an Ethernet header, as
+/// decapsulation does ([`DecapError::InnerFrameTooShort`]).
+#[inline(always)]
+fn check_inner_len(inner_len: usize, ethernet_payload: bool) -> Result<(), EncapError> {
+    if ethernet_payload && inner_len < ethernet::HEADER_LEN {
+        return Err(EncapError::InnerFrameTooShort { len: inner_len });
+    }
+    Ok(())
+}
+
+/// Headroom of the fast path: untagged Ethernet, IPv4 without options, UDP
+/// and an 8-byte tunnel header.
+const V4_HEADROOM: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + 8;
+
+/// The outer headers of the common configuration (IPv4 underlay, no VLAN
+/// tag, zero UDP checksum) with an 8-byte tunnel header, encoded once when
+/// the tunnel is configured: [`encapsulate_v4_fast`] copies it in front of
+/// the frame and writes the per-packet fields at fixed offsets.
+///
+/// Built only from a [`TunnelConfig`] whose UDP checksum over IPv4 is zero;
+/// the general path ([`encapsulate_udp`]) covers everything else, and a
+/// property test holds the two to the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct V4Template {
+    /// Ethernet, IPv4, UDP and tunnel header with every per-packet field
+    /// (MAC addresses, IPv4 total length, identification, checksum and
+    /// addresses, UDP source port and length) zero.
+    bytes: [u8; V4_HEADROOM],
+    /// One's-complement sum of the constant IPv4 header words (version,
+    /// IHL and TOS; flags; TTL and protocol), not folded.
+    ip_sum: u32,
+    /// The configured source port range.
+    ports: hash::PortRange,
+}
+
+impl V4Template {
+    /// The template for `cfg` and `tunnel_header`, or `None` if `cfg` sends
+    /// a computed UDP checksum over IPv4.
+    pub(super) fn new(cfg: &TunnelConfig, tunnel_header: &[u8; 8]) -> Option<V4Template> {
+        match cfg.udp_checksum {
+            UdpChecksumMode::Auto | UdpChecksumMode::Zero => {}
+            UdpChecksumMode::Compute => return None,
+        }
+        let mut bytes = [0u8; V4_HEADROOM];
+        let (eth, rest) = bytes.split_at_mut(ethernet::HEADER_LEN);
+        let (ip, rest) = rest.split_at_mut(ipv4::HEADER_LEN);
+        let (udp, tunnel) = rest.split_at_mut(udp::HEADER_LEN);
+        eth[12..14].copy_from_slice(&u16::from(EtherType::Ipv4).to_be_bytes());
+        let ver_ihl_tos = 0x4500 | u16::from(cfg.tos);
+        let flags: u16 = if cfg.dont_fragment { 0x4000 } else { 0 };
+        let ttl_protocol = (u16::from(cfg.ttl) << 8) | u16::from(u8::from(IpProtocol::Udp));
+        ip[0..2].copy_from_slice(&ver_ihl_tos.to_be_bytes());
+        ip[6..8].copy_from_slice(&flags.to_be_bytes());
+        ip[8..10].copy_from_slice(&ttl_protocol.to_be_bytes());
+        udp[2..4].copy_from_slice(&cfg.dst_port.to_be_bytes());
+        tunnel.copy_from_slice(tunnel_header);
+        Some(V4Template {
+            bytes,
+            ip_sum: u32::from(ver_ihl_tos) + u32::from(flags) + u32::from(ttl_protocol),
+            ports: hash::PortRange::new(&cfg.src_port_range),
+        })
+    }
+}
+
+/// [`encapsulate_udp`] for the configuration `template` was built for, at
+/// fixed offsets: `None` (nothing written) unless the outer addresses are
+/// both IPv4, there is no VLAN tag, the headroom and the inner frame fit
+/// the buffer, and the inner frame holds an Ethernet header and fits the
+/// 16-bit length fields. The caller then takes the general path, which
+/// writes the same bytes or returns the error.
+///
+/// `ANY_INNER` false inlines the flow hash of the common inner frame
+/// (untagged IPv4) and hands any other to the `true` instance, out of line,
+/// so that the common case calls nothing and keeps its values in registers.
+#[inline(always)]
+fn encapsulate_v4_fast<const ANY_INNER: bool>(
+    template: &V4Template,
+    buf: &mut [u8],
+    inner_start: usize,
+    inner_len: usize,
+    outer: &OuterParams,
+) -> Option<Range<usize>> {
+    /// IPv4 total length = this + inner frame.
+    const IP_OVERHEAD: usize = V4_HEADROOM - ethernet::HEADER_LEN;
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (outer.src_ip, outer.dst_ip) else {
+        return None;
+    };
+    if outer.vlan.is_some()
+        || !(ethernet::HEADER_LEN..=usize::from(u16::MAX) - IP_OVERHEAD).contains(&inner_len)
+    {
+        return None;
+    }
+    let start = inner_start.checked_sub(V4_HEADROOM)?;
+    let end = inner_start.checked_add(inner_len)?;
+    let (head, inner) = buf
+        .get_mut(start..end)?
+        .split_first_chunk_mut::<V4_HEADROOM>()?;
+    let hash = if ANY_INNER {
+        flow_hash(inner)
+    } else {
+        match hash::flow_hash_ipv4(inner) {
+            Some(hash) => hash,
+            None => {
+                return encapsulate_v4_fast_any_inner(template, buf, inner_start, inner_len, outer);
+            }
+        }
+    };
+    let src_port = template.ports.port(hash);
+
+    // The bound on inner_len above keeps both lengths within 16 bits.
+    let ip_total = (IP_OVERHEAD + inner_len) as u16;
+    let udp_len = ip_total - ipv4::HEADER_LEN as u16;
+    let (s, d) = (u32::from(src), u32::from(dst));
+    let sum = template.ip_sum
+        + u32::from(ip_total)
+        + u32::from(outer.ipv4_ident)
+        + (s >> 16)
+        + (s & 0xffff)
+        + (d >> 16)
+        + (d & 0xffff);
+    // At most 10 words of 16 bits: two folds reach 16 bits.
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+
+    *head = template.bytes;
+    head[0..6].copy_from_slice(&outer.dst_mac.octets());
+    head[6..12].copy_from_slice(&outer.src_mac.octets());
+    head[16..18].copy_from_slice(&ip_total.to_be_bytes());
+    head[18..20].copy_from_slice(&outer.ipv4_ident.to_be_bytes());
+    head[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    head[26..30].copy_from_slice(&src.octets());
+    head[30..34].copy_from_slice(&dst.octets());
+    head[34..36].copy_from_slice(&src_port.to_be_bytes());
+    head[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    Some(start..end)
+}
+
+/// [`encapsulate_v4_fast`] for inner frames other than untagged IPv4.
+#[inline(never)]
+fn encapsulate_v4_fast_any_inner(
+    template: &V4Template,
+    buf: &mut [u8],
+    inner_start: usize,
+    inner_len: usize,
+    outer: &OuterParams,
+) -> Option<Range<usize>> {
+    encapsulate_v4_fast::<true>(template, buf, inner_start, inner_len, outer)
+}
+
 /// Headroom of a UDP-based encapsulation with a tunnel header of `len` bytes.
 #[inline(always)]
 fn udp_headroom(outer: &OuterParams, tunnel_header_len: usize) -> usize {
@@ -1374,8 +1539,9 @@ pub(crate) mod tests {
     }
 
     proptest::proptest! {
-        /// Inner frames of 0 to 13 bytes are refused with a typed error
-        /// whichever path parses the outer headers (fast: IPv4, untagged,
+        /// Inner frames of 0 to 13 bytes are refused with a typed error by
+        /// encapsulation and, when another sender sends them anyway, by
+        /// decapsulation, whichever path parses the outer headers (fast: IPv4, untagged,
         /// zero checksum; general: a tag, IPv6 or a computed checksum), for
         /// VXLAN and for Geneve carrying Ethernet; 14 bytes are accepted.
         #[test]
@@ -1390,20 +1556,28 @@ pub(crate) mod tests {
                 .with_config(TunnelConfig::new(4789).with_udp_checksum(mode));
             let geneve = GeneveEncap::new(Vni::new(3).unwrap())
                 .with_config(TunnelConfig::new(6081).with_udp_checksum(mode));
-            let tunnels: [&dyn Encapsulation; 2] = [&vxlan, &geneve];
+            let tunnels: [(&dyn Encapsulation, &TunnelConfig, &[u8]); 2] = [
+                (&vxlan, vxlan.config(), vxlan.encoded_header()),
+                (&geneve, geneve.config(), geneve.encoded_header()),
+            ];
             let mut outer = if v6 { outer_v6() } else { outer_v4() };
             outer.vlan = vlan;
-            for tunnel in tunnels {
+            for (tunnel, cfg, header) in tunnels {
                 let headroom = tunnel.headroom(&outer);
                 let mut buf = vec![0x5au8; headroom + inner_len];
-                let range = tunnel.encapsulate(&mut buf, headroom, inner_len, &outer).unwrap();
+                // Encapsulation refuses such frames, so they are written
+                // below its minimum check, as another sender might.
+                let sent = tunnel.encapsulate(&mut buf.clone(), headroom, inner_len, &outer);
+                let range = encapsulate_udp(cfg, header, &mut buf, headroom, inner_len, &outer).unwrap();
                 let result = tunnel.decapsulate(&buf[range]);
                 if inner_len < ethernet::HEADER_LEN {
+                    proptest::prop_assert_eq!(sent, Err(EncapError::InnerFrameTooShort { len: inner_len }));
                     proptest::prop_assert_eq!(
                         result.unwrap_err(),
                         DecapError::InnerFrameTooShort { offset: headroom, len: inner_len }
                     );
                 } else {
+                    proptest::prop_assert!(sent.is_ok());
                     proptest::prop_assert_eq!(result.unwrap().inner.len(), inner_len);
                 }
             }
