@@ -57,7 +57,7 @@
 //!
 //! // The receiving peer gets the inner frame back as a sub-slice.
 //! let decap = vxlan.decapsulate(wire_bytes).unwrap();
-//! assert_eq!(decap.inner, &wire_bytes[headroom..]);
+//! assert_eq!(decap.inner(), &wire_bytes[headroom..]);
 //! assert_eq!(decap.vni(), Vni::new(4242).unwrap());
 //! assert_eq!(decap.ip().src_addr(), outer.src_ip);
 //! assert!((49152..=65535).contains(&decap.udp().src_port));
@@ -93,4 +93,4 @@ pub mod wire;
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use mac::{MacAddr, ParseMacAddrError};
 pub use peer::{ParsePeerIdError, PeerId};
-pub use wire::{Vni, VniError};
+pub use wire::{ParseVniError, Vni, VniError};

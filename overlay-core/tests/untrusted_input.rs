@@ -78,9 +78,9 @@ fn encaps() -> Vec<Box<dyn Encapsulation>> {
 fn decapsulate_everything(bytes: &[u8]) {
     for encap in encaps() {
         if let Ok(d) = encap.decapsulate(bytes) {
-            let end = d.inner_offset + d.inner.len();
+            let end = d.inner_offset() + d.inner().len();
             assert!(end <= bytes.len());
-            assert_eq!(d.inner, &bytes[d.inner_offset..end]);
+            assert_eq!(d.inner(), &bytes[d.inner_offset()..end]);
             // Every accessor reads validated bytes and must not panic.
             let _ = (d.outer(), d.vni(), d.packet().len());
             if let TunnelHeader::Geneve(h) = d.tunnel() {
@@ -140,7 +140,7 @@ fn checksum_mode_compute_frames_still_decapsulate_after_round_trip() {
     );
     let mut buf = vec![0u8; 50 + 1500];
     let range = vxlan.encapsulate(&mut buf, 50, 1500, &outer).unwrap();
-    assert_eq!(vxlan.decapsulate(&buf[range]).unwrap().inner.len(), 1500);
+    assert_eq!(vxlan.decapsulate(&buf[range]).unwrap().inner().len(), 1500);
 }
 
 proptest! {

@@ -49,7 +49,7 @@ use crate::wire::{Vni, WireError};
 /// let TunnelHeader::Geneve(header) = decap.tunnel() else { unreachable!() };
 /// let option = header.options.clone().next().unwrap().unwrap();
 /// assert_eq!(option.class(), 0x0102);
-/// assert_eq!(decap.inner.len(), 60);
+/// assert_eq!(decap.inner().len(), 60);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GeneveEncap {
@@ -250,7 +250,7 @@ mod tests {
                 );
             } else {
                 assert_eq!(sent, Ok(0..h + 13));
-                assert_eq!(result.unwrap().inner.len(), 13);
+                assert_eq!(result.unwrap().inner().len(), 13);
             }
         }
     }
@@ -281,8 +281,8 @@ mod tests {
             buf[start..].copy_from_slice(&inner);
             let range = geneve.encapsulate(&mut buf, start, inner.len(), &outer).unwrap();
             let decap = geneve.decapsulate(&buf[range]).unwrap();
-            prop_assert_eq!(decap.inner, &inner[..]);
-            prop_assert_eq!(decap.inner_offset, start);
+            prop_assert_eq!(decap.inner(), &inner[..]);
+            prop_assert_eq!(decap.inner_offset(), start);
             let TunnelHeader::Geneve(h) = decap.tunnel() else { panic!("not Geneve") };
             prop_assert_eq!(h.vni, header.vni);
             prop_assert_eq!(h.oam, oam);

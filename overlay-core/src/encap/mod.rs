@@ -64,7 +64,7 @@
 //! assert_eq!(packet, 0..110);
 //!
 //! let decap = vxlan.decapsulate(&buf[packet]).unwrap();
-//! assert_eq!(decap.inner, &inner[..]);
+//! assert_eq!(decap.inner(), &inner[..]);
 //! assert_eq!(decap.outer().ip.dst_addr(), outer.dst_ip);
 //! assert!(matches!(decap.tunnel(), TunnelHeader::Vxlan(h) if h.vni.get() == 42));
 //! ```
@@ -286,8 +286,14 @@ pub struct TunnelConfig {
     /// Outer IPv4 don't-fragment bit (default set: the overlay MTU is sized so
     /// that tunnel packets never need fragmenting).
     pub dont_fragment: bool,
-    /// Outer IPv4 DSCP/ECN byte or IPv6 traffic class (default 0).
-    pub tos: u8,
+    /// Outer DSCP (6 bits; default 0): in the IPv4 TOS byte and the IPv6
+    /// traffic class alike, as [`ipv4::Repr::dscp`] and
+    /// [`ipv6::Repr::dscp`]. Encapsulation refuses a value above
+    /// [`ipv4::MAX_DSCP`] with [`EncapError::Header`].
+    pub dscp: u8,
+    /// Outer ECN codepoint (2 bits; default 0), as [`ipv4::Repr::ecn`] and
+    /// [`ipv6::Repr::ecn`]; above [`ipv4::MAX_ECN`] is refused.
+    pub ecn: u8,
     /// Outer IPv6 flow label (default [`FlowLabel::Fixed`]`(0)`, like Linux).
     pub ipv6_flow_label: FlowLabel,
     /// Whether received non-zero UDP checksums are verified (default yes).
@@ -307,7 +313,8 @@ impl TunnelConfig {
             udp_checksum: UdpChecksumMode::Auto,
             ttl: 64,
             dont_fragment: true,
-            tos: 0,
+            dscp: 0,
+            ecn: 0,
             ipv6_flow_label: FlowLabel::Fixed(0),
             verify_udp_checksum: true,
             allow_zero_udp_checksum_ipv6: false,
@@ -349,11 +356,26 @@ impl TunnelConfig {
         self
     }
 
-    /// Sets the TOS / traffic class byte.
+    /// Sets the outer DSCP and ECN (IPv4 TOS byte, IPv6 traffic class).
+    ///
+    /// ```
+    /// use overlay_core::encap::TunnelConfig;
+    /// let cfg = TunnelConfig::new(4789).with_dscp_ecn(46, 0); // EF
+    /// assert_eq!((cfg.dscp, cfg.ecn), (46, 0));
+    /// ```
     #[inline(always)]
-    pub fn with_tos(mut self, tos: u8) -> Self {
-        self.tos = tos;
+    pub fn with_dscp_ecn(mut self, dscp: u8, ecn: u8) -> Self {
+        self.dscp = dscp;
+        self.ecn = ecn;
         self
+    }
+
+    /// The TOS byte / traffic class the DSCP and ECN make up; `None` if
+    /// either is out of range.
+    #[inline(always)]
+    fn tos(&self) -> Option<u8> {
+        (self.dscp <= ipv4::MAX_DSCP && self.ecn <= ipv4::MAX_ECN)
+            .then_some((self.dscp << 2) | self.ecn)
     }
 
     /// Sets the outer IPv6 flow label policy.
@@ -586,24 +608,50 @@ enum TunnelKind {
 /// The result of [`Encapsulation::decapsulate`]: a validated packet with its
 /// inner frame located.
 ///
-/// Decapsulation only validates and records offsets; the outer fields are
-/// read on demand by the accessors ([`outer`](Self::outer),
-/// [`tunnel`](Self::tunnel), [`vni`](Self::vni), ...). They read bytes that
-/// decapsulation already checked, so they are cheap and cannot fail, and a
-/// caller that needs only the VNI and the inner frame pays for nothing else.
+/// Everything is read through accessor methods. Decapsulation only
+/// validates and records offsets; the outer fields are read on demand
+/// ([`outer`](Self::outer), [`tunnel`](Self::tunnel), [`vni`](Self::vni),
+/// [`gbp`](Self::gbp), ...). They read bytes that decapsulation already
+/// checked, so they are cheap and cannot fail, and a caller that needs only
+/// the VNI and the inner frame pays for nothing else.
+///
+/// Offsets count from the start of [`packet`](Self::packet), the buffer
+/// given to [`decapsulate`](Encapsulation::decapsulate).
+///
+/// ```
+/// use overlay_core::encap::{Encapsulation, OuterParams, VxlanEncap};
+/// use overlay_core::wire::{Vni, vxlan::Gbp};
+/// use overlay_core::MacAddr;
+///
+/// let gbp = Gbp { dont_learn: true, policy_applied: false, group_policy_id: 300 };
+/// let vxlan = VxlanEncap::new(Vni::new(7).unwrap()).with_gbp(gbp);
+/// let outer = OuterParams::new(MacAddr::ZERO, MacAddr::BROADCAST,
+///     "192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+/// let mut buf = vec![0u8; 50 + 60];
+/// let range = vxlan.encapsulate(&mut buf, 50, 60, &outer).unwrap();
+///
+/// let d = vxlan.decapsulate(&buf[range]).unwrap();
+/// assert_eq!(d.vni(), Vni::new(7).unwrap());
+/// assert_eq!(d.gbp(), Some(gbp));
+/// assert_eq!((d.inner_offset(), d.inner().len()), (50, 60));
+/// // IPv4 default: a zero UDP checksum, so none present and none verified.
+/// assert!(!d.udp_checksum_present() && !d.udp_checksum_verified());
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Decapsulated<'a> {
     packet: &'a [u8],
     ip_offset: usize,
     udp_offset: usize,
     ipv6: bool,
+    udp_checksum_verified: bool,
     kind: TunnelKind,
-    /// Offset of the inner frame within the packet.
+    /// Use [`inner_offset()`](Self::inner_offset). Public only until the
+    /// callers written against it move to the method; will become private.
+    #[doc(hidden)]
     pub inner_offset: usize,
-    /// The inner frame: a sub-slice of the packet, bounded by the UDP length
-    /// (trailing link-layer padding excluded). When it is an Ethernet frame
-    /// (always for VXLAN, for Geneve with protocol type `0x6558`) it holds at
-    /// least an Ethernet header's 14 bytes.
+    /// Use [`inner()`](Self::inner). Public only until the callers written
+    /// against it move to the method; will become private.
+    #[doc(hidden)]
     pub inner: &'a [u8],
 }
 
@@ -615,6 +663,56 @@ impl<'a> Decapsulated<'a> {
     #[inline(always)]
     pub fn packet(&self) -> &'a [u8] {
         self.packet
+    }
+
+    /// The inner frame: a sub-slice of the packet, bounded by the UDP length
+    /// (trailing link-layer padding excluded). When it is an Ethernet frame
+    /// (always for VXLAN, for Geneve with protocol type `0x6558`) it holds
+    /// at least an Ethernet header's 14 bytes.
+    #[inline(always)]
+    pub fn inner(&self) -> &'a [u8] {
+        self.inner
+    }
+
+    /// Offset of the inner frame within the packet.
+    #[inline(always)]
+    pub fn inner_offset(&self) -> usize {
+        self.inner_offset
+    }
+
+    /// Whether the outer UDP checksum was present (non-zero). A zero
+    /// checksum means "none" over IPv4, and over IPv6 where the tunnel
+    /// accepts it ([`TunnelConfig::allow_zero_udp_checksum_ipv6`]).
+    #[inline(always)]
+    pub fn udp_checksum_present(&self) -> bool {
+        udp::Packet::new_unchecked(&self.packet[self.udp_offset..]).checksum() != 0
+    }
+
+    /// Whether decapsulation verified the outer UDP checksum: it was
+    /// present and [`TunnelConfig::verify_udp_checksum`] is on. A checksum
+    /// that did not verify is an error, never a `Decapsulated`.
+    #[inline(always)]
+    pub fn udp_checksum_verified(&self) -> bool {
+        self.udp_checksum_verified
+    }
+
+    /// The VXLAN group-policy extension (VXLAN-GBP) if the packet is VXLAN
+    /// and carries it (the G flag is set): the D and A flags and the group
+    /// policy ID. `None` for Geneve and for plain VXLAN.
+    #[inline(always)]
+    pub fn gbp(&self) -> Option<crate::wire::vxlan::Gbp> {
+        match self.kind {
+            TunnelKind::Vxlan => {
+                let header =
+                    crate::wire::vxlan::Packet::new_unchecked(&self.packet[self.tunnel_offset()..]);
+                header.gbp_flag().then(|| crate::wire::vxlan::Gbp {
+                    dont_learn: header.dont_learn(),
+                    policy_applied: header.policy_applied(),
+                    group_policy_id: header.group_policy_id(),
+                })
+            }
+            TunnelKind::Geneve => None,
+        }
     }
 
     /// Offset of the outer IP header (14, or 18 with a VLAN tag).
@@ -748,6 +846,8 @@ pub(super) struct Located<'a> {
     ip_offset: usize,
     udp_offset: usize,
     ipv6: bool,
+    /// Whether a non-zero UDP checksum was verified.
+    udp_checksum_verified: bool,
     /// The UDP payload (tunnel header and inner frame), bounded by the UDP
     /// length.
     udp_payload: &'a [u8],
@@ -786,6 +886,7 @@ impl<'a> Located<'a> {
             ip_offset: self.ip_offset,
             udp_offset: self.udp_offset,
             ipv6: self.ipv6,
+            udp_checksum_verified: self.udp_checksum_verified,
             kind,
             inner_offset,
             inner,
@@ -868,6 +969,7 @@ fn parse_outer_fast<'a>(
         ip_offset: IP,
         udp_offset: UDP,
         ipv6: false,
+        udp_checksum_verified: false,
         udp_payload: packet.get(UDP + udp::HEADER_LEN..UDP + udp_len)?,
     })
 }
@@ -902,7 +1004,8 @@ fn parse_outer_general<'a>(
     let udp_offset = ip_offset + p.header_len();
     let (src, dst) = (p.src_addr(), p.dst_addr());
     let udp_packet = udp::Packet::new_checked(p.into_payload()).map_err(at(udp_offset))?;
-    if udp_packet.checksum() != 0 && cfg.verify_udp_checksum {
+    let verified = udp_packet.checksum() != 0 && cfg.verify_udp_checksum;
+    if verified {
         verify_udp(
             &udp_packet,
             &udp::AddrPair::V4 { src, dst },
@@ -910,7 +1013,7 @@ fn parse_outer_general<'a>(
             udp_offset,
         )?;
     }
-    located(udp_packet, cfg, ip_offset, udp_offset, false)
+    located(udp_packet, cfg, ip_offset, udp_offset, false, verified)
 }
 
 /// [`parse_outer`] for an IPv6 underlay, from the IPv6 header on.
@@ -929,7 +1032,8 @@ fn parse_outer_v6<'a>(
     let udp_offset = ip_offset + ipv6::HEADER_LEN;
     let udp_packet = udp::Packet::new_checked(p.into_payload()).map_err(at(udp_offset))?;
     verify_udp(&udp_packet, &addrs, cfg, udp_offset)?;
-    located(udp_packet, cfg, ip_offset, udp_offset, true)
+    let verified = udp_packet.checksum() != 0 && cfg.verify_udp_checksum;
+    located(udp_packet, cfg, ip_offset, udp_offset, true, verified)
 }
 
 /// The UDP checksum rules of [`udp::Packet::validate`] under the tunnel's
@@ -954,6 +1058,7 @@ fn located<'a>(
     ip_offset: usize,
     udp_offset: usize,
     ipv6: bool,
+    udp_checksum_verified: bool,
 ) -> Result<Located<'a>, DecapError> {
     if udp_packet.dst_port() != cfg.dst_port {
         return Err(DecapError::UnexpectedPort {
@@ -965,6 +1070,7 @@ fn located<'a>(
         ip_offset,
         udp_offset,
         ipv6,
+        udp_checksum_verified,
         udp_payload: udp_packet.into_payload(),
     })
 }
@@ -1024,6 +1130,24 @@ fn encapsulate_udp(
         udp::AddrPair::V4 { .. } => 0,
         udp::AddrPair::V6 { .. } => cfg.ipv6_flow_label.value(hash),
     };
+    let Some(tos) = cfg.tos() else {
+        let layer = if addrs.is_ipv6() {
+            Layer::Ipv6
+        } else {
+            Layer::Ipv4
+        };
+        let (field, value, max) = if cfg.dscp > ipv4::MAX_DSCP {
+            ("dscp", cfg.dscp, ipv4::MAX_DSCP)
+        } else {
+            ("ecn", cfg.ecn, ipv4::MAX_ECN)
+        };
+        return Err(EncapError::Header(WireError::ValueOutOfRange {
+            layer,
+            field,
+            value: value.into(),
+            max: max.into(),
+        }));
+    };
     if flow_label > ipv6::MAX_FLOW_LABEL {
         return Err(EncapError::Header(WireError::ValueOutOfRange {
             layer: Layer::Ipv6,
@@ -1059,7 +1183,7 @@ fn encapsulate_udp(
             // header has no options, and this is the per-packet hot path.
             let mut ip = ipv4::Packet::new_unchecked(&mut *ip_buf);
             ip.set_version_and_header_len(4, ipv4::HEADER_LEN);
-            ip.set_dscp_ecn(cfg.tos >> 2, cfg.tos & 0x03);
+            ip.set_dscp_ecn(cfg.dscp, cfg.ecn);
             // ip_len + udp_len <= 65535 was checked above.
             ip.set_total_len((ip_len + udp_len) as u16);
             ip.set_ident(outer.ipv4_ident);
@@ -1072,7 +1196,7 @@ fn encapsulate_udp(
             // which would stall on the bytes just stored.
             let (s, d) = (u32::from(src), u32::from(dst));
             let words = [
-                0x4500 | u16::from(cfg.tos),
+                0x4500 | u16::from(tos),
                 (ip_len + udp_len) as u16,
                 outer.ipv4_ident,
                 if cfg.dont_fragment { 0x4000 } else { 0 },
@@ -1088,7 +1212,7 @@ fn encapsulate_udp(
         udp::AddrPair::V6 { src, dst } => {
             let mut ip = ipv6::Repr::new(src, dst, IpProtocol::Udp, udp_len);
             ip.hop_limit = cfg.ttl;
-            ip.traffic_class = cfg.tos;
+            (ip.dscp, ip.ecn) = (cfg.dscp, cfg.ecn);
             ip.flow_label = flow_label;
             ip.emit(&mut ipv6::Packet::new_unchecked(&mut *ip_buf))?;
             EtherType::Ipv6
@@ -1141,18 +1265,20 @@ pub(super) struct V4Template {
 
 impl V4Template {
     /// The template for `cfg` and `tunnel_header`, or `None` if `cfg` sends
-    /// a computed UDP checksum over IPv4.
+    /// a computed UDP checksum over IPv4 or its DSCP or ECN is out of range.
     pub(super) fn new(cfg: &TunnelConfig, tunnel_header: &[u8; 8]) -> Option<V4Template> {
         match cfg.udp_checksum {
             UdpChecksumMode::Auto | UdpChecksumMode::Zero => {}
             UdpChecksumMode::Compute => return None,
         }
+        // Out of range: the general path reports it.
+        let tos = cfg.tos()?;
         let mut bytes = [0u8; V4_HEADROOM];
         let (eth, rest) = bytes.split_at_mut(ethernet::HEADER_LEN);
         let (ip, rest) = rest.split_at_mut(ipv4::HEADER_LEN);
         let (udp, tunnel) = rest.split_at_mut(udp::HEADER_LEN);
         eth[12..14].copy_from_slice(&u16::from(EtherType::Ipv4).to_be_bytes());
-        let ver_ihl_tos = 0x4500 | u16::from(cfg.tos);
+        let ver_ihl_tos = 0x4500 | u16::from(tos);
         let flags: u16 = if cfg.dont_fragment { 0x4000 } else { 0 };
         let ttl_protocol = (u16::from(cfg.ttl) << 8) | u16::from(u8::from(IpProtocol::Udp));
         ip[0..2].copy_from_slice(&ver_ihl_tos.to_be_bytes());
@@ -1451,11 +1577,12 @@ pub(crate) mod tests {
     /// What VXLAN passes as `min_payload`: its header and an Ethernet header.
     const VXLAN_MIN: usize = 8 + ethernet::HEADER_LEN;
 
-    fn fields(l: &Located<'_>) -> (usize, usize, bool, *const u8, usize) {
+    fn fields(l: &Located<'_>) -> (usize, usize, bool, bool, *const u8, usize) {
         (
             l.ip_offset,
             l.udp_offset,
             l.ipv6,
+            l.udp_checksum_verified,
             l.udp_payload.as_ptr(),
             l.udp_payload.len(),
         )
@@ -1535,7 +1662,7 @@ pub(crate) mod tests {
         }
         let packet = v4_packet(&cfg, ethernet::HEADER_LEN);
         assert!(parse_outer_fast(&packet, &cfg, VXLAN_MIN).is_some());
-        assert_eq!(vxlan.decapsulate(&packet).unwrap().inner.len(), 14);
+        assert_eq!(vxlan.decapsulate(&packet).unwrap().inner().len(), 14);
     }
 
     proptest::proptest! {
@@ -1578,7 +1705,7 @@ pub(crate) mod tests {
                     );
                 } else {
                     proptest::prop_assert!(sent.is_ok());
-                    proptest::prop_assert_eq!(result.unwrap().inner.len(), inner_len);
+                    proptest::prop_assert_eq!(result.unwrap().inner().len(), inner_len);
                 }
             }
         }

@@ -208,8 +208,8 @@ mod tests {
         assert_eq!(udp.dst_port(), 4789);
         assert!((49152..=65535).contains(&udp.src_port()));
         let decap = vxlan.decapsulate(&buf).unwrap();
-        assert_eq!(decap.inner, &inner_frame(60)[..]);
-        assert_eq!(decap.inner_offset, 50);
+        assert_eq!(decap.inner(), &inner_frame(60)[..]);
+        assert_eq!(decap.inner_offset(), 50);
         assert_eq!(decap.tunnel().vni().get(), 5001);
     }
 
@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(vxlan.headroom(&outer), 70);
         let buf = encap_roundtrip(&vxlan, &outer, &inner_frame(100));
         let decap = vxlan.decapsulate(&buf).unwrap();
-        assert_eq!(decap.inner, &inner_frame(100)[..]);
+        assert_eq!(decap.inner(), &inner_frame(100)[..]);
         assert!(matches!(decap.outer().ip, OuterIp::V6(r) if r.hop_limit == 64));
         let udp = udp::Packet::new_checked(&buf[54..]).unwrap();
         assert_ne!(udp.checksum(), 0);
@@ -369,12 +369,86 @@ mod tests {
             let range = vxlan
                 .encapsulate(&mut buf, headroom, ethernet::HEADER_LEN, &outer)
                 .unwrap();
-            assert_eq!(vxlan.decapsulate(&buf[range]).unwrap().inner.len(), 14);
+            assert_eq!(vxlan.decapsulate(&buf[range]).unwrap().inner().len(), 14);
         }
         assert_eq!(
             EncapError::InnerFrameTooShort { len: 3 }.to_string(),
             "inner Ethernet frame is 3 bytes, shorter than the 14-byte Ethernet header"
         );
+    }
+
+    #[test]
+    fn decapsulated_reports_udp_checksum_presence_and_verification() {
+        let cases = [
+            // (send mode, verify on receipt, outer, present, verified)
+            (UdpChecksumMode::Auto, true, outer_v4(), false, false),
+            (UdpChecksumMode::Compute, true, outer_v4(), true, true),
+            (UdpChecksumMode::Compute, false, outer_v4(), true, false),
+            (UdpChecksumMode::Auto, true, outer_v6(), true, true),
+            (UdpChecksumMode::Auto, false, outer_v6(), true, false),
+        ];
+        for (mode, verify, outer, present, verified) in cases {
+            let tx = VxlanEncap::new(Vni::new(1).unwrap())
+                .with_config(TunnelConfig::new(4789).with_udp_checksum(mode));
+            let rx = VxlanEncap::new(Vni::new(1).unwrap())
+                .with_config(TunnelConfig::new(4789).with_verify_udp_checksum(verify));
+            let buf = encap_roundtrip(&tx, &outer, &inner_frame(60));
+            let d = rx.decapsulate(&buf).unwrap();
+            assert_eq!(
+                (d.udp_checksum_present(), d.udp_checksum_verified()),
+                (present, verified),
+                "{mode:?} verify={verify} {outer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn decapsulated_gives_the_gbp_fields_only_when_present() {
+        let gbp = Gbp {
+            dont_learn: true,
+            policy_applied: true,
+            group_policy_id: 0xbeef,
+        };
+        let plain = VxlanEncap::new(Vni::new(5).unwrap());
+        let buf = encap_roundtrip(&plain, &outer_v4(), &inner_frame(60));
+        assert_eq!(plain.decapsulate(&buf).unwrap().gbp(), None);
+        let with_gbp = plain.with_gbp(gbp);
+        let buf = encap_roundtrip(&with_gbp, &outer_v6(), &inner_frame(60));
+        let d = with_gbp.decapsulate(&buf).unwrap();
+        assert_eq!((d.vni().get(), d.gbp()), (5, Some(gbp)));
+    }
+
+    #[test]
+    fn out_of_range_dscp_or_ecn_is_refused_without_writing() {
+        for (dscp, ecn, field, value, max) in [(64, 0, "dscp", 64, 63), (0, 4, "ecn", 4, 3)] {
+            let vxlan = VxlanEncap::new(Vni::new(1).unwrap())
+                .with_config(TunnelConfig::new(4789).with_dscp_ecn(dscp, ecn));
+            for (outer, layer) in [(outer_v4(), Layer::Ipv4), (outer_v6(), Layer::Ipv6)] {
+                let headroom = vxlan.headroom(&outer);
+                let mut buf = vec![0xeeu8; headroom + 60];
+                assert_eq!(
+                    vxlan.encapsulate(&mut buf, headroom, 60, &outer),
+                    Err(EncapError::Header(WireError::ValueOutOfRange {
+                        layer,
+                        field,
+                        value,
+                        max
+                    }))
+                );
+                assert!(buf.iter().all(|&b| b == 0xee), "nothing written");
+            }
+        }
+        // In range, both families carry the same DSCP and ECN.
+        let vxlan = VxlanEncap::new(Vni::new(1).unwrap())
+            .with_config(TunnelConfig::new(4789).with_dscp_ecn(46, 1));
+        for outer in [outer_v4(), outer_v6()] {
+            let buf = encap_roundtrip(&vxlan, &outer, &inner_frame(60));
+            let (dscp, ecn) = match vxlan.decapsulate(&buf).unwrap().ip() {
+                OuterIp::V4(ip) => (ip.dscp, ip.ecn),
+                OuterIp::V6(ip) => (ip.dscp, ip.ecn),
+            };
+            assert_eq!((dscp, ecn), (46, 1));
+        }
     }
 
     #[test]
@@ -406,15 +480,16 @@ mod tests {
             ],
             any::<u8>(),
             any::<bool>(),
-            any::<u8>(),
+            prop_oneof![0u8..=63, any::<u8>()],
+            prop_oneof![0u8..=3, any::<u8>()],
         )
-            .prop_map(|(dst_port, lo, hi, csum, ttl, df, tos)| {
+            .prop_map(|(dst_port, lo, hi, csum, ttl, df, dscp, ecn)| {
                 TunnelConfig::new(dst_port)
                     .with_src_port_range(lo..=hi)
                     .with_udp_checksum(csum)
                     .with_ttl(ttl)
                     .with_dont_fragment(df)
-                    .with_tos(tos)
+                    .with_dscp_ecn(dscp, ecn)
             })
     }
 
@@ -509,8 +584,8 @@ mod tests {
             let range = vxlan.encapsulate(&mut buf, start, inner.len(), &outer).unwrap();
             prop_assert_eq!(range.clone(), extra_headroom..buf.len());
             let decap = vxlan.decapsulate(&buf[range.clone()]).unwrap();
-            prop_assert_eq!(decap.inner, &inner[..]);
-            prop_assert_eq!(decap.inner_offset + range.start, start);
+            prop_assert_eq!(decap.inner(), &inner[..]);
+            prop_assert_eq!(decap.inner_offset() + range.start, start);
             prop_assert_eq!(decap.outer().ethernet.vlan, vlan);
             prop_assert_eq!(decap.outer().ip.src_addr(), outer.src_ip);
             prop_assert_eq!(decap.outer().udp.dst_port, 4789);
