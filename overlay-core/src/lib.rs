@@ -17,6 +17,8 @@
 //! * [`wire`]: `Packet` views and validated `Repr`s for Ethernet, IPv4,
 //!   IPv6, UDP, VXLAN and Geneve, plus the Internet checksum. Parsing never
 //!   panics on untrusted input.
+//! * [`mtu`]: the overlay MTU from the underlay MTU
+//!   ([`overlay_mtu`](mtu::overlay_mtu)).
 //! * [`encap`]: the [`Encapsulation`](encap::Encapsulation) trait with
 //!   [`VxlanEncap`](encap::VxlanEncap) and [`GeneveEncap`](encap::GeneveEncap),
 //!   which write outer headers in place in front of an inner frame.
@@ -87,6 +89,7 @@ pub(crate) use serde_via_str;
 
 pub mod encap;
 mod mac;
+pub mod mtu;
 mod peer;
 pub mod wire;
 
