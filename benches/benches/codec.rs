@@ -298,7 +298,7 @@ mod ours {
         else {
             return None;
         };
-        let inner = ethernet::Packet::new_checked(d.inner).ok()?;
+        let inner = ethernet::Packet::new_checked(d.inner()).ok()?;
         if inner.ethertype() != EtherType::Ipv4 {
             return None;
         }

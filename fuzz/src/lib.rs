@@ -106,7 +106,8 @@ pub fn ipv6(data: &[u8]) {
     };
     let _ = (
         packet.version(),
-        packet.traffic_class(),
+        packet.dscp(),
+        packet.ecn(),
         packet.flow_label(),
     );
     let _ = (packet.next_header(), packet.hop_limit());
@@ -304,15 +305,15 @@ fn check_located(data: &[u8], d: &Decapsulated<'_>) -> OuterHeaders {
         std::ptr::eq(d.packet(), data),
         "decapsulated another buffer"
     );
-    assert!(d.inner_offset <= data.len());
+    assert!(d.inner_offset() <= data.len());
     assert!(
-        std::ptr::eq(d.inner.as_ptr(), data[d.inner_offset..].as_ptr()),
+        std::ptr::eq(d.inner().as_ptr(), data[d.inner_offset()..].as_ptr()),
         "inner frame is not the sub-slice at inner_offset"
     );
-    assert!(d.inner_offset + d.inner.len() <= data.len());
+    assert!(d.inner_offset() + d.inner().len() <= data.len());
     assert!(d.ip_offset() < d.udp_offset() && d.udp_offset() < d.tunnel_offset());
     assert!(
-        d.tunnel_offset() + 8 <= d.inner_offset,
+        d.tunnel_offset() + 8 <= d.inner_offset(),
         "tunnel header shorter than 8 bytes"
     );
     let outer = d.outer();
@@ -346,9 +347,9 @@ fn reproduce(outer: &OuterHeaders, port: u16) -> (OuterParams, TunnelConfig) {
             params = params.with_ipv4_ident(ip.ident);
             config = config
                 .with_dont_fragment(ip.dont_frag)
-                .with_tos((ip.dscp << 2) | ip.ecn);
+                .with_dscp_ecn(ip.dscp, ip.ecn);
         }
-        OuterIp::V6(ip) => config = config.with_tos(ip.traffic_class),
+        OuterIp::V6(ip) => config = config.with_dscp_ecn(ip.dscp, ip.ecn),
     }
     (params, config)
 }
@@ -378,7 +379,7 @@ fn round_trip(
         .decapsulate(&buf)
         .unwrap_or_else(|e| panic!("our own encapsulation does not decapsulate: {e}"));
     check_located(&buf, &again);
-    assert_eq!(again.inner, inner);
+    assert_eq!(again.inner(), inner);
     let outer = again.outer();
     assert_eq!(outer.ethernet.src_addr, params.src_mac);
     assert_eq!(outer.ethernet.dst_addr, params.dst_mac);
@@ -403,9 +404,9 @@ pub fn vxlan_decap(data: &[u8]) {
         };
         let outer = check_located(data, &d);
         assert!(
-            d.inner.len() >= ethernet::HEADER_LEN,
+            d.inner().len() >= ethernet::HEADER_LEN,
             "VXLAN inner frame of {} bytes, shorter than an Ethernet header",
-            d.inner.len()
+            d.inner().len()
         );
         let TunnelHeader::Vxlan(header) = d.tunnel() else {
             panic!("VXLAN decapsulation returned another tunnel header");
@@ -416,7 +417,7 @@ pub fn vxlan_decap(data: &[u8]) {
             encap = encap.with_gbp(gbp);
         }
         let strict = VxlanEncap::new(vni);
-        let Some(packet) = round_trip(&encap, &strict, &params, d.inner) else {
+        let Some(packet) = round_trip(&encap, &strict, &params, d.inner()) else {
             continue;
         };
         let again = strict.decapsulate(&packet).expect("checked by round_trip");
@@ -441,9 +442,9 @@ pub fn geneve_decap(data: &[u8]) {
         };
         if header.protocol_type == ethernet::EtherType::TransparentEthernetBridging {
             assert!(
-                d.inner.len() >= ethernet::HEADER_LEN,
+                d.inner().len() >= ethernet::HEADER_LEN,
                 "Geneve Ethernet payload of {} bytes, shorter than an Ethernet header",
-                d.inner.len()
+                d.inner().len()
             );
         }
         let options: Vec<GeneveOption> = header
@@ -461,7 +462,7 @@ pub fn geneve_decap(data: &[u8]) {
         let encap = GeneveEncap::from_header(repr.clone(), config)
             .expect("options that were decoded fit the option length");
         let strict = GeneveEncap::new(vni);
-        let Some(packet) = round_trip(&encap, &strict, &params, d.inner) else {
+        let Some(packet) = round_trip(&encap, &strict, &params, d.inner()) else {
             continue;
         };
         let again = strict.decapsulate(&packet).expect("checked by round_trip");

@@ -17,6 +17,8 @@
 //! * [`wire`]: `Packet` views and validated `Repr`s for Ethernet, IPv4,
 //!   IPv6, UDP, VXLAN and Geneve, plus the Internet checksum. Parsing never
 //!   panics on untrusted input.
+//! * [`mtu`]: the overlay MTU from the underlay MTU
+//!   ([`overlay_mtu`](mtu::overlay_mtu)).
 //! * [`encap`]: the [`Encapsulation`](encap::Encapsulation) trait with
 //!   [`VxlanEncap`](encap::VxlanEncap) and [`GeneveEncap`](encap::GeneveEncap),
 //!   which write outer headers in place in front of an inner frame.
@@ -57,7 +59,7 @@
 //!
 //! // The receiving peer gets the inner frame back as a sub-slice.
 //! let decap = vxlan.decapsulate(wire_bytes).unwrap();
-//! assert_eq!(decap.inner, &wire_bytes[headroom..]);
+//! assert_eq!(decap.inner(), &wire_bytes[headroom..]);
 //! assert_eq!(decap.vni(), Vni::new(4242).unwrap());
 //! assert_eq!(decap.ip().src_addr(), outer.src_ip);
 //! assert!((49152..=65535).contains(&decap.udp().src_port));
@@ -89,10 +91,11 @@ pub mod encap;
 pub mod hash;
 pub mod ifname;
 mod mac;
+pub mod mtu;
 mod peer;
 pub mod wire;
 
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use mac::{MacAddr, ParseMacAddrError};
 pub use peer::{ParsePeerIdError, PeerId};
-pub use wire::{Vni, VniError};
+pub use wire::{ParseVniError, Vni, VniError};

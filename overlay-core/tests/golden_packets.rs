@@ -148,8 +148,8 @@ fn vxlan_over_ipv4_matches_independent_bytes_both_ways() {
     assert_eq!(frame, hex(VXLAN_V4));
 
     let decap = vxlan.decapsulate(&frame).unwrap();
-    assert_eq!(decap.inner, &hex(INNER)[..]);
-    assert_eq!(decap.inner_offset, 50);
+    assert_eq!(decap.inner(), &hex(INNER)[..]);
+    assert_eq!(decap.inner_offset(), 50);
     assert_eq!(
         decap.outer().ethernet.src_addr,
         MacAddr::new([2, 0, 0, 0, 0, 1])
@@ -194,7 +194,7 @@ fn vxlan_gbp_over_tagged_ipv6_matches_independent_bytes_both_ways() {
     assert_eq!(frame, hex(VXLAN_GBP_V6_VLAN));
 
     let decap = vxlan.decapsulate(&frame).unwrap();
-    assert_eq!(decap.inner, &hex(INNER)[..]);
+    assert_eq!(decap.inner(), &hex(INNER)[..]);
     assert_eq!(decap.outer().ethernet.vlan.unwrap().vid(), 100);
     assert_eq!(decap.outer().ethernet.ethertype, EtherType::Ipv6);
     assert_eq!(decap.outer().ip.src_addr(), outer.src_ip);
@@ -224,7 +224,7 @@ fn geneve_with_options_over_ipv4_matches_independent_bytes_both_ways() {
     assert_eq!(frame, hex(GENEVE_V4));
 
     let decap = geneve.decapsulate(&frame).unwrap();
-    assert_eq!(decap.inner, &hex(INNER)[..]);
+    assert_eq!(decap.inner(), &hex(INNER)[..]);
     let TunnelHeader::Geneve(header) = decap.tunnel().clone() else {
         panic!("expected Geneve")
     };
@@ -235,7 +235,7 @@ fn geneve_with_options_over_ipv4_matches_independent_bytes_both_ways() {
     assert_eq!(got, options);
 
     // The Geneve header itself, both ways through the wire codec.
-    let tunnel = &frame[42..decap.inner_offset];
+    let tunnel = &frame[42..decap.inner_offset()];
     let repr = geneve::Repr::parse(&geneve::Packet::new_checked(tunnel).unwrap()).unwrap();
     let mut out = vec![0u8; repr.buffer_len()];
     repr.emit(&mut geneve::Packet::new_unchecked(&mut out[..]))
@@ -266,5 +266,5 @@ fn trailing_link_layer_padding_is_not_part_of_the_inner_frame() {
     let vxlan = VxlanEncap::new(Vni::new(5001).unwrap());
     let mut frame = hex(VXLAN_V4);
     frame.extend_from_slice(&[0; 8]);
-    assert_eq!(vxlan.decapsulate(&frame).unwrap().inner, &hex(INNER)[..]);
+    assert_eq!(vxlan.decapsulate(&frame).unwrap().inner(), &hex(INNER)[..]);
 }

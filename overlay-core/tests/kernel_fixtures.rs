@@ -540,7 +540,7 @@ fn check(s: &Scenario, pcap: &[u8]) {
         }
         assert_eq!(
             d.outer().udp.payload_len,
-            frame.len() - d.inner_offset + vxlan::HEADER_LEN
+            frame.len() - d.inner_offset() + vxlan::HEADER_LEN
         );
 
         // VXLAN: the VNI, no reserved bits, and the GBP bits of the mark.
@@ -548,7 +548,7 @@ fn check(s: &Scenario, pcap: &[u8]) {
             panic!("{what}: not a VXLAN header");
         };
         assert_eq!(header.vni, vni, "{what}");
-        let vxlan_bytes = &frame[d.inner_offset - vxlan::HEADER_LEN..];
+        let vxlan_bytes = &frame[d.inner_offset() - vxlan::HEADER_LEN..];
         let raw = vxlan::Packet::new_checked(vxlan_bytes).expect("decapsulated VXLAN");
         assert!(!raw.reserved_bits_set(), "{what}: reserved VXLAN bits set");
         let expected_gbp = if i % 2 == 0 {
@@ -560,12 +560,12 @@ fn check(s: &Scenario, pcap: &[u8]) {
 
         // Inner frame: the sub-slice up to the end of the capture, between
         // the two VXLAN devices, carrying the echo with valid checksums.
-        assert_eq!(d.inner_offset + d.inner.len(), frame.len(), "{what}");
+        assert_eq!(d.inner_offset() + d.inner().len(), frame.len(), "{what}");
         assert!(
-            std::ptr::eq(d.inner, &frame[d.inner_offset..]),
+            std::ptr::eq(d.inner(), &frame[d.inner_offset()..]),
             "{what}: not a sub-slice"
         );
-        let inner = ethernet::Packet::new_checked(d.inner).expect("inner Ethernet");
+        let inner = ethernet::Packet::new_checked(d.inner()).expect("inner Ethernet");
         let inner_eth = ethernet::Repr::parse(&inner).expect("inner Ethernet");
         assert_eq!(
             inner_eth.src_addr,

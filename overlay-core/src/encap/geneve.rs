@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use super::{
     DecapError, Decapsulated, EncapError, Encapsulation, OuterParams, TunnelConfig, TunnelKind,
-    encapsulate_udp, parse_outer, udp_headroom,
+    check_inner_len, encapsulate_udp, parse_outer, udp_headroom,
 };
 use crate::wire::ethernet::EtherType;
 use crate::wire::geneve::{self, GeneveOption};
@@ -49,7 +49,7 @@ use crate::wire::{Vni, WireError};
 /// let TunnelHeader::Geneve(header) = decap.tunnel() else { unreachable!() };
 /// let option = header.options.clone().next().unwrap().unwrap();
 /// assert_eq!(option.class(), 0x0102);
-/// assert_eq!(decap.inner.len(), 60);
+/// assert_eq!(decap.inner().len(), 60);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GeneveEncap {
@@ -114,6 +114,12 @@ impl GeneveEncap {
     pub fn config(&self) -> &TunnelConfig {
         &self.config
     }
+
+    /// The tunnel header as written on the wire.
+    #[cfg(test)]
+    pub(super) fn encoded_header(&self) -> &[u8] {
+        &self.encoded
+    }
 }
 
 impl Encapsulation for GeneveEncap {
@@ -128,6 +134,10 @@ impl Encapsulation for GeneveEncap {
         inner_len: usize,
         outer: &OuterParams,
     ) -> Result<Range<usize>, EncapError> {
+        check_inner_len(
+            inner_len,
+            self.header.protocol_type == EtherType::TransparentEthernetBridging,
+        )?;
         encapsulate_udp(
             &self.config,
             &self.encoded,
@@ -220,15 +230,27 @@ mod tests {
             let geneve = GeneveEncap::from_header(header, TunnelConfig::new(6081)).unwrap();
             let h = geneve.headroom(&outer);
             let mut buf = vec![0u8; h + 13];
-            geneve.encapsulate(&mut buf, h, 13, &outer).unwrap();
+            let sent = geneve.encapsulate(&mut buf.clone(), h, 13, &outer);
+            // Written below encapsulation's check, as another sender might.
+            super::super::encapsulate_udp(
+                geneve.config(),
+                geneve.encoded_header(),
+                &mut buf,
+                h,
+                13,
+                &outer,
+            )
+            .unwrap();
             let result = geneve.decapsulate(&buf);
             if refused {
+                assert_eq!(sent, Err(EncapError::InnerFrameTooShort { len: 13 }));
                 assert_eq!(
                     result.unwrap_err(),
                     DecapError::InnerFrameTooShort { offset: h, len: 13 }
                 );
             } else {
-                assert_eq!(result.unwrap().inner.len(), 13);
+                assert_eq!(sent, Ok(0..h + 13));
+                assert_eq!(result.unwrap().inner().len(), 13);
             }
         }
     }
@@ -259,8 +281,8 @@ mod tests {
             buf[start..].copy_from_slice(&inner);
             let range = geneve.encapsulate(&mut buf, start, inner.len(), &outer).unwrap();
             let decap = geneve.decapsulate(&buf[range]).unwrap();
-            prop_assert_eq!(decap.inner, &inner[..]);
-            prop_assert_eq!(decap.inner_offset, start);
+            prop_assert_eq!(decap.inner(), &inner[..]);
+            prop_assert_eq!(decap.inner_offset(), start);
             let TunnelHeader::Geneve(h) = decap.tunnel() else { panic!("not Geneve") };
             prop_assert_eq!(h.vni, header.vni);
             prop_assert_eq!(h.oam, oam);

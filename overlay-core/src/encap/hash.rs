@@ -77,6 +77,35 @@ fn be_u16(b: &[u8], at: usize) -> Option<u16> {
 /// assert_eq!(flow_hash(&[]), flow_hash(&[]));
 /// ```
 pub fn flow_hash(frame: &[u8]) -> u32 {
+    flow_hash_ipv4(frame).unwrap_or_else(|| flow_hash_general(frame))
+}
+
+/// [`flow_hash`] of the common frame (untagged IPv4 without options, at
+/// least 38 bytes) at fixed offsets, inlined into the encapsulation fast
+/// path; `None` for any other frame. The same inputs in the same order as
+/// [`flow_hash_general`], so the same hash (a property test checks it).
+#[inline(always)]
+pub(super) fn flow_hash_ipv4(frame: &[u8]) -> Option<u32> {
+    let h = frame.first_chunk::<38>()?;
+    if h[12..14] != [0x08, 0x00] || h[14] != 0x45 {
+        return None;
+    }
+    let be = |at: usize| u64::from(u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
+    let mut m = Mixer(Mixer::SEED);
+    m.add((be(0) << 32) | be(4));
+    m.add((be(8) << 16) | 0x0800);
+    m.add((be(26) << 32) | be(30));
+    let protocol = h[23];
+    m.add(u64::from(protocol));
+    let frag = u16::from_be_bytes([h[20], h[21]]);
+    if matches!(protocol, 6 | 17) && frag & 0x3fff == 0 {
+        m.add(be(34));
+    }
+    Some(m.finish())
+}
+
+/// [`flow_hash`] for every frame.
+fn flow_hash_general(frame: &[u8]) -> u32 {
     let mut m = Mixer(Mixer::SEED);
     let (Some(macs_hi), Some(macs_lo), Some(mut ethertype)) =
         (be_u64(frame, 0), be_u32(frame, 8), be_u16(frame, 12))
@@ -152,14 +181,41 @@ fn hash_ipv6(m: &mut Mixer, frame: &[u8], l3: usize) -> Option<usize> {
 /// assert_eq!(source_port(12345, 4000..=4000), 4000);
 /// ```
 pub fn source_port(hash: u32, range: RangeInclusive<u16>) -> u16 {
-    let (lo, hi) = if range.start() <= range.end() {
-        (*range.start(), *range.end())
-    } else {
-        (*range.end(), *range.start())
-    };
-    let span = u64::from(hi - lo) + 1;
-    // (hash * span) >> 32 < span <= 65536, so the sum stays within lo..=hi.
-    lo + ((u64::from(hash) * span) >> 32) as u16
+    PortRange::new(&range).port(hash)
+}
+
+/// A source port range as [`source_port`] uses it: the lowest port and the
+/// number of ports. Built once per tunnel by the encapsulation fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct PortRange {
+    lo: u16,
+    /// 1 to 65536.
+    span: u32,
+}
+
+impl PortRange {
+    /// Both bounds included; an inverted range is used as if its bounds
+    /// were swapped.
+    #[inline(always)]
+    pub(super) fn new(range: &RangeInclusive<u16>) -> PortRange {
+        let (lo, hi) = if range.start() <= range.end() {
+            (*range.start(), *range.end())
+        } else {
+            (*range.end(), *range.start())
+        };
+        PortRange {
+            lo,
+            span: u32::from(hi - lo) + 1,
+        }
+    }
+
+    /// The port for a flow that hashes to `hash`.
+    #[inline(always)]
+    pub(super) fn port(self, hash: u32) -> u16 {
+        // (hash * span) >> 32 < span <= 65536, so the sum stays within
+        // lo..=hi.
+        self.lo + ((u64::from(hash) * u64::from(self.span)) >> 32) as u16
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +304,24 @@ mod tests {
         fn source_port_stays_in_range(hash in any::<u32>(), a in any::<u16>(), b in any::<u16>()) {
             let p = source_port(hash, a..=b);
             prop_assert!(p >= a.min(b) && p <= a.max(b));
+        }
+
+        /// The fixed-offset path for untagged IPv4 without options hashes
+        /// exactly what the general path hashes.
+        #[test]
+        fn ipv4_fast_path_hashes_like_the_general_path(
+            mut frame in proptest::collection::vec(any::<u8>(), 38..80),
+            protocol in prop_oneof![Just(6u8), Just(17), any::<u8>()],
+            frag in prop_oneof![Just(0u16), Just(0x4000), any::<u16>()],
+        ) {
+            frame[12..14].copy_from_slice(&[0x08, 0x00]);
+            frame[14] = 0x45;
+            frame[23] = protocol;
+            frame[20..22].copy_from_slice(&frag.to_be_bytes());
+            prop_assert_eq!(flow_hash(&frame), flow_hash_general(&frame));
+            for len in 0..frame.len() {
+                prop_assert_eq!(flow_hash(&frame[..len]), flow_hash_general(&frame[..len]));
+            }
         }
     }
 }

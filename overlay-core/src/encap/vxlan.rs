@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use super::{
     DecapError, Decapsulated, EncapError, Encapsulation, OuterParams, TunnelConfig, TunnelKind,
-    encapsulate_udp, parse_outer, udp_headroom,
+    V4Template, check_inner_len, encapsulate_udp, encapsulate_v4_fast, parse_outer, udp_headroom,
 };
 use crate::wire::vxlan::{self, Gbp};
 use crate::wire::{Vni, ethernet};
@@ -55,6 +55,8 @@ pub struct VxlanEncap {
     header: vxlan::Repr,
     encoded: [u8; vxlan::HEADER_LEN],
     config: TunnelConfig,
+    /// The outer headers of the common case, if `config` allows it.
+    fast_v4: Option<V4Template>,
 }
 
 impl VxlanEncap {
@@ -72,6 +74,7 @@ impl VxlanEncap {
         let _ = header.emit(&mut vxlan::Packet::new_unchecked(&mut encoded[..]));
         VxlanEncap {
             header,
+            fast_v4: V4Template::new(&config, &encoded),
             encoded,
             config,
         }
@@ -100,6 +103,12 @@ impl VxlanEncap {
     pub fn config(&self) -> &TunnelConfig {
         &self.config
     }
+
+    /// The tunnel header as written on the wire.
+    #[cfg(test)]
+    pub(super) fn encoded_header(&self) -> &[u8] {
+        &self.encoded
+    }
 }
 
 impl Encapsulation for VxlanEncap {
@@ -107,6 +116,7 @@ impl Encapsulation for VxlanEncap {
         udp_headroom(outer, vxlan::HEADER_LEN)
     }
 
+    #[inline]
     fn encapsulate(
         &self,
         buf: &mut [u8],
@@ -114,14 +124,13 @@ impl Encapsulation for VxlanEncap {
         inner_len: usize,
         outer: &OuterParams,
     ) -> Result<Range<usize>, EncapError> {
-        encapsulate_udp(
-            &self.config,
-            &self.encoded,
-            buf,
-            inner_start,
-            inner_len,
-            outer,
-        )
+        if let Some(template) = &self.fast_v4
+            && let Some(range) =
+                encapsulate_v4_fast::<false>(template, buf, inner_start, inner_len, outer)
+        {
+            return Ok(range);
+        }
+        self.encapsulate_general(buf, inner_start, inner_len, outer)
     }
 
     #[inline(always)]
@@ -131,6 +140,30 @@ impl Encapsulation for VxlanEncap {
             vxlan::Packet::new_checked(located.udp_payload).map_err(located.tunnel_error())?;
         header.validate().map_err(located.tunnel_error())?;
         located.finish(packet, TunnelKind::Vxlan, vxlan::HEADER_LEN, true)
+    }
+}
+
+impl VxlanEncap {
+    /// Every configuration, field by field: what
+    /// [`encapsulate`](Encapsulation::encapsulate) falls back to when the
+    /// fast path does not apply, and what the property tests compare it to.
+    #[inline(never)]
+    fn encapsulate_general(
+        &self,
+        buf: &mut [u8],
+        inner_start: usize,
+        inner_len: usize,
+        outer: &OuterParams,
+    ) -> Result<Range<usize>, EncapError> {
+        check_inner_len(inner_len, true)?;
+        encapsulate_udp(
+            &self.config,
+            &self.encoded,
+            buf,
+            inner_start,
+            inner_len,
+            outer,
+        )
     }
 }
 
@@ -175,8 +208,8 @@ mod tests {
         assert_eq!(udp.dst_port(), 4789);
         assert!((49152..=65535).contains(&udp.src_port()));
         let decap = vxlan.decapsulate(&buf).unwrap();
-        assert_eq!(decap.inner, &inner_frame(60)[..]);
-        assert_eq!(decap.inner_offset, 50);
+        assert_eq!(decap.inner(), &inner_frame(60)[..]);
+        assert_eq!(decap.inner_offset(), 50);
         assert_eq!(decap.tunnel().vni().get(), 5001);
     }
 
@@ -187,7 +220,7 @@ mod tests {
         assert_eq!(vxlan.headroom(&outer), 70);
         let buf = encap_roundtrip(&vxlan, &outer, &inner_frame(100));
         let decap = vxlan.decapsulate(&buf).unwrap();
-        assert_eq!(decap.inner, &inner_frame(100)[..]);
+        assert_eq!(decap.inner(), &inner_frame(100)[..]);
         assert!(matches!(decap.outer().ip, OuterIp::V6(r) if r.hop_limit == 64));
         let udp = udp::Packet::new_checked(&buf[54..]).unwrap();
         assert_ne!(udp.checksum(), 0);
@@ -319,7 +352,215 @@ mod tests {
         assert_eq!(&buf[100..180], &inner[..]);
     }
 
+    #[test]
+    fn inner_frames_shorter_than_ethernet_are_refused_without_writing() {
+        let vxlan = VxlanEncap::new(Vni::new(1).unwrap());
+        for outer in [outer_v4(), outer_v6()] {
+            let headroom = vxlan.headroom(&outer);
+            for len in 0..ethernet::HEADER_LEN {
+                let mut buf = vec![0xeeu8; headroom + len];
+                assert_eq!(
+                    vxlan.encapsulate(&mut buf, headroom, len, &outer),
+                    Err(EncapError::InnerFrameTooShort { len })
+                );
+                assert!(buf.iter().all(|&b| b == 0xee), "nothing written");
+            }
+            let mut buf = vec![0u8; headroom + ethernet::HEADER_LEN];
+            let range = vxlan
+                .encapsulate(&mut buf, headroom, ethernet::HEADER_LEN, &outer)
+                .unwrap();
+            assert_eq!(vxlan.decapsulate(&buf[range]).unwrap().inner().len(), 14);
+        }
+        assert_eq!(
+            EncapError::InnerFrameTooShort { len: 3 }.to_string(),
+            "inner Ethernet frame is 3 bytes, shorter than the 14-byte Ethernet header"
+        );
+    }
+
+    #[test]
+    fn decapsulated_reports_udp_checksum_presence_and_verification() {
+        let cases = [
+            // (send mode, verify on receipt, outer, present, verified)
+            (UdpChecksumMode::Auto, true, outer_v4(), false, false),
+            (UdpChecksumMode::Compute, true, outer_v4(), true, true),
+            (UdpChecksumMode::Compute, false, outer_v4(), true, false),
+            (UdpChecksumMode::Auto, true, outer_v6(), true, true),
+            (UdpChecksumMode::Auto, false, outer_v6(), true, false),
+        ];
+        for (mode, verify, outer, present, verified) in cases {
+            let tx = VxlanEncap::new(Vni::new(1).unwrap())
+                .with_config(TunnelConfig::new(4789).with_udp_checksum(mode));
+            let rx = VxlanEncap::new(Vni::new(1).unwrap())
+                .with_config(TunnelConfig::new(4789).with_verify_udp_checksum(verify));
+            let buf = encap_roundtrip(&tx, &outer, &inner_frame(60));
+            let d = rx.decapsulate(&buf).unwrap();
+            assert_eq!(
+                (d.udp_checksum_present(), d.udp_checksum_verified()),
+                (present, verified),
+                "{mode:?} verify={verify} {outer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn decapsulated_gives_the_gbp_fields_only_when_present() {
+        let gbp = Gbp {
+            dont_learn: true,
+            policy_applied: true,
+            group_policy_id: 0xbeef,
+        };
+        let plain = VxlanEncap::new(Vni::new(5).unwrap());
+        let buf = encap_roundtrip(&plain, &outer_v4(), &inner_frame(60));
+        assert_eq!(plain.decapsulate(&buf).unwrap().gbp(), None);
+        let with_gbp = plain.with_gbp(gbp);
+        let buf = encap_roundtrip(&with_gbp, &outer_v6(), &inner_frame(60));
+        let d = with_gbp.decapsulate(&buf).unwrap();
+        assert_eq!((d.vni().get(), d.gbp()), (5, Some(gbp)));
+    }
+
+    #[test]
+    fn out_of_range_dscp_or_ecn_is_refused_without_writing() {
+        for (dscp, ecn, field, value, max) in [(64, 0, "dscp", 64, 63), (0, 4, "ecn", 4, 3)] {
+            let vxlan = VxlanEncap::new(Vni::new(1).unwrap())
+                .with_config(TunnelConfig::new(4789).with_dscp_ecn(dscp, ecn));
+            for (outer, layer) in [(outer_v4(), Layer::Ipv4), (outer_v6(), Layer::Ipv6)] {
+                let headroom = vxlan.headroom(&outer);
+                let mut buf = vec![0xeeu8; headroom + 60];
+                assert_eq!(
+                    vxlan.encapsulate(&mut buf, headroom, 60, &outer),
+                    Err(EncapError::Header(WireError::ValueOutOfRange {
+                        layer,
+                        field,
+                        value,
+                        max
+                    }))
+                );
+                assert!(buf.iter().all(|&b| b == 0xee), "nothing written");
+            }
+        }
+        // In range, both families carry the same DSCP and ECN.
+        let vxlan = VxlanEncap::new(Vni::new(1).unwrap())
+            .with_config(TunnelConfig::new(4789).with_dscp_ecn(46, 1));
+        for outer in [outer_v4(), outer_v6()] {
+            let buf = encap_roundtrip(&vxlan, &outer, &inner_frame(60));
+            let (dscp, ecn) = match vxlan.decapsulate(&buf).unwrap().ip() {
+                OuterIp::V4(ip) => (ip.dscp, ip.ecn),
+                OuterIp::V6(ip) => (ip.dscp, ip.ecn),
+            };
+            assert_eq!((dscp, ecn), (46, 1));
+        }
+    }
+
+    #[test]
+    fn default_ipv4_configuration_takes_the_fast_path() {
+        let vxlan = VxlanEncap::new(Vni::new(1).unwrap());
+        let template = vxlan.fast_v4.as_ref().expect("a template for the defaults");
+        for inner in [inner_frame(60), vec![0x5a; 60]] {
+            let mut buf = vec![0u8; 50 + inner.len()];
+            buf[50..].copy_from_slice(&inner);
+            assert_eq!(
+                encapsulate_v4_fast::<false>(template, &mut buf, 50, inner.len(), &outer_v4()),
+                Some(0..110)
+            );
+        }
+        let computed = VxlanEncap::new(Vni::new(1).unwrap())
+            .with_config(TunnelConfig::new(4789).with_udp_checksum(UdpChecksumMode::Compute));
+        assert!(computed.fast_v4.is_none());
+    }
+
+    fn arb_config() -> impl Strategy<Value = TunnelConfig> {
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            prop_oneof![
+                Just(UdpChecksumMode::Auto),
+                Just(UdpChecksumMode::Zero),
+                Just(UdpChecksumMode::Compute)
+            ],
+            any::<u8>(),
+            any::<bool>(),
+            prop_oneof![0u8..=63, any::<u8>()],
+            prop_oneof![0u8..=3, any::<u8>()],
+        )
+            .prop_map(|(dst_port, lo, hi, csum, ttl, df, dscp, ecn)| {
+                TunnelConfig::new(dst_port)
+                    .with_src_port_range(lo..=hi)
+                    .with_udp_checksum(csum)
+                    .with_ttl(ttl)
+                    .with_dont_fragment(df)
+                    .with_dscp_ecn(dscp, ecn)
+            })
+    }
+
+    /// An inner frame: random bytes, often shaped like untagged IPv4 (with
+    /// or without options, TCP, UDP or another protocol, fragments) so that
+    /// both flow-hash paths are exercised.
+    fn arb_inner() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..120),
+            any::<bool>(),
+            prop_oneof![Just(0x45u8), Just(0x46), any::<u8>()],
+            prop_oneof![Just(6u8), Just(17), any::<u8>()],
+        )
+            .prop_map(|(mut f, ipv4, ver_ihl, protocol)| {
+                if ipv4 && f.len() >= 24 {
+                    f[12..14].copy_from_slice(&[0x08, 0x00]);
+                    f[14] = ver_ihl;
+                    f[23] = protocol;
+                }
+                f
+            })
+    }
+
     proptest! {
+        /// The fast path (IPv4, untagged, zero UDP checksum) writes the
+        /// same bytes and returns the same result as the general path, for
+        /// every configuration, addressing, buffer layout and inner frame,
+        /// errors included; bytes outside the packet stay untouched.
+        #[test]
+        fn fast_path_writes_what_the_general_path_writes(
+            cfg in arb_config(),
+            gbp in proptest::option::of(crate::wire::vxlan::tests::arb_gbp()),
+            vni in 0u32..=0xff_ffff,
+            inner in arb_inner(),
+            src_mac in any::<[u8; 6]>(),
+            dst_mac in any::<[u8; 6]>(),
+            src in any::<u32>(),
+            dst in any::<u32>(),
+            ident in any::<u16>(),
+            family in 0u8..4,
+            vlan in proptest::option::of(crate::wire::ethernet::tests::arb_vlan()),
+            headroom_delta in -2isize..8,
+            extra_tail in 0usize..4,
+            short_buf in any::<bool>(),
+        ) {
+            let mut vxlan = VxlanEncap::new(Vni::new(vni).unwrap()).with_config(cfg);
+            if let Some(gbp) = gbp {
+                vxlan = vxlan.with_gbp(gbp);
+            }
+            let v6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+            let (src_ip, dst_ip) = match family {
+                // Mostly IPv4, the fast path's case.
+                0 | 1 => (std::net::Ipv4Addr::from(src).into(), std::net::Ipv4Addr::from(dst).into()),
+                2 => (std::net::Ipv4Addr::from(src).into(), v6),
+                _ => (v6, v6),
+            };
+            let mut outer = OuterParams::new(src_mac.into(), dst_mac.into(), src_ip, dst_ip)
+                .with_ipv4_ident(ident);
+            outer.vlan = vlan;
+            let inner_start = (vxlan.headroom(&outer) as isize + headroom_delta).max(0) as usize;
+            let mut buf: Vec<u8> = (0..inner_start).map(|i| i as u8).collect();
+            buf.extend_from_slice(&inner);
+            buf.extend(std::iter::repeat_n(0xa5, extra_tail));
+            let inner_len = if short_buf { inner.len() + extra_tail + 1 } else { inner.len() };
+            let mut general = buf.clone();
+            let fast_result = vxlan.encapsulate(&mut buf, inner_start, inner_len, &outer);
+            let general_result = vxlan.encapsulate_general(&mut general, inner_start, inner_len, &outer);
+            prop_assert_eq!(&fast_result, &general_result);
+            prop_assert_eq!(&buf, &general);
+        }
+
         #[test]
         fn encapsulate_then_decapsulate_returns_the_exact_inner_slice(
             inner in proptest::collection::vec(any::<u8>(), 14..1600),
@@ -343,8 +584,8 @@ mod tests {
             let range = vxlan.encapsulate(&mut buf, start, inner.len(), &outer).unwrap();
             prop_assert_eq!(range.clone(), extra_headroom..buf.len());
             let decap = vxlan.decapsulate(&buf[range.clone()]).unwrap();
-            prop_assert_eq!(decap.inner, &inner[..]);
-            prop_assert_eq!(decap.inner_offset + range.start, start);
+            prop_assert_eq!(decap.inner(), &inner[..]);
+            prop_assert_eq!(decap.inner_offset() + range.start, start);
             prop_assert_eq!(decap.outer().ethernet.vlan, vlan);
             prop_assert_eq!(decap.outer().ip.src_addr(), outer.src_ip);
             prop_assert_eq!(decap.outer().udp.dst_port, 4789);

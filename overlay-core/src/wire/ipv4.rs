@@ -69,10 +69,11 @@ mod field {
 pub const HEADER_LEN: usize = field::OPTIONS_START;
 /// Largest option area (IHL 15 means 60 header bytes).
 pub const MAX_OPTIONS_LEN: usize = 40;
-/// Largest DSCP (6 bits).
-const MAX_DSCP: u8 = 0x3f;
-/// Largest ECN codepoint (2 bits).
-const MAX_ECN: u8 = 0x03;
+/// Largest DSCP (6 bits), in the IPv4 TOS byte and the IPv6 traffic class.
+pub const MAX_DSCP: u8 = 0x3f;
+/// Largest ECN codepoint (2 bits), in the IPv4 TOS byte and the IPv6
+/// traffic class.
+pub const MAX_ECN: u8 = 0x03;
 /// Largest fragment offset (13 bits, in 8-byte units).
 const MAX_FRAG_OFFSET: u16 = 0x1fff;
 
@@ -185,7 +186,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
                 layer: Layer::Ipv4,
                 field: "ihl",
                 offset: field::VER_IHL,
-                value: header_len,
+                // The field's value (in 32-bit words), not the length.
+                value: header_len / 4,
             });
         }
         need(Layer::Ipv4, header_len, len)?;
@@ -669,10 +671,14 @@ pub(crate) mod tests {
             Packet::new_checked(&buf[..]),
             Err(WireError::BadLength {
                 field: "ihl",
-                value: 16,
+                value: 4,
                 ..
             })
         ));
+        assert_eq!(
+            Packet::new_checked(&buf[..]).unwrap_err().to_string(),
+            "IPv4: length field `ihl` at byte 0 holds invalid value 4"
+        );
         let mut buf = golden_buf();
         buf[2..4].copy_from_slice(&19u16.to_be_bytes());
         assert!(matches!(

@@ -81,11 +81,20 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer.as_ref()[0] >> 4
     }
 
-    /// Traffic class (DSCP and ECN).
+    /// Differentiated services code point (6 bits): the high bits of the
+    /// traffic class, as [`ipv4::Packet::dscp`](super::ipv4::Packet::dscp)
+    /// reads them from the TOS byte.
     #[inline]
-    pub fn traffic_class(&self) -> u8 {
-        // 8 bits after the shift and mask.
-        ((self.word0() >> 20) & 0xff) as u8
+    pub fn dscp(&self) -> u8 {
+        // 6 bits after the shift and mask.
+        ((self.word0() >> 22) & 0x3f) as u8
+    }
+
+    /// Explicit congestion notification (2 bits): the low bits of the
+    /// traffic class.
+    #[inline]
+    pub fn ecn(&self) -> u8 {
+        ((self.word0() >> 20) & 0x03) as u8
     }
 
     /// Flow label (20 bits).
@@ -160,12 +169,13 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Sets version, traffic class and flow label (20 bits; extra bits are
-    /// masked off).
+    /// Sets version, traffic class (DSCP, 6 bits, and ECN, 2 bits) and flow
+    /// label (20 bits); extra bits are masked off.
     #[inline]
-    pub fn set_version_tc_flow(&mut self, version: u8, traffic_class: u8, flow_label: u32) {
+    pub fn set_version_dscp_ecn_flow(&mut self, version: u8, dscp: u8, ecn: u8, flow_label: u32) {
         let word = (u32::from(version & 0x0f) << 28)
-            | (u32::from(traffic_class) << 20)
+            | (u32::from(dscp & 0x3f) << 22)
+            | (u32::from(ecn & 0x03) << 20)
             | (flow_label & 0x000f_ffff);
         self.buffer.as_mut()[field::VER_TC_FLOW].copy_from_slice(&word.to_be_bytes());
     }
@@ -238,14 +248,18 @@ pub struct Repr {
     pub payload_len: usize,
     /// Hop limit.
     pub hop_limit: u8,
-    /// Traffic class.
-    pub traffic_class: u8,
+    /// Differentiated services code point (6 bits of the traffic class),
+    /// as in [`ipv4::Repr::dscp`](super::ipv4::Repr::dscp).
+    pub dscp: u8,
+    /// Explicit congestion notification (2 bits of the traffic class), as
+    /// in [`ipv4::Repr::ecn`](super::ipv4::Repr::ecn).
+    pub ecn: u8,
     /// Flow label (20 bits).
     pub flow_label: u32,
 }
 
 impl Repr {
-    /// A header with hop limit 64, traffic class 0 and flow label 0.
+    /// A header with hop limit 64, DSCP and ECN 0 and flow label 0.
     #[inline]
     pub fn new(
         src_addr: Ipv6Addr,
@@ -259,7 +273,8 @@ impl Repr {
             next_header,
             payload_len,
             hop_limit: 64,
-            traffic_class: 0,
+            dscp: 0,
+            ecn: 0,
             flow_label: 0,
         }
     }
@@ -281,7 +296,8 @@ impl Repr {
             next_header: packet.next_header(),
             payload_len: usize::from(packet.payload_len()),
             hop_limit: packet.hop_limit(),
-            traffic_class: packet.traffic_class(),
+            dscp: packet.dscp(),
+            ecn: packet.ecn(),
             flow_label: packet.flow_label(),
         }
     }
@@ -303,6 +319,12 @@ impl Repr {
                 max,
             })
         };
+        if self.dscp > super::ipv4::MAX_DSCP {
+            return out_of_range("dscp", self.dscp.into(), super::ipv4::MAX_DSCP.into());
+        }
+        if self.ecn > super::ipv4::MAX_ECN {
+            return out_of_range("ecn", self.ecn.into(), super::ipv4::MAX_ECN.into());
+        }
         if self.flow_label > MAX_FLOW_LABEL {
             // Lossless: u32 fits usize on every target this crate builds for.
             return out_of_range(
@@ -327,7 +349,7 @@ impl Repr {
     ) -> Result<(), WireError> {
         self.check()?;
         need(Layer::Ipv6, HEADER_LEN, packet.buffer.as_ref().len())?;
-        packet.set_version_tc_flow(6, self.traffic_class, self.flow_label);
+        packet.set_version_dscp_ecn_flow(6, self.dscp, self.ecn, self.flow_label);
         // `check` bounded the payload length by u16::MAX.
         packet.set_payload_len(self.payload_len as u16);
         packet.set_next_header(self.next_header);
@@ -365,7 +387,9 @@ pub(crate) mod tests {
                 next_header: IpProtocol::Udp,
                 payload_len: 16,
                 hop_limit: 64,
-                traffic_class: 0xb8,
+                // Traffic class 0xb8: DSCP 46 (EF), ECN 0.
+                dscp: 46,
+                ecn: 0,
                 flow_label: 0x12345,
             }
         );
@@ -473,12 +497,13 @@ pub(crate) mod tests {
             0u32..0x10_0000,
         )
             .prop_map(|(s, d, nh, len, hl, tc, fl)| Repr {
+                dscp: tc >> 2,
+                ecn: tc & 0x03,
                 src_addr: s.into(),
                 dst_addr: d.into(),
                 next_header: IpProtocol::from(nh),
                 payload_len: len,
                 hop_limit: hl,
-                traffic_class: tc,
                 flow_label: fl,
             })
     }

@@ -63,7 +63,7 @@ pub mod vxlan;
 use std::fmt;
 
 pub use ip::IpProtocol;
-pub use vni::{Vni, VniError};
+pub use vni::{ParseVniError, Vni, VniError};
 
 /// The protocol layer a [`WireError`] refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,8 +101,22 @@ impl fmt::Display for Layer {
 
 /// What was wrong with a header, and where.
 ///
-/// Offsets are in bytes from the start of the header named by `layer` (for
-/// Geneve options: from the start of the Geneve header).
+/// # Offsets
+///
+/// Every offset (and every `needed`/`got` length) counts bytes from the
+/// start of the buffer given to the parser that returned the error: the
+/// buffer of the `Packet` view, which starts at its header (for Geneve
+/// options, the Geneve header, as [`geneve::Packet::options`] and
+/// [`geneve::Packet::validate`] see them). Errors of
+/// [`Encapsulation::decapsulate`](crate::encap::Encapsulation::decapsulate)
+/// wrap these with the offset of that header in the packet
+/// ([`DecapError::Wire`](crate::encap::DecapError::Wire)).
+///
+/// # Values
+///
+/// Errors about a field print the value the field holds on the wire, not a
+/// length derived from it (an IPv4 IHL of 4 is reported as 4, not as 16
+/// bytes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
@@ -126,7 +140,7 @@ pub enum WireError {
     },
     /// A length field is inconsistent (for example an IPv4 IHL below 5, an
     /// IPv4 total length below the header length, a UDP length below 8).
-    #[error("{layer}: field `{field}` at byte {offset} has invalid length {value}")]
+    #[error("{layer}: length field `{field}` at byte {offset} holds invalid value {value}")]
     BadLength {
         /// Layer being read.
         layer: Layer,
@@ -134,7 +148,8 @@ pub enum WireError {
         field: &'static str,
         /// Byte offset of the field within the header.
         offset: usize,
-        /// The value found, in bytes.
+        /// The value the field holds, in the field's own unit (32-bit words
+        /// for the IPv4 IHL, bytes for the others).
         value: usize,
     },
     /// A checksum does not verify.

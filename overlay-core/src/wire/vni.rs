@@ -99,7 +99,18 @@ impl fmt::Debug for Vni {
     }
 }
 
-/// Error for a string that is not a VNI.
+/// Why a string is not a VNI: what [`Vni`]'s `FromStr` returns.
+///
+/// Exported as `overlay_core::ParseVniError` and
+/// `overlay_core::wire::ParseVniError`.
+///
+/// ```
+/// use overlay_core::{ParseVniError, Vni};
+/// assert!(matches!("x".parse::<Vni>(), Err(ParseVniError::NotANumber(_))));
+/// let err = "16777216".parse::<Vni>().unwrap_err();
+/// assert!(matches!(err, ParseVniError::OutOfRange(_)));
+/// assert_eq!(err.to_string(), "VNI 16777216 does not fit in 24 bits (maximum 16777215)");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseVniError {

@@ -64,7 +64,14 @@ mod field {
 
 /// Length of a VXLAN header.
 pub const HEADER_LEN: usize = field::PAYLOAD.start;
-/// The IANA-assigned VXLAN UDP port.
+/// The IANA-assigned VXLAN UDP port (RFC 7348 section 5), 4789: the one
+/// definition of it in the workspace. [`VxlanEncap::new`](crate::encap::VxlanEncap::new)
+/// uses it; other crates (netlink device defaults, tools) refer to it
+/// rather than repeat the number.
+///
+/// ```
+/// assert_eq!(overlay_core::wire::vxlan::DEFAULT_PORT, 4789);
+/// ```
 pub const DEFAULT_PORT: u16 = 4789;
 
 const FLAG_G: u8 = 0x80;
