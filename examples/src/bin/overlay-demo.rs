@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
-use overlay_core::encap::{Encapsulation, OuterParams, TunnelConfig, VxlanEncap};
+use overlay_core::encap::{Encapsulation, TunnelConfig, VxlanEncap};
+use overlay_core::mtu::{IpFamily, overlay_mtu};
 use overlay_core::wire::Vni;
 use overlay_netlink::overlay::{Overlay, RemotePeer};
 use overlay_netlink::{Handle, MacAddr, Netns, Route, VethConfig, VxlanConfig};
@@ -45,7 +46,7 @@ use tokio::sync::oneshot;
 
 /// The VXLAN network identifier and UDP port of the demo overlay.
 const VNI: u32 = 42;
-const VXLAN_PORT: u16 = 4789;
+const VXLAN_PORT: u16 = overlay_core::wire::vxlan::DEFAULT_PORT;
 
 /// Namespaces created by the demo (`ovd-<pid>-<role>`), each held by
 /// overlay-testsupport's guard, which kills the processes left inside and
@@ -104,19 +105,16 @@ async fn build_node(
     let under = link.get(underlay).await?;
     let underlay_mtu = under.mtu.context("underlay has no MTU")?;
     // The overlay MTU is the underlay's minus what encapsulation adds in
-    // front of a frame (50 bytes over IPv4, 70 over IPv6), as overlay-core
-    // computes it.
+    // front of a frame (50 bytes over IPv4, 70 over IPv6): overlay-core's
+    // one definition.
     let vxlan = VxlanEncap::new(Vni::new(VNI)?);
-    let overhead = vxlan.headroom(&OuterParams::new(
-        MacAddr::ZERO,
-        MacAddr::ZERO,
-        underlay_ip,
-        underlay_ip,
-    ));
-    let overlay_mtu = u32::try_from(overhead)
-        .ok()
-        .and_then(|o| underlay_mtu.checked_sub(o))
-        .with_context(|| format!("underlay MTU {underlay_mtu} is below the VXLAN overhead"))?;
+    let overlay_mtu = overlay_mtu(
+        underlay_mtu,
+        IpFamily::of(underlay_ip),
+        IpFamily::V4,
+        &vxlan,
+    )
+    .with_context(|| format!("overlay MTU from the underlay's {underlay_mtu}"))?;
 
     let br = link.ensure_bridge("ovl0").await?;
     link.set_mtu(br.index, overlay_mtu).await?;
@@ -492,7 +490,7 @@ async fn run(spaces: &mut Namespaces, keep: bool) -> Result<()> {
                         udp.src_port,
                         udp.dst_port,
                         vni,
-                        d.inner.len()
+                        d.inner().len()
                     );
                 }
                 None => println!("(no packet captured; is tcpdump installed?)"),

@@ -645,14 +645,8 @@ pub struct Decapsulated<'a> {
     ipv6: bool,
     udp_checksum_verified: bool,
     kind: TunnelKind,
-    /// Use [`inner_offset()`](Self::inner_offset). Public only until the
-    /// callers written against it move to the method; will become private.
-    #[doc(hidden)]
-    pub inner_offset: usize,
-    /// Use [`inner()`](Self::inner). Public only until the callers written
-    /// against it move to the method; will become private.
-    #[doc(hidden)]
-    pub inner: &'a [u8],
+    inner_offset: usize,
+    inner: &'a [u8],
 }
 
 // The accessors index `packet` at offsets that `decapsulate` validated with
