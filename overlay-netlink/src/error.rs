@@ -167,7 +167,8 @@ pub enum InvalidInput {
         /// The first forbidden character.
         ch: char,
     },
-    /// A VXLAN network identifier that does not fit in 24 bits.
+    /// A VXLAN network identifier that does not fit in 24 bits. No longer
+    /// produced: VNIs are [`Vni`](overlay_core::Vni)s, which always fit.
     #[error("VNI {vni} does not fit in 24 bits (maximum 16777215)")]
     VniOutOfRange {
         /// The VNI.

@@ -500,7 +500,7 @@ mod tests {
         let (vx, _) = h
             .link()
             .ensure_vxlan(
-                &crate::VxlanConfig::new("flannel.1", 1)
+                &crate::VxlanConfig::new("flannel.1", crate::Vni::new(1).unwrap())
                     .local("192.0.2.1".parse().unwrap())
                     .port(8472),
             )
