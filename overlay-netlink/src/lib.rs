@@ -76,6 +76,9 @@ mod address;
 mod error;
 mod events;
 mod fdb;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod link;
 mod mac;

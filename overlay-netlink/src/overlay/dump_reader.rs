@@ -170,6 +170,37 @@ pub(crate) fn route(payload: &[u8]) -> Option<Rt> {
     Some(r)
 }
 
+/// The golden kernel dumps in `tests/fixtures/` (see the README there and
+/// `tests/dump_fixtures.rs`, which captured them): a namespace with
+/// `flannel.1` (index 2, IPv4 underlay) and `flannel-v6.1` (index 3, IPv6
+/// underlay), three remote peers on each as the overlay installs them, and
+/// a blackhole, a prohibit (table 100) and an unreachable route.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// `RTM_GETNEIGH` dump, `AF_INET`.
+    pub(crate) const NEIGH_INET: &[u8] = include_bytes!("../../tests/fixtures/neigh-inet.bin");
+    /// `RTM_GETNEIGH` dump, `AF_INET6`.
+    pub(crate) const NEIGH_INET6: &[u8] = include_bytes!("../../tests/fixtures/neigh-inet6.bin");
+    /// `RTM_GETNEIGH` dump, `AF_BRIDGE`: the FDB.
+    pub(crate) const FDB: &[u8] = include_bytes!("../../tests/fixtures/fdb-bridge.bin");
+    /// `RTM_GETROUTE` dump, `AF_INET`.
+    pub(crate) const ROUTE_INET: &[u8] = include_bytes!("../../tests/fixtures/route-inet.bin");
+    /// `RTM_GETROUTE` dump, `AF_INET6`.
+    pub(crate) const ROUTE_INET6: &[u8] = include_bytes!("../../tests/fixtures/route-inet6.bin");
+    /// Every fixture, with its file name.
+    pub(crate) const ALL: [(&str, &[u8]); 5] = [
+        ("neigh-inet.bin", NEIGH_INET),
+        ("neigh-inet6.bin", NEIGH_INET6),
+        ("fdb-bridge.bin", FDB),
+        ("route-inet.bin", ROUTE_INET),
+        ("route-inet6.bin", ROUTE_INET6),
+    ];
+    /// Index of `flannel.1`.
+    pub(crate) const V4_DEVICE: u32 = 2;
+    /// Index of `flannel-v6.1`.
+    pub(crate) const V6_DEVICE: u32 = 3;
+}
+
 #[cfg(test)]
 mod tests {
     use netlink_packet_core::Emitable;
@@ -232,6 +263,141 @@ mod tests {
         for len in 0..bad.len() {
             let _ = neighbour(&bad[..len]);
             let _ = route(&bad[..len]);
+        }
+    }
+
+    /// The payloads of the messages of `type` in a fixture.
+    fn payloads(bytes: &[u8], message_type: u16) -> Vec<&[u8]> {
+        crate::transport::raw_messages(bytes)
+            .filter(|(t, _)| *t == message_type)
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    #[test]
+    fn the_splitter_and_the_reader_agree_with_netlink_packet_route_on_kernel_dumps() {
+        // (fixture, messages with NLMSG_DONE, neighbour messages, routes)
+        for ((name, bytes), (messages, neighbours, routes)) in
+            fixtures::ALL
+                .iter()
+                .zip([(4, 3, 0), (6, 5, 0), (7, 6, 0), (10, 0, 9), (11, 0, 10)])
+        {
+            let split = crate::fuzzing::split_messages(bytes);
+            assert_eq!(
+                (split.messages, split.parsed),
+                (messages, messages),
+                "{name}"
+            );
+            let read = crate::fuzzing::dump_reader(bytes);
+            assert_eq!(
+                (read.messages, read.neighbours, read.routes),
+                (messages, neighbours, routes),
+                "{name}"
+            );
+            // Every byte belongs to a message.
+            let last = crate::transport::raw_messages(bytes).last().unwrap();
+            assert_eq!(last.0, 3, "{name} ends with NLMSG_DONE");
+        }
+    }
+
+    #[test]
+    fn kernel_fdb_entries_read_as_self_permanent_with_their_underlay_destination() {
+        let read: Vec<Neigh> = payloads(fixtures::FDB, RTM_NEWNEIGH)
+            .into_iter()
+            .map(|p| neighbour(p).unwrap())
+            .collect();
+        for (n, device, dst) in [
+            (2u8, fixtures::V4_DEVICE, "198.51.100.2"),
+            (4, fixtures::V4_DEVICE, "198.51.100.4"),
+            (3, fixtures::V6_DEVICE, "2001:db8::3"),
+        ] {
+            let family_byte = if device == fixtures::V4_DEVICE { 4 } else { 6 };
+            let mac = MacAddr::new([2, 0, 0, 0, family_byte, n]);
+            let entry = read.iter().find(|e| e.mac == Some(mac)).unwrap();
+            assert_eq!(
+                (entry.family, entry.ifindex, entry.state, entry.flags),
+                (AF_BRIDGE, device, NUD_PERMANENT, NTF_SELF)
+            );
+            assert_eq!(entry.dst, Some(dst.parse().unwrap()));
+        }
+    }
+
+    #[test]
+    fn kernel_neighbour_entries_read_with_address_mac_and_state() {
+        let v4: Vec<Neigh> = payloads(fixtures::NEIGH_INET, RTM_NEWNEIGH)
+            .into_iter()
+            .map(|p| neighbour(p).unwrap())
+            .collect();
+        assert!(v4.iter().all(|n| n.state == NUD_PERMANENT
+            && n.ifindex == fixtures::V4_DEVICE
+            && n.family == libc::AF_INET as u8));
+        let two = v4
+            .iter()
+            .find(|n| n.dst == Some("10.244.2.0".parse().unwrap()))
+            .unwrap();
+        assert_eq!(two.mac, Some(MacAddr::new([2, 0, 0, 0, 4, 2])));
+        // IPv6 holds the permanent entries and the kernel's own NOARP
+        // entries for the MLD group on each device.
+        let v6: Vec<Neigh> = payloads(fixtures::NEIGH_INET6, RTM_NEWNEIGH)
+            .into_iter()
+            .map(|p| neighbour(p).unwrap())
+            .collect();
+        let permanent = v6.iter().filter(|n| n.state == NUD_PERMANENT).count();
+        assert_eq!((v6.len(), permanent), (5, 3));
+        assert!(
+            v6.iter()
+                .any(|n| n.dst == Some("2001:db8:f0:4::".parse().unwrap())
+                    && n.mac == Some(MacAddr::new([2, 0, 0, 0, 6, 4])))
+        );
+    }
+
+    #[test]
+    fn kernel_routes_read_with_gateway_onlink_device_table_and_metric() {
+        use crate::overlay::RouteMetric;
+        for (bytes, device, peer) in [
+            (fixtures::ROUTE_INET, fixtures::V4_DEVICE, "10.244.3.0"),
+            (
+                fixtures::ROUTE_INET6,
+                fixtures::V6_DEVICE,
+                "2001:db8:f0:3::",
+            ),
+        ] {
+            let routes: Vec<Rt> = payloads(bytes, RTM_NEWROUTE)
+                .into_iter()
+                .map(|p| route(p).unwrap())
+                .collect();
+            let gateway: IpAddr = peer.parse().unwrap();
+            let r = routes.iter().find(|r| r.gateway == Some(gateway)).unwrap();
+            let cidr = ipnet::IpNet::new(gateway, r.dst_len).unwrap();
+            assert_eq!((r.dst, r.oif, r.table), (gateway, Some(device), 254));
+            assert!(r.onlink && !r.cloned);
+            // The kernel kept the metric the overlay chose.
+            assert_eq!(r.metric, Some(RouteMetric::default().metric_for(&cidr)));
+        }
+        // The prohibit route of table 100 reads its table from RTA_TABLE.
+        let in_100: Vec<Rt> = payloads(fixtures::ROUTE_INET, RTM_NEWROUTE)
+            .into_iter()
+            .filter_map(route)
+            .filter(|r| r.table == 100)
+            .collect();
+        assert_eq!(in_100.len(), 1);
+        assert_eq!(in_100[0].dst, "203.0.113.128".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn truncated_kernel_messages_read_as_none_or_fewer_attributes_never_panic() {
+        for (_, bytes) in fixtures::ALL {
+            for (_, payload) in crate::transport::raw_messages(bytes) {
+                for len in 0..payload.len() {
+                    let _ = neighbour(&payload[..len]);
+                    let _ = route(&payload[..len]);
+                    let _ = ifindex(&payload[..len]);
+                }
+            }
+            for len in 0..bytes.len() {
+                crate::fuzzing::split_messages(&bytes[..len]);
+                crate::fuzzing::dump_reader(&bytes[..len]);
+            }
         }
     }
 }

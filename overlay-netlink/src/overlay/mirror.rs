@@ -529,4 +529,64 @@ mod tests {
             assert!(!absorb(5, &mut c, NOTIFIED, kind, &[0; 3]));
         }
     }
+
+    /// What reconcile would read from the golden kernel dumps for `device`.
+    fn current_from_fixtures(device: u32) -> Current {
+        use crate::overlay::dump_reader::fixtures;
+        let mut c = Current::default();
+        for (_, bytes) in fixtures::ALL {
+            for (message_type, payload) in crate::transport::raw_messages(bytes) {
+                assert!(absorb(device, &mut c, Source::Dump, message_type, payload));
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn the_kernel_state_of_the_golden_dumps_is_exactly_the_peers_installed() {
+        use crate::overlay::dump_reader::fixtures;
+        use crate::overlay::plan::Wanted;
+        let planner = |vxlan| Planner {
+            vxlan,
+            metric: RouteMetric::default(),
+        };
+        let v4: Vec<RemotePeer> = (2..=4)
+            .map(|n| {
+                RemotePeer::new(
+                    IpAddr::from([198, 51, 100, n]),
+                    MacAddr::new([2, 0, 0, 0, 4, n]),
+                    IpAddr::from([10, 244, n, 0]),
+                )
+                .pod_cidr(format!("10.244.{n}.0/24").parse().unwrap())
+            })
+            .collect();
+        let v6: Vec<RemotePeer> = (2..=4)
+            .map(|n| {
+                RemotePeer::new(
+                    format!("2001:db8::{n}").parse().unwrap(),
+                    MacAddr::new([2, 0, 0, 0, 6, n]),
+                    format!("2001:db8:f0:{n}::").parse().unwrap(),
+                )
+                .pod_cidr(format!("2001:db8:f0:{n}::/64").parse().unwrap())
+            })
+            .collect();
+        for (device, peers) in [(fixtures::V4_DEVICE, &v4), (fixtures::V6_DEVICE, &v6)] {
+            let current = current_from_fixtures(device);
+            // The kernel's NOARP multicast neighbours are not permanent, and
+            // the blackhole, prohibit and local routes are not the overlay's.
+            assert_eq!(
+                (current.fdb.len(), current.routes.len()),
+                (3, 3),
+                "device {device}"
+            );
+            let wanted = Wanted::new("test", peers).unwrap();
+            let plan = planner(device).plan(peers, &wanted, &current);
+            assert!(
+                plan.changes.is_empty(),
+                "device {device}: {:?}",
+                plan.report
+            );
+            assert_eq!(plan.report.unchanged.len(), 3);
+        }
+    }
 }
