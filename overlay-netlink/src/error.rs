@@ -233,9 +233,11 @@ pub enum TransportError {
         #[source]
         source: io::Error,
     },
-    /// The kernel sent bytes that do not parse as a netlink message.
+    /// The kernel sent bytes that do not parse as a netlink message. The
+    /// source is the decoder's error (its type is not part of this crate's
+    /// API).
     #[error("malformed netlink message from the kernel")]
-    Decode(#[source] netlink_packet_core::DecodeError),
+    Decode(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// The transport was asked to run outside a tokio runtime.
     #[error("the netlink socket needs a tokio runtime with I/O enabled")]
     NoRuntime,

@@ -100,6 +100,8 @@ pub use link::{
 pub use neighbour::{Neighbour, NeighbourOps, NeighbourState};
 pub use netns::{NETNS_RUN_DIR, Netns};
 pub use overlay_core::{MacAddr, ParseMacAddrError, Vni, VniError};
-pub use route::{Route, RouteOps, Scope, TABLE_LOCAL, TABLE_MAIN};
+pub use route::{
+    Route, RouteFilter, RouteKind, RouteOps, RouteProtocol, Scope, TABLE_LOCAL, TABLE_MAIN,
+};
 pub use transport::{FakeTransport, SocketTransport, Transport};
 pub use validate::{MAX_IFNAME_LEN, validate_ifname};
