@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use overlay_netlink::overlay::{Overlay, RemotePeer, RouteMetric};
-use overlay_netlink::{Handle, MacAddr, Netns, VxlanConfig};
+use overlay_netlink::{Handle, MacAddr, Netns, Vni, VxlanConfig};
 use overlay_testsupport::TestNetns;
 
 const PEERS: u32 = 1000;
@@ -100,7 +100,7 @@ fn fresh(rt: &tokio::runtime::Runtime, h: &Handle) -> u32 {
         let vx = h
             .link()
             .add_vxlan(
-                &VxlanConfig::new(VXLAN, 1)
+                &VxlanConfig::new(VXLAN, Vni::new(1).unwrap())
                     .local("192.0.2.1".parse().unwrap())
                     .port(8472),
             )

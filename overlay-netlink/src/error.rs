@@ -167,7 +167,8 @@ pub enum InvalidInput {
         /// The first forbidden character.
         ch: char,
     },
-    /// A VXLAN network identifier that does not fit in 24 bits.
+    /// A VXLAN network identifier that does not fit in 24 bits. No longer
+    /// produced: VNIs are [`Vni`](overlay_core::Vni)s, which always fit.
     #[error("VNI {vni} does not fit in 24 bits (maximum 16777215)")]
     VniOutOfRange {
         /// The VNI.
@@ -232,9 +233,11 @@ pub enum TransportError {
         #[source]
         source: io::Error,
     },
-    /// The kernel sent bytes that do not parse as a netlink message.
+    /// The kernel sent bytes that do not parse as a netlink message. The
+    /// source is the decoder's error (its type is not part of this crate's
+    /// API).
     #[error("malformed netlink message from the kernel")]
-    Decode(#[source] netlink_packet_core::DecodeError),
+    Decode(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// The transport was asked to run outside a tokio runtime.
     #[error("the netlink socket needs a tokio runtime with I/O enabled")]
     NoRuntime,

@@ -36,7 +36,7 @@
 //! (needs `CAP_NET_ADMIN`):
 //!
 //! ```no_run
-//! use overlay_netlink::{Netns, VxlanConfig};
+//! use overlay_netlink::{Netns, Vni, VxlanConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> overlay_netlink::Result<()> {
@@ -45,7 +45,7 @@
 //! let br = handle.link().ensure_bridge("cni0").await?;
 //! let (vx, _) = handle
 //!     .link()
-//!     .ensure_vxlan(&VxlanConfig::new("vxlan.1", 1).port(8472).mtu(1450))
+//!     .ensure_vxlan(&VxlanConfig::new("vxlan.1", Vni::new(1).unwrap()).port(8472).mtu(1450))
 //!     .await?;
 //! handle.link().set_master(vx.index, br.index).await?;
 //! handle.link().set_up(vx.index).await?;
@@ -76,6 +76,9 @@ mod address;
 mod error;
 mod events;
 mod fdb;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod link;
 mod mac;
@@ -96,7 +99,9 @@ pub use link::{
 };
 pub use neighbour::{Neighbour, NeighbourOps, NeighbourState};
 pub use netns::{NETNS_RUN_DIR, Netns};
-pub use overlay_core::{MacAddr, ParseMacAddrError};
-pub use route::{Route, RouteOps, Scope, TABLE_LOCAL, TABLE_MAIN};
+pub use overlay_core::{MacAddr, ParseMacAddrError, Vni, VniError};
+pub use route::{
+    Route, RouteFilter, RouteKind, RouteOps, RouteProtocol, Scope, TABLE_LOCAL, TABLE_MAIN,
+};
 pub use transport::{FakeTransport, SocketTransport, Transport};
-pub use validate::{MAX_IFNAME_LEN, MAX_VNI, validate_ifname};
+pub use validate::{MAX_IFNAME_LEN, validate_ifname};

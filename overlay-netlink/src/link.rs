@@ -16,7 +16,7 @@ use crate::error::{Error, IpFamily, Result};
 use crate::handle::Handle;
 use crate::netns::Netns;
 use crate::validate;
-use overlay_core::MacAddr;
+use overlay_core::{MacAddr, Vni};
 
 /// Names a link: by index, or by name (resolved by the kernel).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -99,7 +99,7 @@ impl LinkKind {
 #[non_exhaustive]
 pub struct VxlanInfo {
     /// The VXLAN network identifier.
-    pub vni: u32,
+    pub vni: Vni,
     /// The local (source) address.
     pub local: Option<IpAddr>,
     /// The default remote or multicast group.
@@ -180,7 +180,7 @@ impl Link {
 
 fn vxlan_info(attrs: &[InfoVxlan]) -> VxlanInfo {
     let mut info = VxlanInfo {
-        vni: 0,
+        vni: Vni::default(),
         local: None,
         remote: None,
         underlay: None,
@@ -190,7 +190,8 @@ fn vxlan_info(attrs: &[InfoVxlan]) -> VxlanInfo {
     };
     for a in attrs {
         match a {
-            InfoVxlan::Id(v) => info.vni = *v,
+            // IFLA_VXLAN_ID: the kernel holds 24 bits.
+            InfoVxlan::Id(v) => info.vni = Vni::from_u24_masked(*v),
             InfoVxlan::Local(a) if !a.is_unspecified() => info.local = Some(IpAddr::V4(*a)),
             InfoVxlan::Local6(a) if !a.is_unspecified() => info.local = Some(IpAddr::V6(*a)),
             InfoVxlan::Group(a) if !a.is_unspecified() => info.remote = Some(IpAddr::V4(*a)),
@@ -205,14 +206,24 @@ fn vxlan_info(attrs: &[InfoVxlan]) -> VxlanInfo {
     info
 }
 
-/// The default VXLAN UDP port assigned by IANA.
-pub const VXLAN_PORT: u16 = 4789;
+/// The default VXLAN UDP port assigned by IANA (4789), the default of
+/// [`VxlanConfig::port`].
+///
+/// The one definition is overlay-core's
+/// [`overlay_core::wire::vxlan::DEFAULT_PORT`], the port its codec and
+/// encapsulation use; this is the same constant under the name this crate
+/// always had.
+///
+/// ```
+/// assert_eq!(overlay_netlink::VXLAN_PORT, overlay_core::wire::vxlan::DEFAULT_PORT);
+/// ```
+pub const VXLAN_PORT: u16 = overlay_core::wire::vxlan::DEFAULT_PORT;
 
 /// How to create a VXLAN device.
 ///
 /// ```
-/// use overlay_netlink::VxlanConfig;
-/// let cfg = VxlanConfig::new("vxlan.1", 1)
+/// use overlay_netlink::{Vni, VxlanConfig};
+/// let cfg = VxlanConfig::new("vxlan.1", Vni::new(1).unwrap())
 ///     .local("192.0.2.10".parse().unwrap())
 ///     .underlay(2)
 ///     .mtu(1450);
@@ -224,8 +235,8 @@ pub const VXLAN_PORT: u16 = 4789;
 pub struct VxlanConfig {
     /// Interface name (at most 15 bytes).
     pub name: String,
-    /// VXLAN network identifier (24 bits).
-    pub vni: u32,
+    /// VXLAN network identifier (24 bits, checked by [`Vni::new`]).
+    pub vni: Vni,
     /// Local (source) address of encapsulated packets.
     pub local: Option<IpAddr>,
     /// Default remote (or multicast group); usually `None` with per-peer FDB entries.
@@ -247,7 +258,7 @@ pub struct VxlanConfig {
 impl VxlanConfig {
     /// A VXLAN device named `name` with network identifier `vni`, port 4789,
     /// learning off.
-    pub fn new(name: impl Into<String>, vni: u32) -> Self {
+    pub fn new(name: impl Into<String>, vni: Vni) -> Self {
         VxlanConfig {
             name: name.into(),
             vni,
@@ -313,7 +324,6 @@ impl VxlanConfig {
     fn validate(&self) -> Result<()> {
         const OP: &str = "create vxlan";
         validate::ifname(OP, &self.name)?;
-        validate::vni(OP, &self.name, self.vni)?;
         if let (Some(local), Some(remote)) = (self.local, self.remote) {
             validate::family(OP, &self.name, "local address", local, IpFamily::of(remote))?;
         }
@@ -337,7 +347,7 @@ impl VxlanConfig {
     }
 
     fn message(&self) -> LinkMessage {
-        let mut data = vec![InfoVxlan::Id(self.vni)];
+        let mut data = vec![InfoVxlan::Id(self.vni.get())];
         match self.local {
             Some(IpAddr::V4(a)) => data.push(InfoVxlan::Local(a)),
             Some(IpAddr::V6(a)) => data.push(InfoVxlan::Local6(a)),
@@ -907,7 +917,7 @@ mod tests {
     async fn add_vxlan_sends_one_create_excl_with_all_parameters() {
         let fake = fake(InfoKind::Vxlan);
         let handle = Handle::with_transport(fake.clone());
-        let cfg = VxlanConfig::new("vx0", 42)
+        let cfg = VxlanConfig::new("vx0", Vni::new(42).unwrap())
             .local("192.0.2.1".parse().unwrap())
             .underlay(3)
             .port(8472)
@@ -959,20 +969,11 @@ mod tests {
     async fn bad_vxlan_input_is_rejected_before_any_request() {
         let fake = fake(InfoKind::Vxlan);
         let handle = Handle::with_transport(fake.clone());
-        let too_big = handle
-            .link()
-            .add_vxlan(&VxlanConfig::new("vx0", 1 << 24))
-            .await;
-        assert!(matches!(
-            too_big,
-            Err(Error::InvalidInput {
-                source: InvalidInput::VniOutOfRange { .. },
-                ..
-            })
-        ));
+        // A VNI over 24 bits cannot be built: `Vni::new` refuses it.
+        assert!(Vni::new(1 << 24).is_err());
         let long = handle
             .link()
-            .add_vxlan(&VxlanConfig::new("a-very-long-name", 1))
+            .add_vxlan(&VxlanConfig::new("a-very-long-name", Vni::new(1).unwrap()))
             .await;
         assert!(matches!(
             long,
@@ -981,7 +982,7 @@ mod tests {
                 ..
             })
         ));
-        let mixed = VxlanConfig::new("vx0", 1)
+        let mixed = VxlanConfig::new("vx0", Vni::new(1).unwrap())
             .local("192.0.2.1".parse().unwrap())
             .remote("2001:db8::1".parse().unwrap());
         assert!(matches!(
@@ -1069,7 +1070,7 @@ mod tests {
         // bridge; what matters here is the sequence of requests.
         let (_, outcome) = handle
             .link()
-            .ensure_vxlan(&VxlanConfig::new("vx0", 1))
+            .ensure_vxlan(&VxlanConfig::new("vx0", Vni::new(1).unwrap()))
             .await
             .unwrap();
         assert_eq!(outcome, Ensured::Recreated);

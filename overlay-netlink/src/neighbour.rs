@@ -39,8 +39,11 @@ pub enum NeighbourState {
     Other(u16),
 }
 
-impl From<RawState> for NeighbourState {
-    fn from(s: RawState) -> Self {
+// Conversions to and from netlink-packet-route's type stay inside the crate
+// (no public `From` impls), so that the pinned netlink-packet-* types do not
+// appear in this crate's public API.
+impl NeighbourState {
+    pub(crate) fn from_raw(s: RawState) -> Self {
         match s {
             RawState::Incomplete => NeighbourState::Incomplete,
             RawState::Reachable => NeighbourState::Reachable,
@@ -54,11 +57,9 @@ impl From<RawState> for NeighbourState {
             other => NeighbourState::Other(u16::from(other)),
         }
     }
-}
 
-impl From<NeighbourState> for RawState {
-    fn from(s: NeighbourState) -> Self {
-        match s {
+    pub(crate) fn to_raw(self) -> RawState {
+        match self {
             NeighbourState::Incomplete => RawState::Incomplete,
             NeighbourState::Reachable => RawState::Reachable,
             NeighbourState::Stale => RawState::Stale,
@@ -109,7 +110,7 @@ impl Neighbour {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::from(IpFamily::of(self.ip).af());
         msg.header.ifindex = self.index;
-        msg.header.state = self.state.into();
+        msg.header.state = self.state.to_raw();
         msg.attributes
             .push(NeighbourAttribute::Destination(NeighbourAddress::from(
                 self.ip,
@@ -140,7 +141,7 @@ impl Neighbour {
             index: msg.header.ifindex,
             ip: ip?,
             mac,
-            state: msg.header.state.into(),
+            state: NeighbourState::from_raw(msg.header.state),
         })
     }
 

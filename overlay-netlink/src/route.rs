@@ -6,8 +6,8 @@ use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage,
+    RouteProtocol as RawProtocol, RouteScope, RouteType,
 };
 
 use crate::error::{IpFamily, Result};
@@ -63,6 +63,219 @@ impl From<Scope> for u8 {
     }
 }
 
+/// Route type (`rtm_type`): what the kernel does with a packet that
+/// matches.
+///
+/// Values without a variant of their own read as [`RouteKind::Other`]
+/// (`From<u8>` never produces `Other` for a value that has a variant), and
+/// every value converts back to the same byte.
+///
+/// ```
+/// use overlay_netlink::RouteKind;
+/// assert_eq!(RouteKind::from(6), RouteKind::Blackhole);
+/// assert_eq!(u8::from(RouteKind::Unicast), 1);
+/// assert_eq!(RouteKind::from(200), RouteKind::Other(200));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RouteKind {
+    /// Unknown type (0; requests that match any).
+    Unspec,
+    /// A gateway or direct route (1).
+    Unicast,
+    /// Accept locally (2).
+    Local,
+    /// Accept locally as broadcast, send as broadcast (3).
+    Broadcast,
+    /// Accept locally as broadcast, send as unicast (4).
+    Anycast,
+    /// A multicast route (5).
+    Multicast,
+    /// Drop silently (6).
+    Blackhole,
+    /// Destination unreachable: ICMP host/net unreachable (7).
+    Unreachable,
+    /// Administratively prohibited (8).
+    Prohibit,
+    /// Continue the lookup in another table (9).
+    Throw,
+    /// Translate this address (10).
+    Nat,
+    /// Use an external resolver (11).
+    ExternalResolve,
+    /// Any other value.
+    Other(u8),
+}
+
+impl From<u8> for RouteKind {
+    fn from(v: u8) -> Self {
+        match v {
+            0 => RouteKind::Unspec,
+            1 => RouteKind::Unicast,
+            2 => RouteKind::Local,
+            3 => RouteKind::Broadcast,
+            4 => RouteKind::Anycast,
+            5 => RouteKind::Multicast,
+            6 => RouteKind::Blackhole,
+            7 => RouteKind::Unreachable,
+            8 => RouteKind::Prohibit,
+            9 => RouteKind::Throw,
+            10 => RouteKind::Nat,
+            11 => RouteKind::ExternalResolve,
+            o => RouteKind::Other(o),
+        }
+    }
+}
+
+impl From<RouteKind> for u8 {
+    fn from(k: RouteKind) -> u8 {
+        match k {
+            RouteKind::Unspec => 0,
+            RouteKind::Unicast => 1,
+            RouteKind::Local => 2,
+            RouteKind::Broadcast => 3,
+            RouteKind::Anycast => 4,
+            RouteKind::Multicast => 5,
+            RouteKind::Blackhole => 6,
+            RouteKind::Unreachable => 7,
+            RouteKind::Prohibit => 8,
+            RouteKind::Throw => 9,
+            RouteKind::Nat => 10,
+            RouteKind::ExternalResolve => 11,
+            RouteKind::Other(o) => o,
+        }
+    }
+}
+
+/// Route protocol (`rtm_protocol`): who installed the route.
+///
+/// The kernel does not interpret it beyond the first few values; routing
+/// daemons use their own numbers (`/etc/iproute2/rt_protos`: 16 dhcp, 186
+/// bgp, ...), which read as [`RouteProtocol::Other`]. `From<u8>` never
+/// produces `Other` for a value that has a variant.
+///
+/// ```
+/// use overlay_netlink::RouteProtocol;
+/// assert_eq!(RouteProtocol::from(2), RouteProtocol::Kernel);
+/// assert_eq!(RouteProtocol::from(16), RouteProtocol::Other(16));
+/// assert_eq!(u8::from(RouteProtocol::Static), 4);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RouteProtocol {
+    /// Unknown (0).
+    Unspec,
+    /// Installed by an ICMP redirect (1).
+    Redirect,
+    /// Installed by the kernel (2): connected, local and broadcast routes.
+    Kernel,
+    /// Installed during boot (3): `ip route add` without `proto`.
+    Boot,
+    /// Installed by the administrator (4); this crate installs with it.
+    Static,
+    /// Any other value.
+    Other(u8),
+}
+
+impl From<u8> for RouteProtocol {
+    fn from(v: u8) -> Self {
+        match v {
+            0 => RouteProtocol::Unspec,
+            1 => RouteProtocol::Redirect,
+            2 => RouteProtocol::Kernel,
+            3 => RouteProtocol::Boot,
+            4 => RouteProtocol::Static,
+            o => RouteProtocol::Other(o),
+        }
+    }
+}
+
+impl From<RouteProtocol> for u8 {
+    fn from(p: RouteProtocol) -> u8 {
+        match p {
+            RouteProtocol::Unspec => 0,
+            RouteProtocol::Redirect => 1,
+            RouteProtocol::Kernel => 2,
+            RouteProtocol::Boot => 3,
+            RouteProtocol::Static => 4,
+            RouteProtocol::Other(o) => o,
+        }
+    }
+}
+
+/// Which routes [`RouteOps::list`] returns: one address family, and
+/// optionally one table, kind and protocol (unset: any).
+///
+/// An [`IpFamily`] converts into the filter of all routes of that family,
+/// so `list(IpFamily::V4)` lists every IPv4 route of every table.
+///
+/// ```
+/// use overlay_netlink::{IpFamily, RouteFilter, RouteKind, RouteProtocol, TABLE_MAIN};
+/// let main_static = RouteFilter::new(IpFamily::V4)
+///     .table(TABLE_MAIN)
+///     .kind(RouteKind::Unicast)
+///     .protocol(RouteProtocol::Static);
+/// assert_eq!(main_static.family, IpFamily::V4);
+/// assert_eq!(RouteFilter::from(IpFamily::V6).table, None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RouteFilter {
+    /// The address family.
+    pub family: IpFamily,
+    /// Only routes of this table (for example [`TABLE_MAIN`]).
+    pub table: Option<u32>,
+    /// Only routes of this kind.
+    pub kind: Option<RouteKind>,
+    /// Only routes of this protocol.
+    pub protocol: Option<RouteProtocol>,
+}
+
+impl RouteFilter {
+    /// All routes of `family`, in every table.
+    pub fn new(family: IpFamily) -> Self {
+        RouteFilter {
+            family,
+            table: None,
+            kind: None,
+            protocol: None,
+        }
+    }
+
+    /// Only routes of `table`.
+    pub fn table(mut self, table: u32) -> Self {
+        self.table = Some(table);
+        self
+    }
+
+    /// Only routes of `kind`.
+    pub fn kind(mut self, kind: RouteKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Only routes installed by `protocol`.
+    pub fn protocol(mut self, protocol: RouteProtocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Whether `route` passes the filter (its family is the caller's
+    /// concern: a dump of one family holds only that family).
+    pub fn matches(&self, route: &Route) -> bool {
+        IpFamily::of(route.destination.addr()) == self.family
+            && self.table.is_none_or(|t| t == route.table)
+            && self.kind.is_none_or(|k| k == route.kind)
+            && self.protocol.is_none_or(|p| p == route.protocol)
+    }
+}
+
+impl From<IpFamily> for RouteFilter {
+    fn from(family: IpFamily) -> Self {
+        RouteFilter::new(family)
+    }
+}
+
 /// A route: what to install, or what the kernel reported.
 ///
 /// ```
@@ -93,11 +306,11 @@ pub struct Route {
     pub onlink: bool,
     /// Preferred source address.
     pub source: Option<IpAddr>,
-    /// Route type as reported (1 unicast, 2 local, 3 broadcast, ...).
-    pub kind: u8,
-    /// Protocol that installed the route (reported; this crate installs with
-    /// `static`, 4).
-    pub protocol: u8,
+    /// Route type (default [`RouteKind::Unicast`]).
+    pub kind: RouteKind,
+    /// Protocol that installed the route (default, and what this crate
+    /// installs with unless told otherwise: [`RouteProtocol::Static`]).
+    pub protocol: RouteProtocol,
 }
 
 impl Route {
@@ -112,8 +325,8 @@ impl Route {
             scope: None,
             onlink: false,
             source: None,
-            kind: u8::from(RouteType::Unicast),
-            protocol: u8::from(RouteProtocol::Static),
+            kind: RouteKind::Unicast,
+            protocol: RouteProtocol::Static,
         }
     }
 
@@ -153,19 +366,36 @@ impl Route {
         self
     }
 
+    /// Set the route type, for example [`RouteKind::Blackhole`] (which
+    /// takes no gateway and no device).
+    pub fn kind(mut self, kind: RouteKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Set the protocol recorded with the route.
+    pub fn protocol(mut self, protocol: RouteProtocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
     /// Set the preferred source address.
     pub fn source(mut self, source: IpAddr) -> Self {
         self.source = Some(source);
         self
     }
 
-    /// The scope used when installing: the explicit one, else `link` without
-    /// a gateway and `universe` with one (as `ip route` does).
+    /// The scope used when installing: the explicit one, else what `ip
+    /// route` chooses for the kind: `host` for local and NAT routes, `link`
+    /// for broadcast, multicast and anycast routes, `universe` for blackhole,
+    /// unreachable, prohibit and throw routes, and for unicast routes `link`
+    /// without a gateway and `universe` with one.
     pub fn effective_scope(&self) -> Scope {
-        self.scope.unwrap_or(if self.gateway.is_some() {
-            Scope::Universe
-        } else {
-            Scope::Link
+        self.scope.unwrap_or(match self.kind {
+            RouteKind::Local | RouteKind::Nat => Scope::Host,
+            RouteKind::Broadcast | RouteKind::Multicast | RouteKind::Anycast => Scope::Link,
+            RouteKind::Unicast | RouteKind::Unspec if self.gateway.is_none() => Scope::Link,
+            _ => Scope::Universe,
         })
     }
 
@@ -190,11 +420,11 @@ impl Route {
         if delete {
             msg.header.scope = self.scope.map(route_scope).unwrap_or(RouteScope::NoWhere);
             msg.header.kind = RouteType::Unspec;
-            msg.header.protocol = RouteProtocol::Unspec;
+            msg.header.protocol = RawProtocol::Unspec;
         } else {
             msg.header.scope = route_scope(self.effective_scope());
-            msg.header.kind = RouteType::from(self.kind);
-            msg.header.protocol = RouteProtocol::from(self.protocol);
+            msg.header.kind = RouteType::from(u8::from(self.kind));
+            msg.header.protocol = RawProtocol::from(u8::from(self.protocol));
         }
         if self.onlink {
             msg.header.flags = RouteFlags::Onlink;
@@ -226,8 +456,8 @@ impl Route {
         route.table = u32::from(h.table);
         route.scope = Some(Scope::from(u8::from(h.scope)));
         route.onlink = h.flags.contains(RouteFlags::Onlink);
-        route.kind = u8::from(h.kind);
-        route.protocol = u8::from(h.protocol);
+        route.kind = RouteKind::from(u8::from(h.kind));
+        route.protocol = RouteProtocol::from(u8::from(h.protocol));
         for a in &msg.attributes {
             match a {
                 RouteAttribute::Destination(d) => dst = ip_of(d),
@@ -335,8 +565,26 @@ impl<'h> RouteOps<'h> {
             .map(drop)
     }
 
-    /// Routes of one family, all tables (filter on [`Route::table`] for one).
-    pub async fn list(&self, family: IpFamily) -> Result<Vec<Route>> {
+    /// The routes that pass `filter`: an [`IpFamily`] for every route of
+    /// that family in every table, or a [`RouteFilter`] for one table,
+    /// kind or protocol.
+    ///
+    /// The kernel dumps every route of the family; the filter is applied
+    /// here, so filtering costs no more than listing.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: overlay_netlink::Handle) -> overlay_netlink::Result<()> {
+    /// use overlay_netlink::{IpFamily, RouteFilter, RouteProtocol, TABLE_MAIN};
+    /// let all_v6 = handle.route().list(IpFamily::V6).await?;
+    /// let ours = handle
+    ///     .route()
+    ///     .list(RouteFilter::new(IpFamily::V4).table(TABLE_MAIN).protocol(RouteProtocol::Static))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn list(&self, filter: impl Into<RouteFilter>) -> Result<Vec<Route>> {
+        let filter = filter.into();
+        let family = filter.family;
         let mut msg = RouteMessage::default();
         msg.header.address_family = netlink_packet_route::AddressFamily::from(family.af());
         let replies = self
@@ -353,6 +601,7 @@ impl<'h> RouteOps<'h> {
                 RouteNetlinkMessage::NewRoute(r) => Route::from_message(r),
                 _ => None,
             })
+            .filter(|r| filter.matches(r))
             .collect())
     }
 }
@@ -438,5 +687,144 @@ mod tests {
             (Some(3), Some(100), TABLE_MAIN)
         );
         assert_eq!(back.scope, Some(Scope::Universe));
+    }
+
+    /// A fake kernel answering route dumps with the golden kernel dumps.
+    fn kernel_with_golden_routes() -> Handle {
+        use crate::overlay::dump_reader::fixtures;
+        let parse = |bytes: &[u8]| -> Vec<RouteNetlinkMessage> {
+            crate::transport::raw_messages(bytes)
+                .filter(|(t, _)| *t == 24)
+                .map(|(_, payload)| {
+                    RouteNetlinkMessage::NewRoute(
+                        netlink_packet_core::Parseable::parse(payload).unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let v4 = parse(fixtures::ROUTE_INET);
+        let v6 = parse(fixtures::ROUTE_INET6);
+        Handle::with_transport(Arc::new(FakeTransport::with_responder(move |r| {
+            match &r.message {
+                RouteNetlinkMessage::GetRoute(m)
+                    if m.header.address_family == netlink_packet_route::AddressFamily::Inet =>
+                {
+                    Ok(v4.clone())
+                }
+                RouteNetlinkMessage::GetRoute(_) => Ok(v6.clone()),
+                _ => Ok(Vec::new()),
+            }
+        })))
+    }
+
+    #[tokio::test]
+    async fn list_filters_kernel_routes_by_table_kind_and_protocol() {
+        let h = kernel_with_golden_routes();
+        let v4 = IpFamily::V4;
+        assert_eq!(h.route().list(v4).await.unwrap().len(), 9);
+        let main = h
+            .route()
+            .list(RouteFilter::new(v4).table(TABLE_MAIN))
+            .await
+            .unwrap();
+        // Three on-link routes to peers and a blackhole.
+        assert_eq!(main.len(), 4);
+        let ours = h
+            .route()
+            .list(
+                RouteFilter::new(v4)
+                    .table(TABLE_MAIN)
+                    .kind(RouteKind::Unicast)
+                    .protocol(RouteProtocol::Static),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ours.len(), 3);
+        assert!(ours.iter().all(|r| r.onlink && r.gateway.is_some()));
+        let blackhole = h
+            .route()
+            .list(RouteFilter::new(v4).kind(RouteKind::Blackhole))
+            .await
+            .unwrap();
+        assert_eq!(
+            (blackhole.len(), blackhole[0].protocol),
+            (1, RouteProtocol::Boot)
+        );
+        assert_eq!(blackhole[0].destination, "203.0.113.0/24".parse().unwrap());
+        let in_100 = h
+            .route()
+            .list(RouteFilter::new(v4).table(100))
+            .await
+            .unwrap();
+        assert_eq!(in_100.len(), 1);
+        assert_eq!(in_100[0].kind, RouteKind::Prohibit);
+        let local = h
+            .route()
+            .list(
+                RouteFilter::new(v4)
+                    .table(TABLE_LOCAL)
+                    .protocol(RouteProtocol::Kernel),
+            )
+            .await
+            .unwrap();
+        let kinds: Vec<RouteKind> = local.iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                RouteKind::Local,
+                RouteKind::Local,
+                RouteKind::Local,
+                RouteKind::Broadcast
+            ]
+        );
+
+        let v6 = IpFamily::V6;
+        let multicast = h
+            .route()
+            .list(RouteFilter::new(v6).kind(RouteKind::Multicast))
+            .await
+            .unwrap();
+        assert_eq!(multicast.len(), 2);
+        assert!(multicast.iter().all(|r| r.table == TABLE_LOCAL));
+        let unreachable = h
+            .route()
+            .list(RouteFilter::new(v6).kind(RouteKind::Unreachable))
+            .await
+            .unwrap();
+        assert_eq!(unreachable.len(), 1);
+        assert_eq!(unreachable[0].protocol, RouteProtocol::Static);
+    }
+
+    #[test]
+    fn kinds_and_protocols_round_trip_every_byte() {
+        for v in 0..=u8::MAX {
+            assert_eq!(u8::from(RouteKind::from(v)), v);
+            assert_eq!(u8::from(RouteProtocol::from(v)), v);
+            // Named values never read as `Other`.
+            if v <= 11 {
+                assert!(!matches!(RouteKind::from(v), RouteKind::Other(_)));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blackhole_route_is_sent_with_its_kind_and_universe_scope() {
+        let fake = Arc::new(FakeTransport::new());
+        let handle = Handle::with_transport(fake.clone());
+        let route = Route::new("203.0.113.0/24".parse().unwrap())
+            .kind(RouteKind::Blackhole)
+            .protocol(RouteProtocol::Other(99));
+        handle.route().replace(&route).await.unwrap();
+        let RouteNetlinkMessage::NewRoute(m) = &fake.requests()[0].message else {
+            panic!()
+        };
+        assert_eq!(m.header.kind, RouteType::BlackHole);
+        assert_eq!(m.header.scope, RouteScope::Universe);
+        assert_eq!(u8::from(m.header.protocol), 99);
+        let back = Route::from_message(m).unwrap();
+        assert_eq!(
+            (back.kind, back.protocol),
+            (RouteKind::Blackhole, RouteProtocol::Other(99))
+        );
     }
 }

@@ -9,6 +9,18 @@
 //! request, in order. The socket transport writes many requests with one
 //! `sendto` and then reads the acknowledgements, so programming thousands of
 //! objects costs a few hundred system calls, not thousands of round trips.
+//!
+//! # The one place `netlink-packet-route` types appear
+//!
+//! This module is a deliberate extension point for custom transports
+//! (recorders, replayers, fakes with their own answers): [`Request`] and
+//! [`Reply`] carry [`RouteNetlinkMessage`], `netlink-packet-route`'s message
+//! type, re-exported here so that an implementation can name it without a
+//! dependency of its own. overlay-netlink pins `netlink-packet-route` to an
+//! exact version, and a new version of it is a breaking change of this
+//! module. Everywhere else the public API uses this crate's own types
+//! ([`Route`](crate::Route), [`RouteKind`](crate::RouteKind),
+//! [`NeighbourState`](crate::NeighbourState), ...).
 
 use std::fmt;
 use std::io;
@@ -21,7 +33,9 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_route::RouteNetlinkMessage;
+/// `netlink-packet-route`'s message type (pinned version); see the
+/// [module docs](self).
+pub use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use tokio::io::unix::AsyncFd;
 
@@ -404,6 +418,11 @@ pub(crate) fn recv_queued(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<u
     Ok(got.min(buf.len()))
 }
 
+/// A decoder error as a [`TransportError`].
+fn decode_error(e: DecodeError) -> TransportError {
+    TransportError::Decode(Box::new(e))
+}
+
 /// Parse the netlink messages in one datagram.
 pub(crate) fn parse_datagram(
     data: &[u8],
@@ -413,13 +432,13 @@ pub(crate) fn parse_datagram(
     while offset + 16 <= data.len() {
         let rest = &data[offset..];
         let len = NetlinkBuffer::new_checked(rest)
-            .map_err(TransportError::Decode)?
+            .map_err(decode_error)?
             .length() as usize;
         if len < 16 || len > rest.len() {
             break;
         }
         let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
-            .map_err(TransportError::Decode)?;
+            .map_err(decode_error)?;
         out.push(message);
         offset += (len + 3) & !3;
     }
@@ -614,7 +633,7 @@ impl Conn {
                             .get(..4)
                             .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                         else {
-                            return Err(TransportError::Decode(DecodeError::from(
+                            return Err(decode_error(DecodeError::from(
                                 "NLMSG_ERROR shorter than its error code",
                             )));
                         };
@@ -637,7 +656,7 @@ impl Conn {
                     _ if raw => p.raw.extend_from_slice(whole),
                     message_type => {
                         let inner = RouteNetlinkMessage::parse_with_param(payload, message_type)
-                            .map_err(TransportError::Decode)?;
+                            .map_err(decode_error)?;
                         p.messages.push(inner);
                     }
                 }

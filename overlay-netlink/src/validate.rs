@@ -10,9 +10,6 @@ use crate::error::{Error, InvalidInput, IpFamily, Result};
 /// definition is [`overlay_core::ifname::MAX_LEN`].
 pub const MAX_IFNAME_LEN: usize = overlay_core::ifname::MAX_LEN;
 
-/// The largest VXLAN network identifier (24 bits).
-pub const MAX_VNI: u32 = 0x00ff_ffff;
-
 /// Check an interface name with the one rule set of
 /// [`overlay_core::ifname::validate`] (the kernel's `dev_valid_name` and
 /// libcni's, and no control characters), as the error type of this crate.
@@ -41,17 +38,6 @@ pub fn validate_ifname(name: &str) -> std::result::Result<(), InvalidInput> {
 
 pub(crate) fn ifname(operation: &'static str, name: &str) -> Result<()> {
     validate_ifname(name).map_err(|source| Error::invalid(operation, name, source))
-}
-
-pub(crate) fn vni(operation: &'static str, object: &str, vni: u32) -> Result<()> {
-    if vni > MAX_VNI {
-        return Err(Error::invalid(
-            operation,
-            object,
-            InvalidInput::VniOutOfRange { vni },
-        ));
-    }
-    Ok(())
 }
 
 pub(crate) fn family(
@@ -115,17 +101,5 @@ mod tests {
                 })
             );
         }
-    }
-
-    #[test]
-    fn vni_must_fit_in_24_bits() {
-        assert!(vni("x", "v", MAX_VNI).is_ok());
-        assert!(matches!(
-            vni("x", "v", MAX_VNI + 1),
-            Err(Error::InvalidInput {
-                source: InvalidInput::VniOutOfRange { vni: 0x0100_0000 },
-                ..
-            })
-        ));
     }
 }

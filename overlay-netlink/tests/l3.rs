@@ -8,7 +8,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{bridge_json, has_flag, ip_json, netns};
+use common::{bridge_json, has_flag, ip_json, netns, vni};
 use ipnet::IpNet;
 use overlay_netlink::{
     Address, Error, FdbEntry, Handle, InvalidInput, IpFamily, MacAddr, Neighbour, NeighbourState,
@@ -306,7 +306,7 @@ async fn fdb_replace_append_list_delete_match_bridge_fdb() {
     let h = netns(&t).handle().unwrap();
     let vx = h
         .link()
-        .add_vxlan(&VxlanConfig::new("ovvx0", 10).local("198.51.100.1".parse().unwrap()))
+        .add_vxlan(&VxlanConfig::new("ovvx0", vni(10)).local("198.51.100.1".parse().unwrap()))
         .await
         .unwrap();
     // Appending a second remote works for the all-zero MAC (the flood list);
@@ -319,7 +319,7 @@ async fn fdb_replace_append_list_delete_match_bridge_fdb() {
         .await
         .unwrap();
     h.fdb()
-        .append(&FdbEntry::new(vx.index, zero).dst(b).vni(20).port(8472))
+        .append(&FdbEntry::new(vx.index, zero).dst(b).vni(vni(20)).port(8472))
         .await
         .unwrap();
     let j = bridge_json(&t, &["fdb", "show", "dev", "ovvx0"]);
@@ -343,7 +343,7 @@ async fn fdb_replace_append_list_delete_match_bridge_fdb() {
     );
     assert!(
         mine.iter()
-            .any(|e| e.dst == Some(b) && e.vni == Some(20) && e.port == Some(8472))
+            .any(|e| e.dst == Some(b) && e.vni == Some(vni(20)) && e.port == Some(8472))
     );
 
     // A unicast MAC has one destination; replace moves it.
@@ -401,7 +401,7 @@ async fn fdb_replace_append_list_delete_match_bridge_fdb() {
     );
 
     h.fdb()
-        .delete(&FdbEntry::new(vx.index, zero).dst(b).vni(20).port(8472))
+        .delete(&FdbEntry::new(vx.index, zero).dst(b).vni(vni(20)).port(8472))
         .await
         .unwrap();
     h.fdb()

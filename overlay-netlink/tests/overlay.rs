@@ -9,7 +9,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{bridge, bridge_json, has_flag, ip_json, link_names, netns};
+use common::{bridge, bridge_json, has_flag, ip_json, link_names, netns, vni};
 use ipnet::IpNet;
 use overlay_netlink::overlay::{Change, Overlay, RemotePeer};
 use overlay_netlink::{Handle, MacAddr, Netns, Route, VethConfig, VxlanConfig};
@@ -77,7 +77,7 @@ async fn node(n: u8, ns: TestNetns, underlay_dev: &str, underlay_ip: IpAddr) -> 
     let mac = MacAddr::new([2, 0, 0, 0, n, 0]);
     let (vx, _) = link
         .ensure_vxlan(
-            &VxlanConfig::new("flannel.1", 1)
+            &VxlanConfig::new("flannel.1", vni(1))
                 .local(underlay_ip)
                 .underlay(under.index)
                 .port(8472)
@@ -111,7 +111,7 @@ async fn flannel_overlay(h: &Handle, local: &str) -> Overlay {
     let (vx, _) = h
         .link()
         .ensure_vxlan(
-            &VxlanConfig::new("flannel.1", 1)
+            &VxlanConfig::new("flannel.1", vni(1))
                 .local(local.parse().unwrap())
                 .port(8472),
         )

@@ -149,7 +149,7 @@ async fn build_node(
     let mac = MacAddr::from([0x02, 0, 0, 0, n, 0]);
     let (vx, _) = link
         .ensure_vxlan(
-            &VxlanConfig::new(format!("vxlan.{VNI}"), VNI)
+            &VxlanConfig::new(format!("vxlan.{VNI}"), Vni::new(VNI)?)
                 .local(underlay_ip)
                 .underlay(under.index)
                 .port(VXLAN_PORT)

@@ -6,6 +6,11 @@ use overlay_netlink::Netns;
 use overlay_testsupport::TestNetns;
 use serde_json::Value;
 
+/// A VNI the test knows fits 24 bits.
+pub fn vni(value: u32) -> overlay_netlink::Vni {
+    overlay_netlink::Vni::new(value).unwrap()
+}
+
 /// Open our `Netns` on a test namespace.
 pub fn netns(ns: &TestNetns) -> Netns {
     Netns::open_path(ns.path()).unwrap()
