@@ -88,6 +88,7 @@ macro_rules! serde_via_str {
 pub(crate) use serde_via_str;
 
 pub mod encap;
+mod family;
 pub mod hash;
 pub mod ifname;
 mod mac;
@@ -95,6 +96,7 @@ pub mod mtu;
 mod peer;
 pub mod wire;
 
+pub use family::IpFamily;
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use mac::{MacAddr, ParseMacAddrError};
 pub use peer::{ParsePeerIdError, PeerId};

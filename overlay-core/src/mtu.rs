@@ -39,44 +39,7 @@ pub const MIN_IPV4_MTU: u32 = 68;
 /// The smallest MTU an IPv6 link may have (RFC 8200 section 5).
 pub const MIN_IPV6_MTU: u32 = 1280;
 
-/// An IP family: of the underlay (the outer headers) or of the overlay (the
-/// packets the overlay carries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IpFamily {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl IpFamily {
-    /// The family of `addr`.
-    ///
-    /// ```
-    /// use overlay_core::mtu::IpFamily;
-    /// assert_eq!(IpFamily::of("2001:db8::1".parse().unwrap()), IpFamily::V6);
-    /// ```
-    pub fn of(addr: IpAddr) -> IpFamily {
-        match addr {
-            IpAddr::V4(_) => IpFamily::V4,
-            IpAddr::V6(_) => IpFamily::V6,
-        }
-    }
-
-    /// The smallest MTU a link of this family may have: [`MIN_IPV4_MTU`] or
-    /// [`MIN_IPV6_MTU`].
-    ///
-    /// ```
-    /// use overlay_core::mtu::IpFamily;
-    /// assert_eq!(IpFamily::V6.min_mtu(), 1280);
-    /// ```
-    pub fn min_mtu(self) -> u32 {
-        match self {
-            IpFamily::V4 => MIN_IPV4_MTU,
-            IpFamily::V6 => MIN_IPV6_MTU,
-        }
-    }
-}
+pub use crate::family::IpFamily;
 
 /// Why no overlay MTU fits the underlay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

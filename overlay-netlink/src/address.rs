@@ -7,7 +7,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 
-use crate::error::{IpFamily, Result};
+use crate::error::{AddressFamilyExt, IpFamily, Result};
 use crate::handle::Handle;
 
 /// An address on a link.

@@ -105,39 +105,20 @@ impl fmt::Display for KernelError {
 
 impl std::error::Error for KernelError {}
 
-/// An IP address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IpFamily {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
+pub use overlay_core::IpFamily;
+
+/// The netlink address family (`AF_INET`/`AF_INET6`) of an [`IpFamily`].
+pub(crate) trait AddressFamilyExt {
+    /// `AF_INET` or `AF_INET6`.
+    fn af(self) -> u8;
 }
 
-impl IpFamily {
-    /// The family of an address.
-    pub fn of(addr: IpAddr) -> Self {
-        if addr.is_ipv4() {
-            IpFamily::V4
-        } else {
-            IpFamily::V6
-        }
-    }
-
-    pub(crate) fn af(self) -> u8 {
+impl AddressFamilyExt for IpFamily {
+    fn af(self) -> u8 {
         match self {
             IpFamily::V4 => libc::AF_INET as u8,
             IpFamily::V6 => libc::AF_INET6 as u8,
         }
-    }
-}
-
-impl fmt::Display for IpFamily {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IpFamily::V4 => "IPv4",
-            IpFamily::V6 => "IPv6",
-        })
     }
 }
 

@@ -9,7 +9,7 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::error::{IpFamily, Result};
+use crate::error::{AddressFamilyExt, IpFamily, Result};
 use crate::handle::Handle;
 use overlay_core::MacAddr;
 

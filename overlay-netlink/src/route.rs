@@ -10,7 +10,7 @@ use netlink_packet_route::route::{
     RouteProtocol as RawProtocol, RouteScope, RouteType,
 };
 
-use crate::error::{IpFamily, Result};
+use crate::error::{AddressFamilyExt, IpFamily, Result};
 use crate::handle::Handle;
 use crate::validate;
 

@@ -72,7 +72,7 @@ use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::error::{Error, ErrorKind, IpFamily, Result};
+use crate::error::{AddressFamilyExt, Error, ErrorKind, IpFamily, Result};
 use crate::handle::Handle;
 use crate::transport::{Reply, Request, raw_messages};
 use dump_worker::{DUMP_WORKERS, DumpWorker};
