@@ -27,6 +27,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd "$ROOT/fuzz"
+# The fuzz crate is outside the workspace; its lints (a copy of the
+# workspace's, checked by 50-publish.sh) are enforced here.
+echo "cargo clippy --all-targets -- -D warnings (fuzz crate)"
+cargo clippy --all-targets -q -- -D warnings
 targets=$(cargo fuzz list)
 [[ -n "$targets" ]] || { echo "20-fuzz.sh: no fuzz targets found" >&2; exit 1; }
 
