@@ -1,7 +1,8 @@
 //! Peer-to-peer topology gossip for overlay networks.
 //!
-//! `overlay-gossip` keeps every peer's view of the cluster topology. It
-//! depends only on `overlay-core`:
+//! `overlay-gossip` will keep every peer's view of the cluster topology. It
+//! has no code yet and so no dependencies; when it does, it depends only on
+//! `overlay-core`:
 //!
 //! ```text
 //! examples -> { overlay-cni, overlay-gossip, overlay-ipam, overlay-netlink } -> overlay-core
