@@ -215,7 +215,8 @@ impl Ipam for HostLocalIpam {
 
     fn status(&self, _req: &Request) -> Result<(), CniError> {
         let unavailable = |msg: String| CniError::new(ErrorCode::PluginNotAvailable, msg);
-        let unusable = |e: StoreError| unavailable(format!("host-local IPAM store is not usable: {e}"));
+        let unusable =
+            |e: StoreError| unavailable(format!("host-local IPAM store is not usable: {e}"));
         self.config.status().map_err(unusable)?;
         match self.config.full_range_set() {
             Ok(None) => Ok(()),
@@ -277,7 +278,10 @@ mod tests {
         assert_eq!(err.code, ErrorCode::Other(ALLOC_ERROR_CODE), "{err:?}");
         let err = ipam.status(&req).unwrap_err();
         assert_eq!(err.code, ErrorCode::PluginNotAvailable, "{err:?}");
-        assert!(err.msg.contains("no free address in range set 0"), "{err:?}");
+        assert!(
+            err.msg.contains("no free address in range set 0"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -311,7 +315,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(seen, [("gone".to_owned(), 1), ("stuck".to_owned(), 1)]);
         assert_eq!(err.code, ErrorCode::Other(100));
-        assert!(err.msg.starts_with("GC kept 1 stale attachment(s)"), "{err:?}");
+        assert!(
+            err.msg.starts_with("GC kept 1 stale attachment(s)"),
+            "{err:?}"
+        );
         ipam.check(&wide("stuck")).expect("kept");
         ipam.check(&wide("live")).expect("valid");
         assert!(ipam.check(&wide("gone")).is_err());

@@ -202,14 +202,12 @@ impl Config {
     /// reserved by this call are released.
     pub fn allocate(&self, container_id: &str, ifname: &str) -> Result<Allocation, AllocError> {
         let dns = match &self.resolv_conf {
-            Some(path) => {
-                parse_resolv_conf(&std::fs::read_to_string(path).map_err(|source| {
-                    AllocError::ResolvConf {
-                        path: path.clone(),
-                        source,
-                    }
-                })?)
-            }
+            Some(path) => parse_resolv_conf(&std::fs::read_to_string(path).map_err(|source| {
+                AllocError::ResolvConf {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
             None => Dns::default(),
         };
         let store = self.open_store()?;
