@@ -12,8 +12,10 @@
 //! # Ok(()) }
 //! ```
 
+use ipnet::IpNet;
+use overlay_cni::result::IpConfig;
 use overlay_cni::{CniError, ErrorCode};
-use overlay_netlink::{Handle, Link, LinkKind};
+use overlay_netlink::{Address, Handle, Link, LinkKind};
 
 use crate::error::{CODE_NETLINK, NetlinkResultExt};
 
@@ -57,15 +59,15 @@ pub async fn ensure(host: &Handle, name: &str, mtu: Option<u32>) -> Result<(Link
             ));
         }
     };
-    if let Some(mtu) = mtu {
-        if let Err(e) = host.link().set_mtu(b.index, mtu).await {
-            let _ = host.link().delete(b.index).await;
-            return Err(crate::error::netlink_error(
-                CODE_NETLINK,
-                "set bridge MTU",
-                &e,
-            ));
-        }
+    if let Some(mtu) = mtu
+        && let Err(e) = host.link().set_mtu(b.index, mtu).await
+    {
+        let _ = host.link().delete(b.index).await;
+        return Err(crate::error::netlink_error(
+            CODE_NETLINK,
+            "set bridge MTU",
+            &e,
+        ));
     }
     Ok((b, true))
 }
@@ -97,6 +99,44 @@ pub async fn in_use(
     Ok(links
         .iter()
         .any(|l| l.master == Some(index) && Some(l.index) != leaving))
+}
+
+/// Make the bridge `bridge` the gateway of `ips`: put each address's
+/// gateway on it (with the address's prefix length; one that is there
+/// already is fine) and enable forwarding for its family. The addresses
+/// this call added are pushed to `added`, also on failure, so that a failed
+/// `ADD` can remove them again.
+///
+/// ```no_run
+/// # async fn f(host: &overlay_netlink::Handle, ips: &[overlay_cni::result::IpConfig]) -> Result<(), overlay_cni::CniError> {
+/// let mut added = Vec::new();
+/// overlay_plugin::bridge::add_gateways(host, 4, ips, &mut added).await?;
+/// # Ok(()) }
+/// ```
+pub async fn add_gateways(
+    host: &Handle,
+    bridge: u32,
+    ips: &[IpConfig],
+    added: &mut Vec<IpNet>,
+) -> Result<(), CniError> {
+    for ip in ips {
+        let Some(gw) = ip.gateway else { continue };
+        // The prefix length comes from an address of the same family.
+        let gw_net = IpNet::new(gw, ip.address.prefix_len()).unwrap_or(ip.address);
+        match host.address().add(Address::new(bridge, gw_net)).await {
+            Ok(()) => added.push(gw_net),
+            Err(e) if !e.is_already_exists() => {
+                return Err(crate::error::netlink_error(
+                    CODE_NETLINK,
+                    "add gateway address to bridge",
+                    &e,
+                ));
+            }
+            Err(_) => {}
+        }
+        enable_forwarding(gw.is_ipv4())?;
+    }
+    Ok(())
 }
 
 /// Enable forwarding of the family of `v4` in the plugin's namespace

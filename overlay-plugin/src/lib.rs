@@ -17,6 +17,7 @@
 //! - [`iface`]: a container interface configured from a CNI result;
 //! - [`masq`]: masquerading through nftables, one transaction per change;
 //! - [`bridge`]: the node bridge of bridge-type plugins;
+//! - [`veth`]: an attachment's veth pair, named and addressed from it;
 //! - [`gc`]: tearing down a stale attachment before its addresses go.
 //!
 //! A minimal plugin that puts the IPAM's addresses on an existing interface:
@@ -63,6 +64,7 @@ pub mod iface;
 pub mod ipam;
 pub mod masq;
 pub mod runner;
+pub mod veth;
 
 pub use error::NetlinkResultExt;
 pub use runner::{AsyncPlugin, dispatch_async, run_async};

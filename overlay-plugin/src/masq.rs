@@ -97,6 +97,7 @@ pub trait NftRunner {
 #[derive(Debug, Clone)]
 pub struct NftCommand {
     program: PathBuf,
+    args: Vec<String>,
 }
 
 impl Default for NftCommand {
@@ -104,6 +105,7 @@ impl Default for NftCommand {
     fn default() -> Self {
         NftCommand {
             program: PathBuf::from("nft"),
+            args: Vec::new(),
         }
     }
 }
@@ -119,6 +121,21 @@ impl NftCommand {
         self.program = program.into();
         self
     }
+
+    /// Arguments before `-f -`, for a program that runs `nft` (for example
+    /// `ip netns exec NAME nft`, to apply the transaction in a named
+    /// namespace).
+    ///
+    /// ```
+    /// let runner = overlay_plugin::masq::NftCommand::default()
+    ///     .program("ip")
+    ///     .args(["netns", "exec", "pod-1", "nft"]);
+    /// # let _ = runner;
+    /// ```
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 impl NftRunner for NftCommand {
@@ -128,6 +145,7 @@ impl NftRunner for NftCommand {
             source,
         };
         let mut child = Command::new(&self.program)
+            .args(&self.args)
             .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -92,19 +92,16 @@
 //!  "hairpinMode": true, "ipam": {"type": "host-local", "subnet": "10.22.0.0/16"}}
 //! ```
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use overlay_cni::config::GcAttachment;
 use overlay_cni::ipam::Ipam;
-use overlay_cni::result::Interface;
 use overlay_cni::{CniError, CniResult, ErrorCode, Request};
-use overlay_netlink::{Address, Handle, Link, MacAddr, Netns, VethConfig, validate_ifname};
-use overlay_plugin::error::{
-    CODE_IFNAME_TAKEN, CODE_NETLINK, host_handle, netlink_error, open_netns, pod_handle,
-};
+use overlay_netlink::{Address, Handle, Link, Netns, validate_ifname};
+use overlay_plugin::error::{CODE_NETLINK, host_handle, open_netns, pod_handle};
 use overlay_plugin::masq::{Masquerade, NftCommand};
+use overlay_plugin::veth::{self, Port, VethPair};
 use overlay_plugin::{AsyncPlugin, NetlinkResultExt, bridge, gc, iface, ipam};
 use serde::Deserialize;
 
@@ -184,29 +181,43 @@ struct Links {
     bridge: Link,
     /// Whether this ADD created the bridge.
     bridge_created: bool,
-    host_end: Link,
-    /// The container end, in the pod's namespace.
-    pod_index: u32,
-    pod_mac: Option<MacAddr>,
+    veth: VethPair,
 }
 
 struct OverlayBridge;
 
 impl OverlayBridge {
+    /// The bridge (created when missing, and up) with the attachment's veth
+    /// pair on it; a bridge this call created goes again on failure.
     async fn setup_links(
         req: &Request,
         conf: &BridgeConf,
         host: &Handle,
-        pod_ns: &Netns,
-        pod: &Handle,
+        pod: (&Netns, &Handle),
     ) -> Result<Links, CniError> {
         let (bridge, created) = bridge::ensure(host, &conf.bridge, conf.mtu).await?;
-        let bridge_index = bridge.index;
-        let links = Self::attach(req, conf, host, pod_ns, pod, bridge, created).await;
-        if let (Err(_), true) = (&links, created) {
-            let _ = bridge::remove_if_unused(host, bridge_index, None).await;
+        let mut port = Port::new().master(bridge.index).hairpin(conf.hairpin_mode);
+        port.mtu = conf.mtu;
+        let veth = async {
+            if !bridge.up {
+                let up = host.link().set_up(bridge.index).await;
+                up.or_cni(CODE_NETLINK, "set bridge up")?;
+            }
+            veth::create(req, host, pod, &port).await
+        };
+        match veth.await {
+            Ok(veth) => Ok(Links {
+                bridge,
+                bridge_created: created,
+                veth,
+            }),
+            Err(e) => {
+                if created {
+                    let _ = bridge::remove_if_unused(host, bridge.index, None).await;
+                }
+                Err(e)
+            }
         }
-        links
     }
 
     /// Undo what a failed ADD created in the host's namespace: the veth
@@ -214,7 +225,7 @@ impl OverlayBridge {
     /// attachment uses the bridge, the bridge when this ADD created it or
     /// else the gateway addresses this ADD added to it.
     async fn undo(host: &Handle, links: &Links, gateways_added: &[IpNet]) {
-        let (bridge, host_end) = (links.bridge.index, links.host_end.index);
+        let (bridge, host_end) = (links.bridge.index, links.veth.host_end.index);
         let _ = host.link().delete(host_end).await;
         if links.bridge_created {
             let _ = bridge::remove_if_unused(host, bridge, Some(host_end)).await;
@@ -227,94 +238,9 @@ impl OverlayBridge {
         }
     }
 
-    async fn attach(
-        req: &Request,
-        conf: &BridgeConf,
-        host: &Handle,
-        pod_ns: &Netns,
-        pod: &Handle,
-        bridge: Link,
-        created: bool,
-    ) -> Result<Links, CniError> {
-        if !bridge.up {
-            host.link()
-                .set_up(bridge.index)
-                .await
-                .or_cni(CODE_NETLINK, "set bridge up")?;
-        }
-        // Attached to the bridge and up in the creating request.
-        let container_mac = req.container_mac();
-        let mut veth = VethConfig::new(req.host_veth_name(), req.ifname())
-            .peer_netns(pod_ns)
-            .peer_mac(container_mac)
-            .master(bridge.index)
-            .up();
-        if let Some(mtu) = conf.mtu {
-            veth = veth.mtu(mtu);
-        }
-        // A taken CNI_IFNAME makes the creation fail with EEXIST; only then
-        // is it worth a look-up to report it precisely.
-        let host_end = match host.link().add_veth(&veth).await {
-            Ok(link) => link,
-            Err(e) if e.is_already_exists() => {
-                let taken = pod.link().find(req.ifname()).await;
-                return Err(match taken.or_cni(CODE_NETLINK, "look up CNI_IFNAME")? {
-                    Some(_) => CniError::plugin(
-                        CODE_IFNAME_TAKEN,
-                        format!(
-                            "interface {} already exists in {}",
-                            req.ifname(),
-                            pod_ns.path().display()
-                        ),
-                    ),
-                    None => netlink_error(CODE_NETLINK, "create veth pair", &e),
-                });
-            }
-            Err(e) => return Err(netlink_error(CODE_NETLINK, "create veth pair", &e)),
-        };
-        // The host end reports its peer's index (IFLA_LINK) and the MAC was
-        // chosen above, so the pod's namespace needs no look-up; the host
-        // and pod requests go out together.
-        let attach = async {
-            let (pod_index, pod_mac) = match host_end.parent {
-                Some(index) => (index, Some(container_mac)),
-                None => {
-                    let link = pod.link().get(req.ifname()).await;
-                    let link = link.or_cni(CODE_NETLINK, "find container veth")?;
-                    (link.index, link.mac)
-                }
-            };
-            let hairpin = async {
-                match conf.hairpin_mode {
-                    true => host.link().set_hairpin(host_end.index, true).await,
-                    false => Ok(()),
-                }
-            };
-            let up = async { pod.link().set_up(pod_index).await };
-            let (hairpin, up) = tokio::join!(hairpin, up);
-            hairpin.or_cni(CODE_NETLINK, "set hairpin mode")?;
-            up.or_cni(CODE_NETLINK, "set container veth up")?;
-            Ok((pod_index, pod_mac))
-        };
-        match attach.await {
-            Ok((pod_index, pod_mac)) => Ok(Links {
-                bridge,
-                bridge_created: created,
-                host_end,
-                pod_index,
-                pod_mac,
-            }),
-            Err(e) => {
-                let _ = host.link().delete(host_end.index).await;
-                Err(e)
-            }
-        }
-    }
-
     /// The result, and the pod's and the host's sides configured at once:
     /// the pod's addresses and routes, the gateway addresses on the bridge
     /// (`isGateway`) and forwarding.
-    #[allow(clippy::too_many_arguments)]
     async fn configure(
         req: &Request,
         conf: &BridgeConf,
@@ -325,52 +251,19 @@ impl OverlayBridge {
         gateways_added: &mut Vec<IpNet>,
     ) -> Result<CniResult, CniError> {
         let mut result = CniResult::new(req.version);
-        for (name, mac, sandbox) in [
-            (links.bridge.name.as_str(), links.bridge.mac, None),
-            (links.host_end.name.as_str(), links.host_end.mac, None),
-            (req.ifname(), links.pod_mac, req.netns()),
-        ] {
-            let mut iface = Interface::new(name);
-            iface.mac = mac.map(|m| m.to_string());
-            iface.sandbox = sandbox.map(|p| p.display().to_string());
-            result.interfaces.push(iface);
-        }
+        result.interfaces = links.veth.interfaces(req, Some(&links.bridge));
         let plan = iface::Plan::with_ifname(
             ipam,
-            links.pod_index,
+            links.veth.pod_index,
             2,
             conf.is_default_gateway,
             Some(req.ifname()),
         );
-        let gateways: Vec<IpNet> = match conf.is_gateway {
-            true => plan
-                .ips
-                .iter()
-                .filter_map(|ip| Some(with_prefix(ip.gateway?, &ip.address)))
-                .collect(),
-            false => Vec::new(),
+        let gateways = match conf.is_gateway {
+            true => &plan.ips[..],
+            false => &[],
         };
-        let host_side = async {
-            for gw_net in gateways {
-                match host
-                    .address()
-                    .add(Address::new(links.bridge.index, gw_net))
-                    .await
-                {
-                    Ok(()) => gateways_added.push(gw_net),
-                    Err(e) if !e.is_already_exists() => {
-                        return Err(netlink_error(
-                            CODE_NETLINK,
-                            "add gateway address to bridge",
-                            &e,
-                        ));
-                    }
-                    Err(_) => {}
-                }
-                bridge::enable_forwarding(gw_net.addr().is_ipv4())?;
-            }
-            Ok(())
-        };
+        let host_side = bridge::add_gateways(host, links.bridge.index, gateways, gateways_added);
         let (pod_side, host_side) = tokio::join!(plan.apply(pod, Some(pod_ns)), host_side);
         pod_side.and(host_side)?;
         result.ips = plan.ips;
@@ -378,11 +271,6 @@ impl OverlayBridge {
         result.dns = ipam.dns.clone();
         Ok(result)
     }
-}
-
-fn with_prefix(addr: IpAddr, of: &IpNet) -> IpNet {
-    // The prefix length comes from an existing IpNet of the same family.
-    IpNet::new(addr, of.prefix_len()).unwrap_or(*of)
 }
 
 impl AsyncPlugin for OverlayBridge {
@@ -406,7 +294,7 @@ impl AsyncPlugin for OverlayBridge {
         let pod = pod_handle(&pod_ns)?;
         let host = host_handle()?;
         let (links, lease) = tokio::join!(
-            Self::setup_links(req, &conf, &host, &pod_ns, &pod),
+            Self::setup_links(req, &conf, &host, (&pod_ns, &pod)),
             ipam::add(ipam, req)
         );
         // On every failure below, dropping the lease releases the allocation.
