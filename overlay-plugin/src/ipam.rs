@@ -40,7 +40,7 @@ use overlay_ipam::host_local::HostLocalIpam;
 /// assert!(local.has_ipv6_range());
 /// let forced = overlay_plugin::ipam::for_request(&req(r#"{"type":"host-local","delegate":true,"subnet":"2001:db8::/64"}"#)).unwrap();
 /// assert!(!forced.has_ipv6_range());
-/// let err = overlay_plugin::ipam::for_request(&req(r#"{"type":"host-local","delegate":"yes"}"#)).unwrap_err();
+/// let err = overlay_plugin::ipam::for_request(&req(r#"{"type":"host-local","delegate":"yes"}"#)).err().unwrap();
 /// assert_eq!(err.code, overlay_cni::ErrorCode::InvalidNetworkConfig);
 /// ```
 pub fn for_request(req: &Request) -> Result<Arc<dyn Ipam>, CniError> {

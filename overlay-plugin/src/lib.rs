@@ -36,8 +36,8 @@
 //!         let netns = open_netns(req)?;
 //!         let pod = pod_handle(&netns)?;
 //!         let link = pod.link().get(req.ifname()).await.or_cni(CODE_NETLINK, "find interface")?;
-//!         let plan = iface::Plan::new(lease.result(), link.index, 0, false);
-//!         plan.apply(&pod, Some((&netns, req.ifname()))).await?;
+//!         let plan = iface::Plan::with_ifname(lease.result(), link.index, 0, false, Some(req.ifname()));
+//!         plan.apply(&pod, Some(&netns)).await?;
 //!         let mut result = lease.commit();
 //!         result.ips = plan.ips;
 //!         Ok(result)
