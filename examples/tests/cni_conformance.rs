@@ -351,22 +351,23 @@ mod raw_protocol {
         let result = add_and_check_pod(&host, &conf, "cmasq", &pod, "eth0");
         let ips = result_ips(&result);
         let rules = host.snapshot().rules.join("\n");
-        for (ip, prefix, subnet) in [
-            (&ips[0], 32, "198.18.15.0/24"),
-            (&ips[1], 128, "2001:db8:15::/64"),
+        // One nftables rule per address (overlay_plugin::masq): from the
+        // pod, leaving its subnet, not multicast.
+        for (ip, family, subnet) in [
+            (&ips[0], "ip", "198.18.15.0/24"),
+            (&ips[1], "ip6", "2001:db8:15::/64"),
         ] {
-            let jump = format!("-A POSTROUTING -s {ip}/{prefix} -j OVB-");
-            assert!(rules.contains(&jump), "{jump} missing:\n{rules}");
-            assert!(rules.contains(&format!("-d {subnet} -j ACCEPT")), "{rules}");
+            let rule = format!("{family} saddr {ip} {family} daddr != {subnet} {family} daddr != ");
+            assert!(rules.contains(&rule), "{rule} missing:\n{rules}");
         }
-        assert_eq!(rules.matches("-j MASQUERADE").count(), 2, "{rules}");
+        assert_eq!(rules.matches(" masquerade").count(), 2, "{rules}");
         let mut check = conf.clone();
         check["prevResult"] = result;
         call(&host, &pod, "CHECK", "cmasq", &check).ok();
         call(&host, &pod, "DEL", "cmasq", &check).ok();
         call(&host, &pod, "DEL", "cmasq", &check).ok();
         let mut markers = ips;
-        markers.extend(["OVB-".to_owned(), "MASQUERADE".to_owned()]);
+        markers.extend(["masq-".to_owned(), "masquerade".to_owned()]);
         host.assert_clean(&[&bridge], &markers);
     }
 

@@ -9,9 +9,9 @@
 //! [`ArgsError`] converts into the [`CniError`] the reference plugins print
 //! for the same input: code 999 with the same message.
 //!
-//! [`crate::plugin::parse_cni_args`] is the lenient splitter (empty pairs
-//! skipped, the value running to the end of the pair); use this module to
-//! refuse what a reference plugin refuses.
+//! This is the crate's one `CNI_ARGS` parser: plugins call it through
+//! [`crate::plugin::Request::load_args`], and `overlay-ipam`'s in-process
+//! `host-local` through [`CniArgs::load`] with its own keys (`IP`).
 //!
 //! ```
 //! use overlay_cni::args::CniArgs;

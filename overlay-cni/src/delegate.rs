@@ -19,12 +19,14 @@
 //!     let ipam_type = req.config.ipam.as_ref().map(|i| i.plugin_type.as_str()).unwrap_or("host-local");
 //!     // Allocates; runs IPAM DEL automatically if we return early below.
 //!     let allocation = delegate_add_guarded(ipam_type, &req.config_bytes, &req.env)?;
+//!     // (`overlay_cni::ipam::Delegated` does the same behind the `Ipam` trait.)
 //!     // ... create interfaces, assign allocation.result().ips ...
 //!     Ok(allocation.commit())
 //! }
 //! ```
 
 use crate::exec::{ExecError, exec_plugin, find_in_path};
+use crate::ipam::Lease;
 use crate::plugin::{CniEnv, Command};
 use crate::result::CniResult;
 use crate::version::Version;
@@ -116,10 +118,9 @@ pub fn del_after_failed_add<E>(plugin_type: &str, config: &[u8], env: &CniEnv, e
     error
 }
 
-/// A delegated `ADD` whose allocation is released (delegate `DEL`) when
-/// dropped, unless [`AddGuard::commit`] is called.
-///
-/// This makes "run DEL after a failed ADD" automatic for every early return.
+/// [`delegate_add`], returning a [`Lease`] that runs the delegate's `DEL`
+/// if it is dropped before [`Lease::commit`]: "run DEL after a failed ADD"
+/// becomes automatic for every early return.
 ///
 /// ```no_run
 /// use overlay_cni::delegate::delegate_add_guarded;
@@ -127,61 +128,22 @@ pub fn del_after_failed_add<E>(plugin_type: &str, config: &[u8], env: &CniEnv, e
 ///
 /// let env = CniEnv { path: "/usr/lib/cni".into(), ..CniEnv::default() };
 /// let config = br#"{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{"type":"host-local","subnet":"198.51.100.0/24"}}"#;
-/// let guard = delegate_add_guarded("host-local", config, &env).unwrap();
-/// let address = guard.result().ips[0].address;
-/// // If this fails, returning drops `guard`, which releases the address.
-/// let result = guard.commit();
+/// let lease = delegate_add_guarded("host-local", config, &env).unwrap();
+/// let address = lease.result().ips[0].address;
+/// // If this fails, returning drops `lease`, which releases the address.
+/// let result = lease.commit();
 /// assert_eq!(result.ips[0].address, address);
 /// ```
-#[derive(Debug)]
-#[must_use = "dropping the guard releases the allocation"]
-pub struct AddGuard {
-    plugin_type: String,
-    config: Vec<u8>,
-    env: CniEnv,
-    result: Option<CniResult>,
-}
-
-impl AddGuard {
-    /// The delegate's result.
-    pub fn result(&self) -> &CniResult {
-        // Invariant: `result` is Some from construction until `commit` consumes self.
-        self.result
-            .as_ref()
-            .expect("AddGuard holds its result until commit")
-    }
-
-    /// Keep the allocation and return the result.
-    pub fn commit(mut self) -> CniResult {
-        // Invariant: as in `result`; taking it disarms Drop.
-        self.result
-            .take()
-            .expect("AddGuard holds its result until commit")
-    }
-}
-
-impl Drop for AddGuard {
-    fn drop(&mut self) {
-        if self.result.is_some() {
-            let _ = delegate_del(&self.plugin_type, &self.config, &self.env);
-        }
-    }
-}
-
-/// [`delegate_add`], returning a guard that runs the delegate's `DEL` if it
-/// is dropped before [`AddGuard::commit`].
 pub fn delegate_add_guarded(
     plugin_type: &str,
     config: &[u8],
     env: &CniEnv,
-) -> Result<AddGuard, ExecError> {
+) -> Result<Lease, ExecError> {
     let result = delegate_add(plugin_type, config, env)?;
-    Ok(AddGuard {
-        plugin_type: plugin_type.to_owned(),
-        config: config.to_vec(),
-        env: env.clone(),
-        result: Some(result),
-    })
+    let (plugin_type, config, env) = (plugin_type.to_owned(), config.to_vec(), env.clone());
+    Ok(Lease::new(result, move || {
+        let _ = delegate_del(&plugin_type, &config, &env);
+    }))
 }
 
 #[cfg(test)]

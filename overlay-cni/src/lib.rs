@@ -10,8 +10,11 @@
 //! - [`version`]: versions, negotiation and the `VERSION` answer;
 //! - [`args`]: `CNI_ARGS` with the reference plugins' rules (`IgnoreUnknown`);
 //! - [`validate`]: network name, container ID and interface name rules;
-//! - [`plugin`]: the plugin runner (Go's `skel`) and the [`plugin::Plugin`] trait;
+//! - [`plugin`]: the plugin runner (Go's `skel`), the [`plugin::Plugin`] trait
+//!   and the names derived from an attachment (host veth, container MAC);
 //! - [`delegate`]: IPAM delegation;
+//! - [`ipam`]: a plugin's IPAM behind one trait ([`ipam::Ipam`]), with the
+//!   release-on-failure [`ipam::Lease`];
 //! - [`exec`]: finding and running plugin executables;
 //! - [`runtime`]: loading conflists, running chains, GC and STATUS;
 //! - [`cache`]: libcni's on-disk result cache.
@@ -19,8 +22,12 @@
 //! It sits beside the other overlay crates:
 //!
 //! ```text
-//! examples -> { overlay-cni, overlay-gossip, overlay-ipam, overlay-netlink } -> overlay-core
+//! examples -> overlay-plugin -> { overlay-cni, overlay-netlink, overlay-ipam } -> overlay-core
 //! ```
+//!
+//! It never depends on `overlay-netlink` (plugin building blocks that need
+//! both live in `overlay-plugin`); `overlay-ipam` implements [`ipam::Ipam`]
+//! for its in-process `host-local` through its `host-local` feature.
 //!
 //! A plugin is a `main` that calls [`plugin::run`]:
 //!
@@ -65,6 +72,7 @@ pub mod config;
 pub mod delegate;
 pub mod error;
 pub mod exec;
+pub mod ipam;
 pub mod plugin;
 pub mod result;
 pub mod runtime;

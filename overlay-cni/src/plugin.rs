@@ -212,36 +212,6 @@ impl CniEnv {
     pub fn path_dirs(&self) -> Vec<PathBuf> {
         crate::exec::split_path(&self.path)
     }
-
-    /// `CNI_ARGS` as key/value pairs (`K1=V1;K2=V2`).
-    ///
-    /// ```
-    /// let env = overlay_cni::plugin::CniEnv { args: "IgnoreUnknown=1;K8S_POD_NAME=web".into(), ..Default::default() };
-    /// assert_eq!(env.cni_args().unwrap()[1], ("K8S_POD_NAME".to_owned(), "web".to_owned()));
-    /// ```
-    pub fn cni_args(&self) -> Result<Vec<(String, String)>, CniError> {
-        parse_cni_args(&self.args)
-    }
-}
-
-/// Parse a `CNI_ARGS` string: `;`-separated `KEY=VALUE` pairs.
-///
-/// Fails with [`ErrorCode::InvalidEnvironmentVariables`] on a pair without `=`.
-pub fn parse_cni_args(args: &str) -> Result<Vec<(String, String)>, CniError> {
-    args.split(';')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| {
-                    CniError::new(
-                        ErrorCode::InvalidEnvironmentVariables,
-                        "invalid CNI_ARGS pair",
-                    )
-                    .with_details(format!("{pair:?} has no '='"))
-                })
-        })
-        .collect()
 }
 
 /// One validated invocation, as given to a [`Plugin`].
@@ -285,6 +255,35 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request from its parts, without the runner's checks (the runner
+    /// builds its requests itself, after validating the environment and
+    /// negotiating the version): for tests, and for code that runs a
+    /// plugin's logic in-process. The version is the configuration's
+    /// `cniVersion` (0.1.0 when absent).
+    ///
+    /// ```
+    /// use overlay_cni::plugin::{CniEnv, Command, Request};
+    ///
+    /// let env = CniEnv { container_id: "c1".into(), ifname: "eth0".into(), ..CniEnv::default() };
+    /// let req = Request::new(Command::Add, env, br#"{"cniVersion":"1.0.0","name":"pods","type":"x"}"#).unwrap();
+    /// assert_eq!(req.network_name(), "pods");
+    /// assert_eq!(req.version, overlay_cni::Version::V1_0_0);
+    /// ```
+    pub fn new(
+        command: Command,
+        env: CniEnv,
+        config_bytes: &[u8],
+    ) -> Result<Request, serde_json::Error> {
+        let config: NetworkConfig = serde_json::from_slice(config_bytes)?;
+        Ok(Request {
+            command,
+            env,
+            version: config.cni_version.unwrap_or_default(),
+            config,
+            config_bytes: config_bytes.to_vec(),
+        })
+    }
+
     /// `CNI_CONTAINERID`.
     pub fn container_id(&self) -> &str {
         &self.env.container_id
@@ -320,6 +319,32 @@ impl Request {
     /// upgrade. The NUL separators keep `("ab", "c")` and `("a", "bc")` apart.
     pub fn attachment_hash(&self) -> u64 {
         attachment_hash(self.network_name(), self.container_id(), self.ifname())
+    }
+
+    /// [`host_veth_name`] of this attachment.
+    ///
+    /// ```
+    /// use overlay_cni::plugin::{CniEnv, Command, Request};
+    ///
+    /// let env = CniEnv { container_id: "c1".into(), ifname: "eth0".into(), ..CniEnv::default() };
+    /// let req = Request::new(Command::Del, env, br#"{"cniVersion":"1.0.0","name":"pods","type":"x"}"#).unwrap();
+    /// assert_eq!(req.host_veth_name(), "veth143f844a");
+    /// ```
+    pub fn host_veth_name(&self) -> String {
+        host_veth_name(self.attachment_hash())
+    }
+
+    /// [`container_mac`] of this attachment.
+    ///
+    /// ```
+    /// use overlay_cni::plugin::{CniEnv, Command, Request};
+    ///
+    /// let env = CniEnv { container_id: "c1".into(), ifname: "eth0".into(), ..CniEnv::default() };
+    /// let req = Request::new(Command::Del, env, br#"{"cniVersion":"1.0.0","name":"pods","type":"x"}"#).unwrap();
+    /// assert_eq!(req.container_mac().to_string(), "d6:79:9e:bb:95:fe");
+    /// ```
+    pub fn container_mac(&self) -> overlay_core::MacAddr {
+        container_mac(self.attachment_hash())
     }
 
     /// `CNI_ARGS`, refused as the reference plugins refuse them when they
@@ -374,6 +399,51 @@ pub fn attachment_hash(network: &str, container_id: &str, ifname: &str) -> u64 {
         hash.write(part.as_bytes()).write(&[0]);
     }
     hash.finish()
+}
+
+/// The name of an attachment's host-side veth end: `veth` and eight hex
+/// digits folded from the [`attachment_hash`] (its upper 32 bits XORed into
+/// its lower 32 bits).
+///
+/// The value is fixed by this definition, so `DEL` and `GC` find the host
+/// end without the container's namespace (which may be gone), even after
+/// the plugin was upgraded; existing deployments depend on it. The name is
+/// 12 bytes, within the kernel's 15.
+///
+/// ```
+/// use overlay_cni::plugin::{attachment_hash, host_veth_name};
+///
+/// let name = host_veth_name(attachment_hash("pods", "c1", "eth0"));
+/// assert_eq!(name, "veth143f844a");
+/// ```
+pub fn host_veth_name(attachment_hash: u64) -> String {
+    // Truncation intended: the fold keeps 32 bits.
+    format!(
+        "veth{:08x}",
+        (attachment_hash ^ (attachment_hash >> 32)) as u32
+    )
+}
+
+/// The MAC address of an attachment's container interface: locally
+/// administered and unicast, from other bits of the [`attachment_hash`]
+/// than [`host_veth_name`] uses (the hash rotated left by 29, its first six
+/// bytes big-endian, the first byte's multicast bit cleared and its local
+/// bit set).
+///
+/// A repeated `ADD` of the same attachment gets the same address, and the
+/// plugin knows it without asking the container's namespace. The value is
+/// fixed by this definition.
+///
+/// ```
+/// use overlay_cni::plugin::{attachment_hash, container_mac};
+///
+/// let mac = container_mac(attachment_hash("pods", "c1", "eth0"));
+/// assert_eq!(mac.to_string(), "d6:79:9e:bb:95:fe");
+/// assert!(mac.is_unicast());
+/// ```
+pub fn container_mac(attachment_hash: u64) -> overlay_core::MacAddr {
+    let h = attachment_hash.rotate_left(29).to_be_bytes();
+    overlay_core::MacAddr::new([(h[0] & 0xfe) | 0x02, h[1], h[2], h[3], h[4], h[5]])
 }
 
 /// A CNI plugin: one method per command.
@@ -1191,7 +1261,7 @@ mod tests {
                 assert_eq!(r.netns(), Some(Path::new("/run/netns/p")));
                 assert_eq!(r.network_name(), "net");
                 assert_eq!(r.attachment_hash(), attachment_hash("net", "c1", "eth0"));
-                assert_eq!(r.env.cni_args()?, vec![("A".to_owned(), "1".to_owned())]);
+                assert_eq!(r.load_args(&["A"])?.get("A"), Some("1"));
                 let prev = r
                     .prev_result()
                     .expect("prevResult given")
@@ -1249,19 +1319,6 @@ mod tests {
         assert_ne!(
             attachment_hash("net", "c1", "eth0"),
             attachment_hash("net", "c1", "eth1")
-        );
-    }
-
-    #[test]
-    fn cni_args_parse_and_reject_pairs_without_equals() {
-        assert_eq!(parse_cni_args("").unwrap(), vec![]);
-        assert_eq!(
-            parse_cni_args("A=1;B=x=y;").unwrap(),
-            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
-        );
-        assert_eq!(
-            parse_cni_args("A").unwrap_err().code,
-            ErrorCode::InvalidEnvironmentVariables
         );
     }
 

@@ -1,10 +1,14 @@
 //! IP address management for overlay networks.
 //!
-//! `overlay-ipam` hands out pod addresses. It depends only on `overlay-core`
-//! and does no I/O except through its store:
+//! `overlay-ipam` hands out pod addresses. It depends on `overlay-core`, and
+//! on `overlay-cni` only through its default feature `host-local` (the
+//! `host_local` module speaks CNI: its configuration, `CNI_ARGS`, results
+//! and the [`overlay_cni::ipam::Ipam`] trait plugins call). It does no I/O
+//! except through its store, and never depends on `overlay-netlink`:
 //!
 //! ```text
-//! examples -> { overlay-cni, overlay-gossip, overlay-ipam, overlay-netlink } -> overlay-core
+//! examples -> overlay-plugin -> { overlay-cni, overlay-netlink, overlay-ipam } -> overlay-core
+//!                                 overlay-ipam -> overlay-cni  (feature host-local)
 //! ```
 //!
 //! - [`range`]: validated address ranges and range sets with the reference
@@ -14,9 +18,11 @@
 //!   store (`<dataDir>/<network>/<ip>` files, `last_reserved_ip.<i>`, a
 //!   `flock`ed `lock` file) and its `ADD`/`DEL`/`CHECK` behaviour, plus `GC`
 //!   and `STATUS`. A CNI plugin can allocate without spawning `host-local`
-//!   and still share the data directory with it safely.
+//!   and still share the data directory with it safely, through
+//!   [`host_local::HostLocalIpam`] (feature `host-local`, on by default).
 //!
 //! ```
+//! # #[cfg(feature = "host-local")] {
 //! use overlay_ipam::host_local::Config;
 //!
 //! let data_dir = std::env::temp_dir().join(format!("ipam-crate-doc-{}", std::process::id()));
@@ -35,9 +41,12 @@
 //! config.release("container-1", "eth0").unwrap();
 //! assert!(!file.exists());
 //! # std::fs::remove_dir_all(&data_dir).unwrap();
+//! # }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+#[cfg(feature = "host-local")]
+#[cfg_attr(docsrs, doc(cfg(feature = "host-local")))]
 pub mod host_local;
 pub mod range;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use overlay_cni::args::{ArgsError, CniArgs};
+
 use crate::range::{RangeError, RangeSet, RangeSpec};
 
 /// The data directory `host-local` uses when `dataDir` is not set.
@@ -44,12 +46,11 @@ pub enum ConfigError {
     /// More than one range set of a family with a `cniVersion` below 0.3.0.
     #[error("CNI version {0:?} does not support more than 1 address per family")]
     TooManyAddressesForVersion(String),
-    /// A `CNI_ARGS` pair is not `KEY=VALUE`.
-    #[error("CNI_ARGS: invalid pair {0:?}")]
-    InvalidArgsPair(String),
-    /// `CNI_ARGS` holds keys `host-local` does not know, without `IgnoreUnknown=1`.
-    #[error("CNI_ARGS: unknown args {0:?}")]
-    UnknownArgs(Vec<String>),
+    /// `CNI_ARGS` is malformed, or holds keys `host-local` does not know
+    /// without `IgnoreUnknown=1` (the reference plugins' rules and
+    /// messages, [`overlay_cni::args`]).
+    #[error(transparent)]
+    Args(#[from] ArgsError),
     /// A value in `CNI_ARGS` is not valid for its key.
     #[error("CNI_ARGS: invalid value {value:?} for {key}")]
     InvalidArgsValue {
@@ -196,37 +197,22 @@ fn at_least_0_3_0(version: &str) -> bool {
     }
 }
 
-/// The `IP=` address of `CNI_ARGS`, with `host-local`'s rules: pairs are
-/// `KEY=VALUE` separated by `;`; keys other than `IP` and `IgnoreUnknown`
-/// are an error unless `IgnoreUnknown` is `1` or `true`.
+/// The `IP=` address of `CNI_ARGS`, with `host-local`'s rules (the
+/// reference plugins' `types.LoadArgs`, [`CniArgs::load`]): keys other
+/// than `IP` and `IgnoreUnknown` are an error unless `IgnoreUnknown` is `1`
+/// or `true`.
 fn ip_from_cni_args(args: &str) -> Result<Option<IpAddr>, ConfigError> {
-    let mut ip = None;
-    let mut ignore_unknown = false;
-    let mut unknown = Vec::new();
-    for pair in args.split(';').filter(|p| !p.is_empty()) {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| ConfigError::InvalidArgsPair(pair.to_owned()))?;
-        let invalid = || ConfigError::InvalidArgsValue {
-            key: key.to_owned(),
-            value: value.to_owned(),
-        };
-        match key {
-            "IP" => ip = Some(value.parse::<IpAddr>().map_err(|_| invalid())?),
-            "IgnoreUnknown" => {
-                ignore_unknown = match value.to_ascii_lowercase().as_str() {
-                    "1" | "true" => true,
-                    "0" | "false" => false,
-                    _ => return Err(invalid()),
-                }
-            }
-            _ => unknown.push(key.to_owned()),
-        }
-    }
-    if !unknown.is_empty() && !ignore_unknown {
-        return Err(ConfigError::UnknownArgs(unknown));
-    }
-    Ok(ip)
+    let args = CniArgs::load(args, &["IP"])?;
+    args.get("IP")
+        .map(|value| {
+            value
+                .parse::<IpAddr>()
+                .map_err(|_| ConfigError::InvalidArgsValue {
+                    key: "IP".to_owned(),
+                    value: value.to_owned(),
+                })
+        })
+        .transpose()
 }
 
 impl Config {
@@ -421,7 +407,7 @@ mod tests {
     fn cni_args_follow_the_ignore_unknown_rule() {
         assert!(matches!(
             ip_from_cni_args("K8S_POD_NAME=a"),
-            Err(ConfigError::UnknownArgs(keys)) if keys == ["K8S_POD_NAME"]
+            Err(ConfigError::Args(ArgsError::Unknown(pairs))) if pairs == ["K8S_POD_NAME=a"]
         ));
         assert_eq!(
             ip_from_cni_args("IgnoreUnknown=1;K8S_POD_NAME=a;IP=2001:db8::4").unwrap(),
@@ -429,7 +415,12 @@ mod tests {
         );
         assert!(matches!(
             ip_from_cni_args("IP"),
-            Err(ConfigError::InvalidArgsPair(_))
+            Err(ConfigError::Args(ArgsError::InvalidPair(_)))
+        ));
+        // As the reference's types.LoadArgs: an empty pair is invalid.
+        assert!(matches!(
+            ip_from_cni_args("IP=192.0.2.9;"),
+            Err(ConfigError::Args(ArgsError::InvalidPair(p))) if p.is_empty()
         ));
         assert!(matches!(
             ip_from_cni_args("IP=nope"),

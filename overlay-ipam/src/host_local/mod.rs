@@ -37,6 +37,7 @@
 //! ```
 
 mod config;
+mod ipam;
 mod store;
 
 use std::collections::HashSet;
@@ -47,6 +48,9 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, RouteSpec};
+pub use ipam::{ALLOC_ERROR_CODE, HostLocalIpam};
+/// The result's DNS settings (one definition, `overlay-cni`'s).
+pub use overlay_cni::config::Dns;
 pub use store::{LockedStore, Owner, Reservation, Store, StoreError};
 
 /// Why an allocation failed. Nothing stays reserved after a failure.
@@ -128,54 +132,40 @@ pub struct AllocatedIp {
     pub gateway: IpAddr,
 }
 
-/// DNS settings read from `resolvConf`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Dns {
-    /// `nameserver` lines, in order.
-    pub nameservers: Vec<String>,
-    /// The last `domain` line.
-    pub domain: Option<String>,
-    /// The words of the `search` lines.
-    pub search: Vec<String>,
-    /// The words of the `options` lines.
-    pub options: Vec<String>,
-}
-
-impl Dns {
-    /// Parse a `resolv.conf` as `host-local` does: comments (`#`, `;`) and
-    /// lines of fewer than two words are skipped.
-    ///
-    /// ```
-    /// let dns = overlay_ipam::host_local::Dns::parse_resolv_conf(
-    ///     "# comment\nnameserver 192.0.2.53\nsearch a.example b.example\noptions ndots:5\ndomain example\n",
-    /// );
-    /// assert_eq!(dns.nameservers, ["192.0.2.53"]);
-    /// assert_eq!(dns.search, ["a.example", "b.example"]);
-    /// assert_eq!(dns.options, ["ndots:5"]);
-    /// assert_eq!(dns.domain.as_deref(), Some("example"));
-    /// ```
-    pub fn parse_resolv_conf(text: &str) -> Dns {
-        let mut dns = Dns::default();
-        for line in text.lines().map(str::trim) {
-            if line.starts_with(['#', ';']) {
-                continue;
-            }
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [key, first, rest @ ..] = fields.as_slice() else {
-                continue;
-            };
-            let words = || std::iter::once(first).chain(rest).map(|w| w.to_string());
-            match *key {
-                "nameserver" => dns.nameservers.push(first.to_string()),
-                "domain" => dns.domain = Some(first.to_string()),
-                "search" => dns.search.extend(words()),
-                "options" => dns.options.extend(words()),
-                _ => {}
-            }
+/// Parse a `resolv.conf` into the result's DNS settings as `host-local`
+/// does: comments (`#`, `;`) and lines of fewer than two words are skipped;
+/// `nameserver` lines in order, the last `domain`, the words of `search`
+/// and `options` lines.
+///
+/// ```
+/// let dns = overlay_ipam::host_local::parse_resolv_conf(
+///     "# comment\nnameserver 192.0.2.53\nsearch a.example b.example\noptions ndots:5\ndomain example\n",
+/// );
+/// assert_eq!(dns.nameservers, ["192.0.2.53"]);
+/// assert_eq!(dns.search, ["a.example", "b.example"]);
+/// assert_eq!(dns.options, ["ndots:5"]);
+/// assert_eq!(dns.domain.as_deref(), Some("example"));
+/// ```
+pub fn parse_resolv_conf(text: &str) -> Dns {
+    let mut dns = Dns::default();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with(['#', ';']) {
+            continue;
         }
-        dns
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [key, first, rest @ ..] = fields.as_slice() else {
+            continue;
+        };
+        let words = || std::iter::once(first).chain(rest).map(|w| w.to_string());
+        match *key {
+            "nameserver" => dns.nameservers.push(first.to_string()),
+            "domain" => dns.domain = Some(first.to_string()),
+            "search" => dns.search.extend(words()),
+            "options" => dns.options.extend(words()),
+            _ => {}
+        }
     }
+    dns
 }
 
 /// What [`Config::gc_with`] did.
@@ -212,14 +202,12 @@ impl Config {
     /// reserved by this call are released.
     pub fn allocate(&self, container_id: &str, ifname: &str) -> Result<Allocation, AllocError> {
         let dns = match &self.resolv_conf {
-            Some(path) => {
-                Dns::parse_resolv_conf(&std::fs::read_to_string(path).map_err(|source| {
-                    AllocError::ResolvConf {
-                        path: path.clone(),
-                        source,
-                    }
-                })?)
-            }
+            Some(path) => parse_resolv_conf(&std::fs::read_to_string(path).map_err(|source| {
+                AllocError::ResolvConf {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
             None => Dns::default(),
         };
         let store = self.open_store()?;

@@ -1,0 +1,148 @@
+//! Choosing a plugin's IPAM and running it beside the kernel work.
+//!
+//! `"ipam": {"type": "host-local", ...}` runs in-process
+//! ([`overlay_ipam::host_local::HostLocalIpam`]: the same files and lock as
+//! the reference plugin, without its process, about 5 ms of an ADD); any
+//! other type, or `"delegate": true` in the `ipam` object, runs the plugin
+//! found on `CNI_PATH` ([`overlay_cni::ipam::Delegated`]). Both are an
+//! [`Ipam`]; their calls block (files, processes), so an async plugin runs
+//! them on the runtime's blocking pool with [`blocking`] (or [`add`]) while
+//! it builds links.
+//!
+//! ```
+//! use overlay_cni::plugin::{CniEnv, Command, Request};
+//!
+//! let conf = br#"{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{"type":"dhcp"}}"#;
+//! let req = Request::new(Command::Add, CniEnv::default(), conf).unwrap();
+//! let ipam = overlay_plugin::ipam::for_request(&req).unwrap();
+//! assert!(!ipam.has_ipv6_range()); // a delegate's ranges are unknown before its ADD
+//! ```
+
+use std::sync::Arc;
+
+use overlay_cni::ipam::{Delegated, Ipam, Lease};
+use overlay_cni::{CniError, ErrorCode, Request};
+use overlay_ipam::host_local::HostLocalIpam;
+
+/// The request's IPAM: in-process `host-local` unless `ipam.delegate` is
+/// `true`, a delegate otherwise. Code 7 when `ipam.type` is missing,
+/// `ipam.delegate` is not a boolean, or the `host-local` configuration is
+/// one the reference plugin refuses.
+///
+/// ```
+/// use overlay_cni::plugin::{CniEnv, Command, Request};
+///
+/// let req = |ipam: &str| {
+///     let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{ipam}}}"#);
+///     Request::new(Command::Add, CniEnv::default(), conf.as_bytes()).unwrap()
+/// };
+/// let local = overlay_plugin::ipam::for_request(&req(r#"{"type":"host-local","subnet":"2001:db8::/64"}"#)).unwrap();
+/// assert!(local.has_ipv6_range());
+/// let forced = overlay_plugin::ipam::for_request(&req(r#"{"type":"host-local","delegate":true,"subnet":"2001:db8::/64"}"#)).unwrap();
+/// assert!(!forced.has_ipv6_range());
+/// let err = overlay_plugin::ipam::for_request(&req(r#"{"type":"host-local","delegate":"yes"}"#)).err().unwrap();
+/// assert_eq!(err.code, overlay_cni::ErrorCode::InvalidNetworkConfig);
+/// ```
+pub fn for_request(req: &Request) -> Result<Arc<dyn Ipam>, CniError> {
+    let ipam = req
+        .config
+        .ipam
+        .as_ref()
+        .filter(|i| !i.plugin_type.is_empty())
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidNetworkConfig, "ipam.type is required"))?;
+    let delegate = match ipam.extra.get("delegate") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!("ipam.delegate must be true or false, not {other}"),
+            ));
+        }
+    };
+    if ipam.plugin_type != "host-local" || delegate {
+        return Ok(Arc::new(Delegated::new(ipam.plugin_type.clone())));
+    }
+    Ok(Arc::new(HostLocalIpam::from_request(req)?))
+}
+
+/// Run blocking `f` on the runtime's blocking pool and wait for it; a panic
+/// in `f` is code 999.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let n = overlay_plugin::ipam::blocking(|| Ok(40 + 2)).await.unwrap();
+/// assert_eq!(n, 42);
+/// # }
+/// ```
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CniError> + Send + 'static,
+) -> Result<T, CniError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Internal, "IPAM thread panicked")))
+}
+
+/// [`Ipam::add`] on the blocking pool, so the caller's kernel work runs
+/// meanwhile (join the two futures).
+///
+/// ```no_run
+/// # async fn f(req: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
+/// let ipam = overlay_plugin::ipam::for_request(req)?;
+/// let (lease, links) = tokio::join!(overlay_plugin::ipam::add(ipam, req), async {
+///     // ... create the links ...
+///     Ok::<_, overlay_cni::CniError>(())
+/// });
+/// # Ok(()) }
+/// ```
+pub async fn add(ipam: Arc<dyn Ipam>, req: &Request) -> Result<Lease, CniError> {
+    let req = req.clone();
+    blocking(move || ipam.add(&req)).await
+}
+
+/// [`Ipam::del`] on the blocking pool.
+pub async fn del(ipam: Arc<dyn Ipam>, req: &Request) -> Result<(), CniError> {
+    let req = req.clone();
+    blocking(move || ipam.del(&req)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use overlay_cni::plugin::{CniEnv, Command};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn host_local_runs_in_process_and_a_failed_add_releases() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{{"type":"host-local","dataDir":"{}","subnet":"198.51.100.0/24"}}}}"#,
+            dir.path().display()
+        );
+        let env = CniEnv {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            ..CniEnv::default()
+        };
+        let req = Request::new(Command::Add, env, conf.as_bytes()).expect("valid");
+        let ipam = for_request(&req).expect("host-local");
+        let lease = add(ipam.clone(), &req).await.expect("allocates");
+        assert_eq!(lease.result().ips[0].address.to_string(), "198.51.100.2/24");
+        assert!(dir.path().join("n/198.51.100.2").exists());
+        drop(lease);
+        assert!(!dir.path().join("n/198.51.100.2").exists());
+        del(ipam, &req).await.expect("absent is success");
+    }
+
+    #[test]
+    fn missing_ipam_type_is_code_7() {
+        let req = Request::new(
+            Command::Add,
+            CniEnv::default(),
+            br#"{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{}}"#,
+        )
+        .expect("valid");
+        let err = for_request(&req).err().expect("refused");
+        assert_eq!(err.code, ErrorCode::InvalidNetworkConfig);
+        assert_eq!(err.msg, "ipam.type is required");
+    }
+}
