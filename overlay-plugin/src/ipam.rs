@@ -5,9 +5,13 @@
 //! the reference plugin, without its process, about 5 ms of an ADD); any
 //! other type, or `"delegate": true` in the `ipam` object, runs the plugin
 //! found on `CNI_PATH` ([`overlay_cni::ipam::Delegated`]). Both are an
-//! [`Ipam`]; their calls block (files, processes), so an async plugin runs
-//! them on the runtime's blocking pool with [`blocking`] (or [`add`]) while
-//! it builds links.
+//! [`Ipam`] and their calls block. [`add`] and [`del`] run a delegate (a
+//! process, milliseconds) on the runtime's blocking pool, so that the
+//! plugin builds links meanwhile, and in-process `host-local` (a handful
+//! of file operations, about 0.1 ms) on the calling thread: starting the
+//! blocking pool's thread for it would cost more (about 0.3 ms of CPU in
+//! a plugin process, measured with `benches/benches/cni_latency.rs`) than
+//! the overlap saves.
 //!
 //! ```
 //! use overlay_cni::plugin::{CniEnv, Command, Request};
@@ -44,6 +48,16 @@ use overlay_ipam::host_local::HostLocalIpam;
 /// assert_eq!(err.code, overlay_cni::ErrorCode::InvalidNetworkConfig);
 /// ```
 pub fn for_request(req: &Request) -> Result<Arc<dyn Ipam>, CniError> {
+    match delegate_of(req)? {
+        Some(plugin_type) => Ok(Arc::new(Delegated::new(plugin_type.to_owned()))),
+        None => Ok(Arc::new(HostLocalIpam::from_request(req)?)),
+    }
+}
+
+/// The plugin type to delegate the request's IPAM to, or `None` for
+/// in-process `host-local` (the one place that decides, for
+/// [`for_request`], [`add`] and [`del`]).
+fn delegate_of(req: &Request) -> Result<Option<&str>, CniError> {
     let ipam = req
         .config
         .ipam
@@ -60,10 +74,12 @@ pub fn for_request(req: &Request) -> Result<Arc<dyn Ipam>, CniError> {
             ));
         }
     };
-    if ipam.plugin_type != "host-local" || delegate {
-        return Ok(Arc::new(Delegated::new(ipam.plugin_type.clone())));
-    }
-    Ok(Arc::new(HostLocalIpam::from_request(req)?))
+    Ok((ipam.plugin_type != "host-local" || delegate).then_some(ipam.plugin_type.as_str()))
+}
+
+/// Whether `ipam` (the request's, from [`for_request`]) runs in-process.
+fn in_process(req: &Request) -> bool {
+    matches!(delegate_of(req), Ok(None))
 }
 
 /// Run blocking `f` on the runtime's blocking pool and wait for it; a panic
@@ -83,8 +99,10 @@ pub async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Internal, "IPAM thread panicked")))
 }
 
-/// [`Ipam::add`] on the blocking pool, so the caller's kernel work runs
-/// meanwhile (join the two futures).
+/// [`Ipam::add`]: a delegate on the blocking pool, so the caller's kernel
+/// work runs meanwhile (join the two futures); in-process `host-local` on
+/// this thread, when the future is first polled (see the [module
+/// docs](self)).
 ///
 /// ```no_run
 /// # async fn f(req: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
@@ -96,12 +114,19 @@ pub async fn blocking<T: Send + 'static>(
 /// # Ok(()) }
 /// ```
 pub async fn add(ipam: Arc<dyn Ipam>, req: &Request) -> Result<Lease, CniError> {
+    if in_process(req) {
+        return ipam.add(req);
+    }
     let req = req.clone();
     blocking(move || ipam.add(&req)).await
 }
 
-/// [`Ipam::del`] on the blocking pool.
+/// [`Ipam::del`]: a delegate on the blocking pool, in-process `host-local`
+/// on this thread (as [`add`]).
 pub async fn del(ipam: Arc<dyn Ipam>, req: &Request) -> Result<(), CniError> {
+    if in_process(req) {
+        return ipam.del(req);
+    }
     let req = req.clone();
     blocking(move || ipam.del(&req)).await
 }
@@ -131,6 +156,20 @@ mod tests {
         drop(lease);
         assert!(!dir.path().join("n/198.51.100.2").exists());
         del(ipam, &req).await.expect("absent is success");
+    }
+
+    #[test]
+    fn only_host_local_without_delegate_runs_on_the_calling_thread() {
+        let req = |ipam: &str| {
+            let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{ipam}}}"#);
+            Request::new(Command::Add, CniEnv::default(), conf.as_bytes()).expect("valid")
+        };
+        assert!(in_process(&req(r#"{"type":"host-local"}"#)));
+        assert!(!in_process(&req(
+            r#"{"type":"host-local","delegate":true}"#
+        )));
+        assert!(!in_process(&req(r#"{"type":"dhcp"}"#)));
+        assert!(!in_process(&req(r#"{"type":"host-local","delegate":1}"#)));
     }
 
     #[test]

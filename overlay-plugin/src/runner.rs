@@ -4,8 +4,9 @@
 //! `overlay-cni`'s runner calls a synchronous [`Plugin`]. [`run_async`]
 //! builds a current-thread tokio runtime (a plugin is one short-lived
 //! process per command; one thread, no worker pool) and runs each of the
-//! [`AsyncPlugin`]'s methods to completion on it. Blocking work (IPAM on
-//! files, delegated plugins) goes to the runtime's blocking pool, see
+//! [`AsyncPlugin`]'s methods to completion on it. Blocking work that takes
+//! long (delegated IPAM plugins, GC) goes to the runtime's blocking pool;
+//! in-process `host-local` runs on the runtime's thread, see
 //! [`crate::ipam::add`]. `VERSION` and the runner's own validation errors
 //! never create the runtime.
 //!

@@ -11,8 +11,10 @@
 //! the pod (`isDefaultGateway`). The container end's MAC address is derived
 //! from the attachment (network, container ID, interface name; locally
 //! administered), so a repeated ADD of the same attachment gets the same
-//! one. IPAM runs in parallel with the link setup,
-//! and DEL releases the address while the kernel tears the veth down; DEL
+//! one. A delegated IPAM plugin runs in parallel with the link setup
+//! (in-process `host-local` runs on the plugin's thread: its few file
+//! operations cost less than a thread, see `overlay_plugin::ipam`), and
+//! DEL releases the address while the kernel tears the veth down; DEL
 //! returns as soon as the kernel announces the veth pair deleted (names and
 //! addresses are free then), leaving the kernel's deferred teardown (10 to
 //! 25 ms) to a short-lived helper process (`LinkOps::delete_detached`). CHECK
@@ -288,8 +290,9 @@ impl AsyncPlugin for OverlayBridge {
         conf.validate(&*ipam)?;
         // The sockets first (microseconds, and a CNI_NETNS that is no
         // network namespace fails here, before IPAM has written anything);
-        // then IPAM (in-process, or a separate process) runs on the
-        // blocking pool while this thread builds the links.
+        // then the links and IPAM: a delegated IPAM process runs on the
+        // blocking pool while this thread builds the links, in-process
+        // host-local on this thread (`ipam::add`).
         let pod_ns = open_netns(req)?;
         let pod = pod_handle(&pod_ns)?;
         let host = host_handle()?;
