@@ -116,6 +116,44 @@ async fn bridge_lifecycle_matches_ip_link() {
 }
 
 #[tokio::test]
+async fn veth_queues_sets_the_queue_counts_of_both_ends_and_the_default_leaves_the_kernels() {
+    privileged_test!();
+    let host = TestNetns::new().unwrap();
+    let pod = TestNetns::new().unwrap();
+    let h = netns(&host).handle().unwrap();
+    let cfg = VethConfig::new("ovveth1", "eth1")
+        .peer_netns(&netns(&pod))
+        .queues(1);
+    h.link().add_veth(&cfg).await.unwrap();
+    for (ns, dev) in [(&host, "ovveth1"), (&pod, "eth1")] {
+        let j = ip_link(ns, dev).unwrap();
+        assert_eq!(
+            (j["num_tx_queues"].as_u64(), j["num_rx_queues"].as_u64()),
+            (Some(1), Some(1)),
+            "{dev}"
+        );
+    }
+    // Without queues(), the kernel's own choice (one per possible CPU).
+    h.link()
+        .add_veth(&VethConfig::new("ovveth2", "ovveth3"))
+        .await
+        .unwrap();
+    // The kernel's veth default: one queue per possible CPU ("0-1,4-5").
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let cpus: u64 = possible
+        .trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1,
+            None => 1,
+        })
+        .sum();
+    let j = ip_link(&host, "ovveth2").unwrap();
+    assert_eq!(j["num_tx_queues"].as_u64(), Some(cpus.min(4096)), "{j}");
+    assert_eq!(j["num_tx_queues"], j["num_rx_queues"]);
+}
+
+#[tokio::test]
 async fn veth_peer_is_created_straight_in_the_other_namespace_and_enslaved_with_hairpin() {
     privileged_test!();
     let host = TestNetns::new().unwrap();

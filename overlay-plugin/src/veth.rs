@@ -111,6 +111,10 @@ pub async fn create(
     let mut veth = VethConfig::new(req.host_veth_name(), req.ifname())
         .peer_netns(pod_ns)
         .peer_mac(container_mac)
+        // One queue each way, as a pod's veth uses: saves the kernel two
+        // expedited RCU grace periods of cutting one queue per CPU back to
+        // one (measured ~0.1-0.2 ms of an ADD).
+        .queues(1)
         .up();
     if let Some(master) = port.master {
         veth = veth.master(master);
