@@ -128,10 +128,10 @@ fn default_bridge() -> String {
     "cni0".to_owned()
 }
 
-/// The smallest MTU the kernel accepts for a bridge or a veth (`ETH_MIN_MTU`).
-const MIN_MTU: u32 = 68;
-/// The smallest MTU on which the kernel keeps IPv6 up (`IPV6_MIN_MTU`).
-const MIN_MTU_IPV6: u32 = 1280;
+/// The smallest MTU the kernel accepts for a bridge or a veth (`ETH_MIN_MTU`,
+/// the IPv4 minimum), and the smallest on which it keeps IPv6 up.
+const MIN_MTU: u32 = overlay_core::mtu::MIN_IPV4_MTU;
+const MIN_MTU_IPV6: u32 = overlay_core::mtu::MIN_IPV6_MTU;
 /// The largest MTU the kernel accepts for a bridge or a veth (`ETH_MAX_MTU`).
 const MAX_MTU: u32 = 65535;
 
