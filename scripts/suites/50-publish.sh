@@ -59,6 +59,14 @@ echo "metadata complete; every package has LICENSE-MIT, LICENSE-APACHE and READM
 
 # --- 2. Package and verify, in dependency order -------------------------------
 rm -rf "$TARGET/package"
+# Cargo verifies against a temporary registry of the fresh .crates, but it
+# extracts them under $CARGO_HOME/registry/src/-<hash of the registry's
+# path>/ and does not extract a name-version again that is already there: a
+# second run from the same checkout would verify against the first run's
+# sources. Those unnamed (path-hashed) registries are only such temporary
+# ones, so their overlay crates can go.
+CARGO_HOME_DIR=${CARGO_HOME:-$HOME/.cargo}
+rm -rf "$CARGO_HOME_DIR"/registry/src/-*/overlay-* "$CARGO_HOME_DIR"/registry/cache/-*/overlay-*
 # --allow-dirty: CI checks out a clean tree; a developer's edits are what
 # they want checked.
 cargo publish --dry-run --workspace --locked --allow-dirty
