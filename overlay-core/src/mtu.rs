@@ -41,7 +41,12 @@ pub const MIN_IPV6_MTU: u32 = 1280;
 
 pub use crate::family::IpFamily;
 
-/// Why no overlay MTU fits the underlay.
+/// The largest MTU Linux accepts for an Ethernet device such as a bridge
+/// or a veth (`ETH_MAX_MTU`).
+pub const MAX_LINK_MTU: u32 = 65535;
+
+/// Why an MTU is refused: no overlay MTU fits the underlay, or a link MTU
+/// is outside what the kernel accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MtuError {
@@ -60,6 +65,46 @@ pub enum MtuError {
         /// The minimum MTU of that family.
         minimum: u32,
     },
+    /// A link MTU outside `family.min_mtu()..=MAX_LINK_MTU`.
+    #[error("mtu {mtu} is outside {minimum} to {maximum}, the range of a link carrying {family}")]
+    OutOfRange {
+        /// The MTU given.
+        mtu: u32,
+        /// The family the link carries (IPv6 when it carries any).
+        family: IpFamily,
+        /// The smallest MTU allowed for that family.
+        minimum: u32,
+        /// [`MAX_LINK_MTU`].
+        maximum: u32,
+    },
+}
+
+/// Checks an MTU for an Ethernet link (a bridge, a veth) that carries
+/// `family` (pass [`IpFamily::V6`] when it carries any IPv6: the kernel
+/// turns IPv6 off on a link below 1280): from `family.min_mtu()` to
+/// [`MAX_LINK_MTU`].
+///
+/// ```
+/// use overlay_core::mtu::{IpFamily, MtuError, check_link_mtu};
+///
+/// assert_eq!(check_link_mtu(1450, IpFamily::V4), Ok(()));
+/// assert_eq!(check_link_mtu(68, IpFamily::V4), Ok(()));
+/// assert!(matches!(check_link_mtu(1000, IpFamily::V6), Err(MtuError::OutOfRange { minimum: 1280, .. })));
+/// assert!(check_link_mtu(0, IpFamily::V4).is_err());
+/// assert!(check_link_mtu(70000, IpFamily::V4).is_err());
+/// ```
+pub fn check_link_mtu(mtu: u32, family: IpFamily) -> Result<(), MtuError> {
+    let minimum = family.min_mtu();
+    if (minimum..=MAX_LINK_MTU).contains(&mtu) {
+        Ok(())
+    } else {
+        Err(MtuError::OutOfRange {
+            mtu,
+            family,
+            minimum,
+            maximum: MAX_LINK_MTU,
+        })
+    }
 }
 
 /// Bytes `encapsulation` adds to an overlay packet over an underlay of
@@ -128,6 +173,20 @@ pub fn overlay_mtu(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_mtu_bounds_are_inclusive_and_follow_the_family() {
+        for (mtu, family, ok) in [
+            (67, IpFamily::V4, false),
+            (68, IpFamily::V4, true),
+            (1279, IpFamily::V6, false),
+            (1280, IpFamily::V6, true),
+            (65535, IpFamily::V6, true),
+            (65536, IpFamily::V4, false),
+        ] {
+            assert_eq!(check_link_mtu(mtu, family).is_ok(), ok, "{mtu} {family}");
+        }
+    }
     use crate::encap::{GeneveEncap, VxlanEncap};
     use crate::wire::Vni;
 

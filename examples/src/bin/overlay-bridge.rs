@@ -100,6 +100,7 @@ use ipnet::IpNet;
 use overlay_cni::config::GcAttachment;
 use overlay_cni::ipam::Ipam;
 use overlay_cni::{CniError, CniResult, ErrorCode, Request};
+use overlay_core::mtu::{IpFamily, check_link_mtu};
 use overlay_netlink::{Address, Handle, Link, Netns, validate_ifname};
 use overlay_plugin::error::{CODE_NETLINK, host_handle, open_netns, pod_handle};
 use overlay_plugin::masq::{Masquerade, NftCommand};
@@ -128,13 +129,6 @@ fn default_bridge() -> String {
     "cni0".to_owned()
 }
 
-/// The smallest MTU the kernel accepts for a bridge or a veth (`ETH_MIN_MTU`,
-/// the IPv4 minimum), and the smallest on which it keeps IPv6 up.
-const MIN_MTU: u32 = overlay_core::mtu::MIN_IPV4_MTU;
-const MIN_MTU_IPV6: u32 = overlay_core::mtu::MIN_IPV6_MTU;
-/// The largest MTU the kernel accepts for a bridge or a veth (`ETH_MAX_MTU`).
-const MAX_MTU: u32 = 65535;
-
 /// The keys of `CNI_ARGS` this plugin knows (besides `IgnoreUnknown`).
 const KNOWN_CNI_ARGS: &[&str] = &[];
 
@@ -160,15 +154,11 @@ impl BridgeConf {
         validate_ifname(&self.bridge)
             .map_err(|e| config_error(format!("invalid bridge name: {e}")))?;
         if let Some(mtu) = self.mtu {
-            let (min, why) = match ipam.has_ipv6_range() {
-                true => (MIN_MTU_IPV6, " (the network has an IPv6 range)"),
-                false => (MIN_MTU, ""),
+            let family = match ipam.has_ipv6_range() {
+                true => IpFamily::V6,
+                false => IpFamily::V4,
             };
-            if !(min..=MAX_MTU).contains(&mtu) {
-                return Err(config_error(format!(
-                    "invalid mtu {mtu}: must be {min} to {MAX_MTU}{why}"
-                )));
-            }
+            check_link_mtu(mtu, family).map_err(|e| config_error(e.to_string()))?;
         }
         Ok(())
     }
