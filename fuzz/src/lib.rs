@@ -481,3 +481,25 @@ pub fn geneve_decap(data: &[u8]) {
         assert_eq!(reread, options);
     }
 }
+
+/// The node agent's socket protocol (`overlay_ipam::agent`): decoding a
+/// request or a response never panics, and whatever decodes re-encodes to
+/// one line that decodes to the same message.
+pub fn agent_protocol(data: &[u8]) {
+    use overlay_ipam::agent::{
+        decode_request, decode_response, encode_request, encode_response, read_line,
+    };
+    if let Ok(request) = decode_request(data) {
+        let line = encode_request(&request);
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        assert_eq!(decode_request(&line).ok(), Some(request));
+    }
+    if let Ok(response) = decode_response(data) {
+        let line = encode_response(&response);
+        assert_eq!(decode_response(&line).ok(), Some(response));
+    }
+    if let Ok(line) = read_line(data) {
+        assert!(line.len() <= overlay_ipam::agent::MAX_MESSAGE);
+        assert_eq!(line.last(), Some(&b'\n'));
+    }
+}

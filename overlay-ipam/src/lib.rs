@@ -1,14 +1,14 @@
 //! IP address management for overlay networks.
 //!
 //! `overlay-ipam` hands out pod addresses. It depends on `overlay-core`, and
-//! on `overlay-cni` only through its default feature `host-local` (the
+//! on `overlay-cni` only through its default features `host-local` and `agent` (the
 //! `host_local` module speaks CNI: its configuration, `CNI_ARGS`, results
 //! and the [`overlay_cni::ipam::Ipam`] trait plugins call). It does no I/O
-//! except through its store, and never depends on `overlay-netlink`:
+//! except through its store and the agent client's socket, and never depends on `overlay-netlink`:
 //!
 //! ```text
 //! examples -> overlay-plugin -> { overlay-cni, overlay-netlink, overlay-ipam } -> overlay-core
-//!                                 overlay-ipam -> overlay-cni  (feature host-local)
+//!                                 overlay-ipam -> overlay-cni  (features host-local, agent)
 //! ```
 //!
 //! - [`range`]: validated address ranges and range sets with the reference
@@ -20,6 +20,10 @@
 //!   and `STATUS`. A CNI plugin can allocate without spawning `host-local`
 //!   and still share the data directory with it safely, through
 //!   [`host_local::HostLocalIpam`] (feature `host-local`, on by default).
+//! - [`agent`]: addresses served by a node agent (a cluster allocator)
+//!   over a unix socket: the protocol the agent speaks and the plugin's
+//!   client [`agent::AgentIpam`], which never waits past its deadline
+//!   (feature `agent`, on by default).
 //!
 //! ```
 //! # #[cfg(feature = "host-local")] {
@@ -46,6 +50,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+#[cfg(feature = "agent")]
+#[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
+pub mod agent;
 #[cfg(feature = "host-local")]
 #[cfg_attr(docsrs, doc(cfg(feature = "host-local")))]
 pub mod host_local;
