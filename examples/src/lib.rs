@@ -2,3 +2,5 @@
 //!
 //! The binaries in `src/bin/` only wire the library crates together; anything
 //! reusable lives in a crate.
+
+pub mod agent;

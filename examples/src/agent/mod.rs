@@ -1,0 +1,6 @@
+//! The node agent `overlayd`'s parts that are specific to this reference
+//! plugin (its store and its HTTP status API); the protocol logic it runs
+//! lives in the crates (`overlay-gossip`, `overlay_ipam::ring`,
+//! `overlay_ipam::agent`, `overlay_netlink::overlay`).
+
+pub mod store;
