@@ -3,4 +3,5 @@
 //! lives in the crates (`overlay-gossip`, `overlay_ipam::ring`,
 //! `overlay_ipam::agent`, `overlay_netlink::overlay`).
 
+pub mod http;
 pub mod store;
