@@ -4,4 +4,5 @@
 //! `overlay_ipam::agent`, `overlay_netlink::overlay`).
 
 pub mod http;
+pub mod status;
 pub mod store;
