@@ -3,6 +3,7 @@
 //! lives in the crates (`overlay-gossip`, `overlay_ipam::ring`,
 //! `overlay_ipam::agent`, `overlay_netlink::overlay`).
 
+pub mod client;
 pub mod http;
 pub mod status;
 pub mod store;
