@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
     RouteProtocol as RawProtocol, RouteScope, RouteType,
 };
 
@@ -306,6 +306,9 @@ pub struct Route {
     pub onlink: bool,
     /// Preferred source address.
     pub source: Option<IpAddr>,
+    /// Path MTU of the route (`ip route ... mtu N`, the `RTAX_MTU` metric);
+    /// `None`: the output device's MTU applies.
+    pub mtu: Option<u32>,
     /// Route type (default [`RouteKind::Unicast`]).
     pub kind: RouteKind,
     /// Protocol that installed the route (default, and what this crate
@@ -325,6 +328,7 @@ impl Route {
             scope: None,
             onlink: false,
             source: None,
+            mtu: None,
             kind: RouteKind::Unicast,
             protocol: RouteProtocol::Static,
         }
@@ -382,6 +386,18 @@ impl Route {
     /// Set the preferred source address.
     pub fn source(mut self, source: IpAddr) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    /// Set the route's path MTU (`ip route ... mtu N`).
+    ///
+    /// ```
+    /// use overlay_netlink::Route;
+    /// let r = Route::new("203.0.113.0/24".parse().unwrap()).dev(2).mtu(1400);
+    /// assert_eq!(r.mtu, Some(1400));
+    /// ```
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
         self
     }
 
@@ -445,6 +461,10 @@ impl Route {
         if let Some(m) = self.metric {
             msg.attributes.push(RouteAttribute::Priority(m));
         }
+        if let Some(mtu) = self.mtu {
+            msg.attributes
+                .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        }
         msg.attributes.push(RouteAttribute::Table(self.table));
         msg
     }
@@ -466,6 +486,13 @@ impl Route {
                 RouteAttribute::Oif(o) => route.dev = Some(*o),
                 RouteAttribute::Priority(p) => route.metric = Some(*p),
                 RouteAttribute::Table(t) => route.table = *t,
+                RouteAttribute::Metrics(metrics) => {
+                    for m in metrics {
+                        if let RouteMetric::Mtu(mtu) = m {
+                            route.mtu = Some(*mtu);
+                        }
+                    }
+                }
                 _ => {}
             }
         }

@@ -110,7 +110,8 @@ async fn routes_replace_list_delete_match_ip_route() {
 
     let via = Route::new("198.51.100.0/24".parse().unwrap())
         .gateway("192.0.2.254".parse().unwrap())
-        .metric(50);
+        .metric(50)
+        .mtu(1400);
     let onlink = Route::new("203.0.113.0/24".parse().unwrap())
         .gateway("198.18.0.1".parse().unwrap())
         .dev(idx)
@@ -141,6 +142,7 @@ async fn routes_replace_list_delete_match_ip_route() {
         (Some("192.0.2.254"), Some(50))
     );
     assert_eq!(j["dev"], "ovbr0");
+    assert_eq!(j["metrics"][0]["mtu"], 1400, "{j}");
     let j = find(&main, "203.0.113.0/24");
     assert_eq!(j["gateway"], "198.18.0.1");
     assert!(has_flag(&j["flags"], "onlink"));
@@ -162,10 +164,11 @@ async fn routes_replace_list_delete_match_ip_route() {
     };
     let r = get("198.51.100.0/24");
     assert_eq!(
-        (r.gateway, r.metric, r.dev),
-        (via.gateway, Some(50), Some(idx))
+        (r.gateway, r.metric, r.dev, r.mtu),
+        (via.gateway, Some(50), Some(idx), Some(1400))
     );
     assert!(get("203.0.113.0/24").onlink);
+    assert_eq!(get("203.0.113.0/24").mtu, None);
     let r = get("198.18.0.0/15");
     assert_eq!((r.table, r.scope), (100, Some(Scope::Link)));
     let ours6 = h.route().list(IpFamily::V6).await.unwrap();
