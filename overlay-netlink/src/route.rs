@@ -592,6 +592,47 @@ impl<'h> RouteOps<'h> {
             .map(drop)
     }
 
+    /// The route the kernel would use to reach `destination`, as `ip route
+    /// get` shows it: its output device, gateway, preferred source and
+    /// path MTU (when the route sets one, or the kernel learned one for
+    /// this destination). `NotFound`-like kernel errors (`ENETUNREACH`)
+    /// when no route matches.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: overlay_netlink::Handle) -> overlay_netlink::Result<()> {
+    /// let r = handle.route().get("198.51.100.7".parse().unwrap()).await?;
+    /// println!("via dev {:?} mtu {:?}", r.dev, r.mtu);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, destination: IpAddr) -> Result<Route> {
+        const OP: &str = "get route";
+        let object = format!("to {destination}");
+        let family = IpFamily::of(destination);
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = netlink_packet_route::AddressFamily::from(family.af());
+        msg.header.destination_prefix_length = match family {
+            IpFamily::V4 => 32,
+            IpFamily::V6 => 128,
+        };
+        msg.attributes
+            .push(RouteAttribute::Destination(route_addr(destination)));
+        let replies = self
+            .handle
+            .request(OP, &object, RouteNetlinkMessage::GetRoute(msg), 0)
+            .await?;
+        replies
+            .iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => Route::from_message(r),
+                _ => None,
+            })
+            .ok_or(crate::error::Error::UnexpectedReply {
+                operation: OP,
+                object,
+                detail: "no route in the reply",
+            })
+    }
+
     /// The routes that pass `filter`: an [`IpFamily`] for every route of
     /// that family in every table, or a [`RouteFilter`] for one table,
     /// kind or protocol.

@@ -480,3 +480,41 @@ async fn large_dumps_are_read_completely() {
     assert_eq!(theirs.len(), 3000);
     assert_eq!(ours, theirs);
 }
+
+#[tokio::test]
+async fn route_get_returns_the_kernels_choice_with_its_mtu() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let h = netns(&t).handle().unwrap();
+    let idx = up_bridge(&h, "ovbr0").await;
+    h.address()
+        .add((idx, "192.0.2.1/24".parse().unwrap()))
+        .await
+        .unwrap();
+    h.route()
+        .replace(
+            &Route::new("198.51.100.0/24".parse().unwrap())
+                .gateway("192.0.2.254".parse().unwrap())
+                .mtu(1400),
+        )
+        .await
+        .unwrap();
+    let r = h
+        .route()
+        .get("198.51.100.7".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.dev, Some(idx));
+    assert_eq!(r.gateway, Some("192.0.2.254".parse().unwrap()));
+    assert_eq!(r.mtu, Some(1400));
+    let r = h.route().get("192.0.2.9".parse().unwrap()).await.unwrap();
+    assert_eq!((r.dev, r.gateway, r.mtu), (Some(idx), None, None));
+    assert_eq!(r.source, Some("192.0.2.1".parse().unwrap()));
+    // The namespace has no default route: the kernel says unreachable.
+    let err = h
+        .route()
+        .get("203.0.113.1".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENETUNREACH), "{err}");
+}
