@@ -199,6 +199,15 @@ pub enum InvalidInput {
         /// The address, formatted.
         mac: String,
     },
+    /// An address that should be one of this namespace's is on no device.
+    #[error("no device in this network namespace has the address {addr}")]
+    AddressNotLocal {
+        /// The address.
+        addr: IpAddr,
+    },
+    /// The underlay's MTU leaves too little room for the overlay.
+    #[error(transparent)]
+    Mtu(#[from] overlay_core::mtu::MtuError),
 }
 
 /// A failure of the netlink socket itself (not an error reply).

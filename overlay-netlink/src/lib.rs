@@ -3,7 +3,10 @@
 //! `overlay-netlink` programs the kernel for the overlay SDK: links (bridge,
 //! veth, VXLAN, dummy), addresses, routes, neighbours, bridge FDB entries,
 //! sysctls and network namespaces, plus an [`overlay`] helper that installs
-//! and reconciles the per-peer state of a flannel-style VXLAN datapath.
+//! and reconciles the per-peer state of a flannel-style VXLAN datapath, and
+//! [`node`], a node's whole side of it (the VXLAN device and bridge with the
+//! MTU derived from the underlay, gateway addresses, self-healing
+//! reconcile).
 //!
 //! ```text
 //! examples -> { overlay-cni, overlay-gossip, overlay-ipam, overlay-netlink } -> overlay-core
@@ -84,6 +87,7 @@ mod link;
 mod mac;
 mod neighbour;
 mod netns;
+pub mod node;
 pub mod overlay;
 mod route;
 pub mod transport;

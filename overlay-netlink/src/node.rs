@@ -1,0 +1,376 @@
+//! A node's side of a flannel-style VXLAN overlay: its devices and their
+//! MTU, its gateway addresses, and the per-peer entries kept in step with
+//! the cluster, also when the devices are deleted from under it.
+//!
+//! [`NodeDatapath`] owns three things on the node:
+//!
+//! 1. the **VXLAN device** (`local` = the node's underlay address, learning
+//!    off, the node's VTEP MAC), with the overlay MTU: the underlay's MTU
+//!    (the device holding the underlay address, lowered by a route MTU on
+//!    the route the kernel uses from it) minus VXLAN's overhead for the
+//!    underlay's family ([`overlay_core::mtu::overlay_mtu`]); Weave's
+//!    fixed default MTU was wrong on every cloud with a smaller underlay;
+//! 2. the **bridge** the pods attach to, with the same MTU and one gateway
+//!    address per pod block the node owns (the block's first host), so a
+//!    pod's gateway is on its own block;
+//! 3. the **remote peers** on the VXLAN device ([`Overlay::reconcile`]):
+//!    for each peer a neighbour and an FDB entry for its VTEP, and one
+//!    on-link route per block it owns. The peer's VTEP address is its
+//!    underlay address (so the VXLAN device needs no address of its own);
+//!    a pod block must be of the underlay's family.
+//!
+//! Every method is idempotent and converges: [`NodeDatapath::reconcile`]
+//! recreates the devices when they were deleted (by an operator, or another
+//! agent) and programs the peers again, so a datapath that is torn down
+//! heals at the next reconcile.
+//!
+//! ```no_run
+//! use overlay_netlink::node::{NodeConfig, NodeDatapath};
+//! use overlay_netlink::overlay::RemotePeer;
+//! use overlay_core::Vni;
+//!
+//! # async fn demo(handle: overlay_netlink::Handle) -> overlay_netlink::Result<()> {
+//! let config = NodeConfig::new(
+//!     "overlay0",
+//!     "vxlan.overlay",
+//!     Vni::new(42).unwrap(),
+//!     "192.0.2.1".parse().unwrap(),
+//!     "02:00:00:00:00:01".parse().unwrap(),
+//! );
+//! let mut node = NodeDatapath::new(handle, config);
+//! node.ensure().await?;
+//! node.set_gateways(&["10.32.0.0/26".parse().unwrap()]).await?;
+//! let peer = RemotePeer::new(
+//!     "192.0.2.2".parse().unwrap(),
+//!     "02:00:00:00:00:02".parse().unwrap(),
+//!     "192.0.2.2".parse().unwrap(),
+//! )
+//! .pod_cidr("10.32.0.64/26".parse().unwrap());
+//! let report = node.reconcile(&[peer]).await?;
+//! println!("{} changes, MTU {}", report.changes.len(), node.mtu().unwrap_or(0));
+//! # Ok(()) }
+//! ```
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use overlay_core::encap::VxlanEncap;
+use overlay_core::mtu::{IpFamily as MtuFamily, overlay_mtu};
+use overlay_core::{MacAddr, Vni};
+
+use crate::error::{Error, InvalidInput, IpFamily, Result};
+use crate::handle::Handle;
+use crate::link::{Link, VxlanConfig};
+use crate::overlay::{Overlay, ReconcileReport, RemotePeer};
+use crate::{Address, TABLE_MAIN};
+
+/// The IANA VXLAN port, the default of [`NodeConfig`].
+pub const VXLAN_PORT: u16 = 4789;
+
+/// What a node's datapath is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// The pods' bridge.
+    pub bridge: String,
+    /// The VXLAN device.
+    pub vxlan: String,
+    /// The VXLAN network identifier.
+    pub vni: Vni,
+    /// The UDP port of VXLAN on the underlay.
+    pub port: u16,
+    /// The node's underlay address (the VXLAN source, and its VTEP address
+    /// for the other nodes).
+    pub underlay: IpAddr,
+    /// The VXLAN device's MAC address, which the other nodes program.
+    pub vtep_mac: MacAddr,
+    /// A fixed overlay MTU instead of the derived one.
+    pub mtu: Option<u32>,
+}
+
+impl NodeConfig {
+    /// A configuration with the IANA port and a derived MTU.
+    pub fn new(
+        bridge: impl Into<String>,
+        vxlan: impl Into<String>,
+        vni: Vni,
+        underlay: IpAddr,
+        vtep_mac: MacAddr,
+    ) -> Self {
+        NodeConfig {
+            bridge: bridge.into(),
+            vxlan: vxlan.into(),
+            vni,
+            port: VXLAN_PORT,
+            underlay,
+            vtep_mac,
+            mtu: None,
+        }
+    }
+
+    /// Use `port` for VXLAN.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Use a fixed overlay MTU.
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+}
+
+/// The devices as [`NodeDatapath::ensure`] left them.
+#[derive(Debug)]
+struct Devices {
+    bridge: Link,
+    vxlan: Link,
+    overlay: Overlay,
+}
+
+/// A node's datapath (see the [module docs](self)).
+#[derive(Debug)]
+pub struct NodeDatapath {
+    handle: Handle,
+    config: NodeConfig,
+    devices: Option<Devices>,
+    mtu: Option<u32>,
+    gateways: Vec<IpNet>,
+    recreated: u64,
+}
+
+/// The underlay's MTU for `underlay` (an address of this node): the MTU of
+/// the device that holds it, lowered by the route MTU of the kernel's route
+/// from that device, if any.
+///
+/// ```no_run
+/// # async fn demo(handle: overlay_netlink::Handle) -> overlay_netlink::Result<()> {
+/// let mtu = overlay_netlink::node::underlay_mtu(&handle, "192.0.2.1".parse().unwrap()).await?;
+/// # Ok(()) }
+/// ```
+pub async fn underlay_mtu(handle: &Handle, underlay: IpAddr) -> Result<u32> {
+    let family = IpFamily::of(underlay);
+    let index = underlay_index(handle, underlay).await?;
+    let link = handle.link().get(index).await?;
+    let device_mtu = link.mtu.ok_or_else(|| Error::UnexpectedReply {
+        operation: "find underlay",
+        object: link.name.clone(),
+        detail: "the link has no MTU",
+    })?;
+    // The smallest route MTU of a main-table route out of the device.
+    let routes = handle.route().list(family).await?;
+    let route_mtu = routes
+        .iter()
+        .filter(|r| r.table == TABLE_MAIN && r.dev == Some(index))
+        .filter_map(|r| r.mtu)
+        .min();
+    Ok(route_mtu.map_or(device_mtu, |r| r.min(device_mtu)))
+}
+
+/// Whether `e` says the VXLAN device is gone (`ENODEV` from the kernel,
+/// for the whole request or for the changes of a reconcile).
+fn device_gone(e: &Error) -> bool {
+    match e {
+        Error::Reconcile { report } => report
+            .failures
+            .iter()
+            .any(|f| f.error.errno == libc::ENODEV),
+        other => other.errno() == Some(libc::ENODEV),
+    }
+}
+
+/// The index of the device that holds `underlay`.
+async fn underlay_index(handle: &Handle, underlay: IpAddr) -> Result<u32> {
+    let addresses = handle
+        .address()
+        .list(Some(IpFamily::of(underlay)), None)
+        .await?;
+    addresses
+        .iter()
+        .find(|a| a.addr.addr() == underlay)
+        .map(|a| a.index)
+        .ok_or_else(|| Error::InvalidInput {
+            operation: "find underlay",
+            object: underlay.to_string(),
+            source: InvalidInput::AddressNotLocal { addr: underlay },
+        })
+}
+
+impl NodeDatapath {
+    /// A datapath that creates nothing until [`ensure`](Self::ensure).
+    pub fn new(handle: Handle, config: NodeConfig) -> Self {
+        NodeDatapath {
+            handle,
+            config,
+            devices: None,
+            mtu: None,
+            gateways: Vec::new(),
+            recreated: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The overlay MTU, once [`ensure`](Self::ensure) computed it.
+    pub fn mtu(&self) -> Option<u32> {
+        self.mtu
+    }
+
+    /// The VXLAN device's and the bridge's interface indexes, once ensured.
+    pub fn indexes(&self) -> Option<(u32, u32)> {
+        self.devices
+            .as_ref()
+            .map(|d| (d.vxlan.index, d.bridge.index))
+    }
+
+    /// How many times [`reconcile`](Self::reconcile) found the devices gone
+    /// and created them again.
+    pub fn recreated(&self) -> u64 {
+        self.recreated
+    }
+
+    /// The overlay MTU for the configuration: the fixed one, else derived
+    /// from the underlay.
+    pub async fn derive_mtu(&self) -> Result<u32> {
+        if let Some(mtu) = self.config.mtu {
+            return Ok(mtu);
+        }
+        let underlay = underlay_mtu(&self.handle, self.config.underlay).await?;
+        let family = match self.config.underlay {
+            IpAddr::V4(_) => MtuFamily::V4,
+            IpAddr::V6(_) => MtuFamily::V6,
+        };
+        overlay_mtu(underlay, family, family, &VxlanEncap::new(self.config.vni)).map_err(|e| {
+            Error::InvalidInput {
+                operation: "derive overlay MTU",
+                object: self.config.vxlan.clone(),
+                source: InvalidInput::Mtu(e),
+            }
+        })
+    }
+
+    /// Create (or adopt) the VXLAN device and the bridge, with the overlay
+    /// MTU, both up, and forwarding on.
+    pub async fn ensure(&mut self) -> Result<()> {
+        let mtu = self.derive_mtu().await?;
+        let link = self.handle.link();
+        let vx = VxlanConfig::new(self.config.vxlan.clone(), self.config.vni)
+            .local(self.config.underlay)
+            .underlay(underlay_index(&self.handle, self.config.underlay).await?)
+            .port(self.config.port)
+            .learning(false)
+            .mtu(mtu)
+            .mac(self.config.vtep_mac);
+        let (vxlan, _) = link.ensure_vxlan(&vx).await?;
+        let bridge = link.ensure_bridge(&self.config.bridge).await?;
+        if bridge.mtu != Some(mtu) {
+            link.set_mtu(bridge.index, mtu).await?;
+        }
+        if !vxlan.up {
+            link.set_up(vxlan.index).await?;
+        }
+        if !bridge.up {
+            link.set_up(bridge.index).await?;
+        }
+        let forwarding = match self.config.underlay {
+            IpAddr::V4(_) => "net.ipv4.ip_forward",
+            IpAddr::V6(_) => "net.ipv6.conf.all.forwarding",
+        };
+        match self.handle.netns() {
+            Some(ns) => ns.sysctl_set(forwarding, "1")?,
+            None => crate::Netns::current()?.sysctl_set(forwarding, "1")?,
+        }
+        let overlay = Overlay::new(&self.handle, vxlan.index);
+        self.devices = Some(Devices {
+            bridge,
+            vxlan,
+            overlay,
+        });
+        self.mtu = Some(mtu);
+        // A recreated bridge lost its gateway addresses.
+        let gateways = std::mem::take(&mut self.gateways);
+        self.set_gateways(&gateways).await
+    }
+
+    /// The gateway address of `block`: its first host, with the block's
+    /// prefix length.
+    ///
+    /// ```
+    /// use overlay_netlink::node::NodeDatapath;
+    /// assert_eq!(
+    ///     NodeDatapath::gateway_of(&"10.32.0.64/26".parse().unwrap()).to_string(),
+    ///     "10.32.0.65/26"
+    /// );
+    /// ```
+    pub fn gateway_of(block: &IpNet) -> IpNet {
+        let first = match block.network() {
+            IpAddr::V4(a) => IpAddr::V4(u32::from(a).saturating_add(1).into()),
+            IpAddr::V6(a) => IpAddr::V6(u128::from(a).saturating_add(1).into()),
+        };
+        IpNet::new(first, block.prefix_len()).unwrap_or(*block)
+    }
+
+    /// Make the bridge hold exactly one gateway address per block in
+    /// `blocks` (the node's own): addresses for new blocks are added,
+    /// those of blocks no longer owned removed.
+    pub async fn set_gateways(&mut self, blocks: &[IpNet]) -> Result<()> {
+        let wanted: Vec<IpNet> = blocks.iter().map(Self::gateway_of).collect();
+        let Some(devices) = &self.devices else {
+            self.gateways = wanted;
+            return Ok(());
+        };
+        let bridge = devices.bridge.index;
+        let address = self.handle.address();
+        for gw in self.gateways.iter().filter(|g| !wanted.contains(g)) {
+            match address.delete(Address::new(bridge, *gw)).await {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        for gw in &wanted {
+            address.replace(Address::new(bridge, *gw).nodad()).await?;
+        }
+        self.gateways = wanted;
+        Ok(())
+    }
+
+    /// Make the VXLAN device hold exactly `peers`; when the devices are
+    /// gone, create them again (with the gateways) first.
+    pub async fn reconcile(&mut self, peers: &[RemotePeer]) -> Result<ReconcileReport> {
+        if self.devices.is_none() {
+            self.ensure().await?;
+        }
+        if let Some(devices) = &self.devices {
+            match devices.overlay.reconcile(peers).await {
+                Err(e) if device_gone(&e) => {}
+                other => return other,
+            }
+        }
+        // The device went away under us: start again.
+        self.devices = None;
+        self.recreated += 1;
+        self.ensure().await?;
+        match &self.devices {
+            Some(devices) => devices.overlay.reconcile(peers).await,
+            None => Err(Error::UnexpectedReply {
+                operation: "reconcile",
+                object: self.config.vxlan.clone(),
+                detail: "the devices were not created",
+            }),
+        }
+    }
+
+    /// Whether the devices are still there (a link lookup of each).
+    pub async fn devices_present(&self) -> Result<bool> {
+        let Some(devices) = &self.devices else {
+            return Ok(false);
+        };
+        let link = self.handle.link();
+        Ok(link.find(devices.vxlan.index).await?.is_some()
+            && link.find(devices.bridge.index).await?.is_some())
+    }
+}
