@@ -5,5 +5,6 @@
 
 pub mod client;
 pub mod http;
+pub mod metrics;
 pub mod status;
 pub mod store;
