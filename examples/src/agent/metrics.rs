@@ -252,25 +252,27 @@ mod tests {
     #[test]
     fn metrics_follow_the_status_and_counters_only_grow() {
         let m = Metrics::new();
-        let mut s = Status::default();
-        s.peers = vec![
-            PeerStatus {
-                state: "alive".into(),
-                ..PeerStatus::default()
-            },
-            PeerStatus {
-                state: "down".into(),
-                ..PeerStatus::default()
-            },
-        ];
-        s.connections = vec![ConnectionStatus {
-            state: "established".into(),
-            ..ConnectionStatus::default()
-        }];
+        let mut s = Status {
+            peers: vec![
+                PeerStatus {
+                    state: "alive".into(),
+                    ..PeerStatus::default()
+                },
+                PeerStatus {
+                    state: "down".into(),
+                    ..PeerStatus::default()
+                },
+            ],
+            connections: vec![ConnectionStatus {
+                state: "established".into(),
+                ..ConnectionStatus::default()
+            }],
+            encryption: Encryption::Encrypted,
+            ..Status::default()
+        };
         s.ipam.state = "ready".into();
         s.ipam.used = 5;
         s.ipam.free = 59;
-        s.encryption = Encryption::Encrypted;
         s.gossip.bytes_sent = 1000;
         s.gossip.rejected.insert("replayed".into(), 2);
         m.observe(&s);
