@@ -4,6 +4,7 @@
 //! `overlay_ipam::agent`, `overlay_netlink::overlay`).
 
 pub mod client;
+pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod status;
