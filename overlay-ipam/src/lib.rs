@@ -11,6 +11,10 @@
 //!                                 overlay-ipam -> overlay-cni  (feature host-local)
 //! ```
 //!
+//! - [`alloc`]: in-memory allocators of addresses (IPv4 and IPv6) and
+//!   positions to owners: round-robin as `host-local`, lowest free, given,
+//!   or within a band; a bitmap with summary words keeps a `/12` at 128 KiB
+//!   and every operation fast when nearly full.
 //! - [`range`]: validated address ranges and range sets with the reference
 //!   `host-local` plugin's rules and round-robin allocation order, IPv4 and
 //!   IPv6 alike.
@@ -46,6 +50,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod alloc;
 #[cfg(feature = "host-local")]
 #[cfg_attr(docsrs, doc(cfg(feature = "host-local")))]
 pub mod host_local;
