@@ -6,7 +6,7 @@
 //! ([`allocate_next`](IpAllocator::allocate_next)), the lowest free one, a
 //! given one, or the first free one of a band
 //! ([`allocate_in`](IpAllocator::allocate_in), which the Kubernetes-style
-//! allocators of `k8s` build on). It keeps no files and formats no
+//! allocators of [`crate::k8s`] build on). It keeps no files and formats no
 //! CNI JSON: an owner `O` is any small key the caller picks (`()`, a pod
 //! id, a `(container, interface)` pair), and
 //! [`release_owner`](IpAllocator::release_owner) frees all of an owner's addresses at once.
@@ -50,17 +50,17 @@ mod offsets;
 
 use std::fmt;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 pub use offsets::{MAX_SIZE, OffsetAllocator};
 
-use crate::range::Range;
+use crate::range::{Range, from_bits, to_bits as bits};
 
 /// Why an allocator refused an operation. `T` names a position: an
 /// [`IpAddr`] for [`IpAllocator`], a `u64` offset for [`OffsetAllocator`],
-/// a port for `k8s::PortAllocator`.
+/// a port for [`crate::k8s::NodePortAllocator`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AllocError<T = IpAddr> {
@@ -134,14 +134,6 @@ impl<T> AllocError<T> {
                 last: f(last),
             },
         }
-    }
-}
-
-/// An address as a number.
-fn bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 
@@ -297,6 +289,10 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
         &self.offsets
     }
 
+    pub(crate) fn offsets_mut(&mut self) -> &mut OffsetAllocator<O> {
+        &mut self.offsets
+    }
+
     /// The offset of `ip` from the first address.
     ///
     /// ```
@@ -325,12 +321,9 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     /// assert_eq!(a.address_at(255).to_string(), "2001:db8::ff");
     /// ```
     pub fn address_at(&self, offset: u64) -> IpAddr {
+        // Within the range, so the sum stays in the family.
         let off = u128::from(offset.min(self.offsets.size() - 1));
-        match self.first {
-            // The offset is within the range, so the sum stays in the family.
-            IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4).wrapping_add(off as u32))),
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6).wrapping_add(off))),
-        }
+        from_bits(self.first, bits(self.first) + off)
     }
 
     fn to_ip(&self, e: AllocError<u64>) -> AllocError {

@@ -134,13 +134,18 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
                 size: u128::from(size),
             });
         }
+        Ok(OffsetAllocator::with_size(size))
+    }
+
+    /// [`new`](Self::new) for a `size` known to be `1..=MAX_SIZE`.
+    pub(crate) fn with_size(size: u64) -> Self {
         let pages = (0..size.div_ceil(PAGE))
             .map(|_| Page {
                 used: 0,
                 slots: None,
             })
             .collect();
-        Ok(OffsetAllocator {
+        OffsetAllocator {
             size,
             bits: Bitmap::new(size),
             pages,
@@ -149,7 +154,7 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
             used: 0,
             reserved: BTreeSet::new(),
             last: None,
-        })
+        }
     }
 
     /// The number of positions, whatever their state.
