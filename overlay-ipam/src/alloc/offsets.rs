@@ -42,11 +42,7 @@ impl<O> Default for Slot<O> {
 
 /// The owners of `PAGE` consecutive positions; present while one of them is
 /// allocated.
-#[derive(Debug, Clone)]
-struct Page<O> {
-    used: u32,
-    slots: Option<Box<[Slot<O>]>>,
-}
+type Page<O> = Option<Box<[Slot<O>]>>;
 
 /// Position `off` as a link (every position is below [`MAX_SIZE`]).
 fn link(off: u64) -> u32 {
@@ -93,7 +89,11 @@ fn link(off: u64) -> u32 {
 pub struct OffsetAllocator<O> {
     size: u64,
     bits: Bitmap,
+    /// Zeroed (`None`, `0`) at creation, so that the allocation stays
+    /// untouched, and costs no resident memory, until used.
     pages: Vec<Page<O>>,
+    /// The allocated positions of each page.
+    page_used: Vec<u16>,
     /// One emptied page kept for the next page to fill, so that allocating
     /// and releasing around a page boundary does not allocate each time.
     spare: Option<Box<[Slot<O>]>>,
@@ -139,16 +139,12 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
 
     /// [`new`](Self::new) for a `size` known to be `1..=MAX_SIZE`.
     pub(crate) fn with_size(size: u64) -> Self {
-        let pages = (0..size.div_ceil(PAGE))
-            .map(|_| Page {
-                used: 0,
-                slots: None,
-            })
-            .collect();
+        let pages = size.div_ceil(PAGE) as usize;
         OffsetAllocator {
             size,
             bits: Bitmap::new(size),
-            pages,
+            pages: vec![None; pages],
+            page_used: vec![0; pages],
             spare: None,
             heads: HashMap::default(),
             used: 0,
@@ -512,10 +508,11 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     pub fn heap_bytes(&self) -> usize {
         let slot = std::mem::size_of::<Slot<O>>();
         let page_bytes = PAGE as usize * slot;
-        let pages_in_use = self.pages.iter().filter(|p| p.slots.is_some()).count()
-            + usize::from(self.spare.is_some());
+        let pages_in_use =
+            self.pages.iter().filter(|p| p.is_some()).count() + usize::from(self.spare.is_some());
         self.bits.heap_bytes()
             + self.pages.capacity() * std::mem::size_of::<Page<O>>()
+            + self.page_used.capacity() * 2
             + pages_in_use * page_bytes
             + self.heads.capacity() * (std::mem::size_of::<(O, u32)>() + 1)
             + self.reserved.len() * 3 * std::mem::size_of::<u64>()
@@ -524,7 +521,6 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     fn slot(&self, off: u64) -> Option<&Slot<O>> {
         self.pages
             .get((off / PAGE) as usize)?
-            .slots
             .as_ref()?
             .get((off % PAGE) as usize)
     }
@@ -532,7 +528,6 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     fn slot_mut(&mut self, off: u64) -> Option<&mut Slot<O>> {
         self.pages
             .get_mut((off / PAGE) as usize)?
-            .slots
             .as_mut()?
             .get_mut((off % PAGE) as usize)
     }
@@ -542,15 +537,16 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
         self.bits.set(off);
         self.used += 1;
         self.last = Some(off);
-        if let Some(page) = self.pages.get_mut((off / PAGE) as usize) {
-            if page.slots.is_none() {
-                page.slots = Some(
-                    self.spare
-                        .take()
-                        .unwrap_or_else(|| (0..PAGE).map(|_| Slot::default()).collect()),
-                );
-            }
-            page.used += 1;
+        let page = (off / PAGE) as usize;
+        if let Some(slots @ None) = self.pages.get_mut(page) {
+            *slots = Some(
+                self.spare
+                    .take()
+                    .unwrap_or_else(|| (0..PAGE).map(|_| Slot::default()).collect()),
+            );
+        }
+        if let Some(used) = self.page_used.get_mut(page) {
+            *used += 1;
         }
         let next = match self.heads.entry(owner.clone()) {
             Entry::Occupied(mut head) => std::mem::replace(head.get_mut(), link(off)),
@@ -597,10 +593,13 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
         }
         self.bits.clear(off);
         self.used -= 1;
-        if let Some(page) = self.pages.get_mut((off / PAGE) as usize) {
-            page.used -= 1;
-            if page.used == 0 {
-                let emptied = page.slots.take();
+        let page = (off / PAGE) as usize;
+        if let Some(used) = self.page_used.get_mut(page) {
+            *used -= 1;
+            if *used == 0
+                && let Some(slots) = self.pages.get_mut(page)
+            {
+                let emptied = slots.take();
                 if self.spare.is_none() {
                     self.spare = emptied;
                 }
