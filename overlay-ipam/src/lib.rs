@@ -59,3 +59,4 @@ pub mod alloc;
 pub mod host_local;
 pub mod k8s;
 pub mod range;
+pub mod ring;
