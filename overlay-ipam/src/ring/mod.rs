@@ -89,7 +89,7 @@
 
 pub mod codec;
 mod node;
-// pub mod sim;
+pub mod sim;
 mod state;
 
 pub use codec::{DecodeError, Digest};

@@ -616,6 +616,39 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
         }
     }
 
+    /// Reclaim a dead peer, as the authority decided (see
+    /// [`Ring::reclaim`]): apply the tombstone and its fencing writes here
+    /// and broadcast them. If this node is the heir, the adopted blocks are
+    /// quarantined for [`NodeConfig::quarantine`].
+    ///
+    /// ```
+    /// use overlay_ipam::ring::{AllocFailure, Identity, Node, NodeConfig, Output, Ring, Tombstone};
+    /// use overlay_core::PeerId;
+    /// use std::time::Duration;
+    ///
+    /// let (dead, heir) = (PeerId::from_u128(1), PeerId::from_u128(2));
+    /// let ring = Ring::from_seeds("198.18.0.0/24".parse().unwrap(), 28, &[dead, heir]).unwrap();
+    /// let mut n = Node::new(Identity::new(heir, 1), ring, NodeConfig::default());
+    /// let t = Duration::from_secs(100);
+    /// n.reclaim(t, Tombstone { peer: dead, up_to_incarnation: 4, heir }).unwrap();
+    /// assert!(matches!(n.poll_output(), Some(Output::Broadcast(_))));
+    /// // The adopted block is quarantined; the heir's own block is used first.
+    /// assert_eq!(n.allocate_given(t, "198.18.0.1".parse().unwrap(), 1), Err(AllocFailure::Conflict { address: "198.18.0.1".parse().unwrap(), owner: Some(heir) }));
+    /// let later = t + NodeConfig::default().quarantine;
+    /// assert_eq!(n.allocate_given(later, "198.18.0.1".parse().unwrap(), 1), Ok(()));
+    /// ```
+    pub fn reclaim(
+        &mut self,
+        now: Duration,
+        tombstone: super::state::Tombstone,
+    ) -> Result<(), super::state::ReclaimError> {
+        let delta = self.ring.reclaim(tombstone)?;
+        self.reconcile(now, true);
+        self.send_claims(now, false);
+        self.outbox.push_back(Output::Broadcast(delta));
+        Ok(())
+    }
+
     /// The gossip layer saw `other` alive. If it carries our peer id with a
     /// different incarnation, an agent runs with our identity (a cloned
     /// disk): the lower incarnation steps down and re-identifies.
@@ -692,8 +725,8 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
                 self.handle_delta(now, &delta);
             }
             Message::Digest { digest, reply } => {
-                let Some(buckets) = self.ring.digest(digest.bucket_bits()).differing(&digest)
-                else {
+                let ours = self.ring.digest(digest.bucket_bits());
+                let Some(buckets) = ours.differing(&digest) else {
                     self.outbox
                         .push_back(Output::Anomaly(Anomaly::GenesisMismatch {
                             ours: self.ring.genesis().id(),
@@ -701,7 +734,7 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
                         }));
                     return;
                 };
-                if !buckets.is_empty() || self.ring.digest(digest.bucket_bits()).tombstone_hash() != digest.tombstone_hash() {
+                if !buckets.is_empty() || ours.tombstone_hash() != digest.tombstone_hash() {
                     let delta = self.ring.delta_for_buckets(digest.bucket_bits(), &buckets);
                     self.outbox.push_back(Output::Send {
                         to: from,
@@ -711,7 +744,7 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
                         self.outbox.push_back(Output::Send {
                             to: from,
                             message: Message::Digest {
-                                digest: self.ring.digest(digest.bucket_bits()),
+                                digest: ours,
                                 reply: false,
                             },
                         });
