@@ -458,6 +458,11 @@ impl Ring {
         Ok(Ring::from_parts(genesis, runs, tombstones))
     }
 
+    /// The bucket bits a digest asked for with `bits` really has (capped).
+    pub(crate) fn digest_bits(&self, bits: u8) -> u8 {
+        self.bucket_bits(bits)
+    }
+
     fn bucket_bits(&self, bits: u8) -> u8 {
         let g = self.genesis();
         bits.min(MAX_BUCKET_BITS)
@@ -502,12 +507,13 @@ impl Ring {
             for i in ia..=ib {
                 let bucket_first = ufirst + (i << hb);
                 let first = run.first.max(bucket_first);
-                let mut bytes = Vec::with_capacity(48);
-                bytes.extend_from_slice(&first.to_be_bytes());
-                put_stamp(&mut bytes, &run.stamp);
                 // `i` < 2^bits by construction.
                 if let Some(h) = hashes.get_mut(i as usize) {
-                    h.write(&bytes);
+                    h.write(&first.to_be_bytes())
+                        .write(&run.stamp.owner.to_bytes())
+                        .write(&run.stamp.epoch.to_be_bytes())
+                        .write(&run.stamp.version.to_be_bytes())
+                        .write(&run.stamp.free.to_be_bytes());
                 }
             }
         }

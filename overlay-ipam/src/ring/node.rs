@@ -320,6 +320,7 @@ pub struct Node<K> {
     request: Option<(PeerId, Duration)>,
     last_free_report: Option<Duration>,
     outbox: VecDeque<Output>,
+    digest_cache: Option<Digest>,
 }
 
 impl<K: Clone + Eq + Hash + Ord> Node<K> {
@@ -335,6 +336,7 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
             request: None,
             last_free_report: None,
             outbox: VecDeque::new(),
+            digest_cache: None,
         };
         node.reconcile(Duration::ZERO, false);
         node
@@ -594,23 +596,48 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
 
     /// Merge ring writes from gossip.
     pub fn handle_delta(&mut self, now: Duration, delta: &Delta) -> MergeReport {
+        let tombstones = self.ring.tombstone_count();
         let report = self.ring.apply(delta);
-        self.after_merge(now, &report);
+        // Our blocks change only through records that give us space, touch
+        // our blocks or our claimed addresses, or through new tombstones;
+        // anything else needs no reconcile (the common case at scale).
+        let relevant = self.ring.tombstone_count() != tombstones
+            || delta.records.iter().any(|r| self.touches_us(r.block, r.stamp.owner));
+        if report.changed {
+            self.digest_cache = None;
+        }
+        self.after_merge(now, &report, relevant);
         report
+    }
+
+    fn touches_us(&self, block: IpNet, owner: PeerId) -> bool {
+        if owner == self.id.peer {
+            return true;
+        }
+        let (lo, hi) = (to_bits(block.network()), to_bits(block.broadcast()));
+        let owned = self
+            .blocks
+            .range(..=hi)
+            .next_back()
+            .is_some_and(|(_, b)| to_bits(b.net.broadcast()) >= lo);
+        owned || self.foreign.keys().any(|ip| block.contains(ip))
     }
 
     /// Merge a whole ring (a full-state exchange, or the store's copy).
     pub fn handle_ring(&mut self, now: Duration, ring: &Ring) -> MergeReport {
         let report = self.ring.merge(ring);
-        self.after_merge(now, &report);
+        if report.changed {
+            self.digest_cache = None;
+        }
+        self.after_merge(now, &report, true);
         report
     }
 
-    fn after_merge(&mut self, now: Duration, report: &MergeReport) {
+    fn after_merge(&mut self, now: Duration, report: &MergeReport, relevant: bool) {
         for a in &report.anomalies {
             self.outbox.push_back(Output::Anomaly(a.clone()));
         }
-        if report.changed {
+        if report.changed && relevant {
             self.reconcile(now, true);
             self.send_claims(now, false);
         }
@@ -725,7 +752,7 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
                 self.handle_delta(now, &delta);
             }
             Message::Digest { digest, reply } => {
-                let ours = self.ring.digest(digest.bucket_bits());
+                let ours = self.digest(digest.bucket_bits());
                 let Some(buckets) = ours.differing(&digest) else {
                     self.outbox
                         .push_back(Output::Anomaly(Anomaly::GenesisMismatch {
@@ -807,10 +834,22 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
 
     /// An anti-entropy opener for `to`: our digest with `bucket_bits` bits
     /// of buckets.
-    pub fn digest_message(&self, bucket_bits: u8) -> Message {
+    pub fn digest_message(&mut self, bucket_bits: u8) -> Message {
         Message::Digest {
-            digest: self.ring.digest(bucket_bits),
+            digest: self.digest(bucket_bits),
             reply: true,
+        }
+    }
+
+    /// The ring's digest, cached until the ring changes.
+    fn digest(&mut self, bucket_bits: u8) -> Digest {
+        match &self.digest_cache {
+            Some(d) if d.bucket_bits() == self.ring.digest_bits(bucket_bits) => d.clone(),
+            _ => {
+                let d = self.ring.digest(bucket_bits);
+                self.digest_cache = Some(d.clone());
+                d
+            }
         }
     }
 
@@ -1011,6 +1050,7 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
     /// live allocations, and turn allocations in blocks we lost into
     /// claims. Steps down if the ring has a tombstone for us.
     fn reconcile(&mut self, now: Duration, quarantine_new: bool) {
+        self.digest_cache = None;
         if self.retired.is_some() {
             return;
         }
@@ -1029,7 +1069,9 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
             let mut moved: Vec<(IpAddr, Holder<K>)> = Vec::new();
             for e in &mine {
                 let key = to_bits(e.block.network());
-                if let Some(b) = old.remove(&key).filter(|b| b.net == e.block) {
+                if old.get(&key).is_some_and(|b| b.net == e.block)
+                    && let Some(b) = old.remove(&key)
+                {
                     self.blocks.insert(key, b);
                     continue;
                 }

@@ -29,9 +29,9 @@
 //! assert!(sim.converged());
 //! ```
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -40,7 +40,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::node::{AllocFailure, Identity, Message, Node, NodeConfig, Output};
-use super::state::{Anomaly, Ring, Tombstone};
+use super::state::{Anomaly, Delta, Ring, Tombstone};
 
 /// The simulator's parameters. `Default`: 16 peers, all of them genesis
 /// seeds, `10.0.0.0/8` with `/26` minimum blocks, 5% loss, 2% duplication,
@@ -193,11 +193,21 @@ struct SimNode {
     group: u32,
 }
 
+#[derive(Debug, Clone)]
+enum Payload {
+    Message(Message),
+    /// One broadcast, shared by all its copies.
+    Broadcast(Rc<Delta>),
+}
+
 #[derive(Debug)]
 struct InFlight {
+    /// Delivery time within its tick (for reordering), then send order.
+    at: Duration,
+    seq: u64,
     from: usize,
     to: usize,
-    message: Message,
+    payload: Payload,
 }
 
 /// The simulated cluster. See the [module docs](self).
@@ -209,8 +219,10 @@ pub struct Sim {
     now: Duration,
     nodes: Vec<SimNode>,
     by_peer: HashMap<PeerId, usize>,
-    queue: BinaryHeap<Reverse<(Duration, u64)>>,
-    in_flight: HashMap<u64, InFlight>,
+    /// Messages by the tick they arrive in (a timing wheel: slot 0 is the
+    /// next tick).
+    wheel: VecDeque<Vec<InFlight>>,
+    in_flight: usize,
     seq: u64,
     next_pod: u64,
     pods: BTreeMap<u64, (usize, IpAddr)>,
@@ -244,8 +256,8 @@ impl Sim {
             now: Duration::ZERO,
             nodes: Vec::with_capacity(config.peers),
             by_peer: HashMap::new(),
-            queue: BinaryHeap::new(),
-            in_flight: HashMap::new(),
+            wheel: VecDeque::new(),
+            in_flight: 0,
             seq: 0,
             next_pod: 0,
             pods: BTreeMap::new(),
@@ -519,7 +531,7 @@ impl Sim {
         let start = self.now;
         while self.now - start < max {
             self.step();
-            if self.in_flight.is_empty() && self.converged() {
+            if self.in_flight == 0 && self.converged() {
                 return Some(self.now - start);
             }
         }
@@ -530,14 +542,11 @@ impl Sim {
     /// anti-entropy rounds that are due.
     pub fn step(&mut self) {
         self.now += self.config.tick;
-        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
-            if at > self.now {
-                break;
-            }
-            self.queue.pop();
-            if let Some(m) = self.in_flight.remove(&seq) {
-                self.deliver(m);
-            }
+        let mut due = self.wheel.pop_front().unwrap_or_default();
+        self.in_flight -= due.len();
+        due.sort_by_key(|m| (m.at, m.seq));
+        for m in due {
+            self.deliver(m);
         }
         let period = (self.config.anti_entropy.as_nanos() / self.config.tick.as_nanos()).max(1);
         let tick_no = self.now.as_nanos() / self.config.tick.as_nanos();
@@ -550,7 +559,7 @@ impl Sim {
                 let j = self.rng.random_range(0..self.nodes.len());
                 if j != i {
                     let message = self.nodes[i].node.digest_message(self.config.bucket_bits);
-                    self.send(i, j, message);
+                    self.send(i, j, Payload::Message(message));
                 }
             }
             self.flush(i);
@@ -562,7 +571,7 @@ impl Sim {
         a.alive && b.alive && b.up && a.group == b.group
     }
 
-    fn send(&mut self, from: usize, to: usize, message: Message) {
+    fn send(&mut self, from: usize, to: usize, payload: Payload) {
         if !self.reachable(from, to) || self.rng.random_bool(self.config.loss) {
             return;
         }
@@ -571,21 +580,26 @@ impl Sim {
         } else {
             1
         };
+        let tick = self.config.tick.as_micros().max(1);
         for _ in 0..copies {
             let delay = self
                 .rng
-                .random_range(0..=self.config.max_delay.as_micros() as u64);
-            let at = self.now + Duration::from_micros(delay.max(1));
+                .random_range(0..=self.config.max_delay.as_micros() as u64)
+                .max(1);
+            // Arrives in the tick that contains now + delay.
+            let slot = ((u128::from(delay) - 1) / tick) as usize;
+            while self.wheel.len() <= slot {
+                self.wheel.push_back(Vec::new());
+            }
             self.seq += 1;
-            self.queue.push(Reverse((at, self.seq)));
-            self.in_flight.insert(
-                self.seq,
-                InFlight {
-                    from,
-                    to,
-                    message: message.clone(),
-                },
-            );
+            self.in_flight += 1;
+            self.wheel[slot].push(InFlight {
+                at: self.now + Duration::from_micros(delay),
+                seq: self.seq,
+                from,
+                to,
+                payload: payload.clone(),
+            });
         }
     }
 
@@ -595,18 +609,23 @@ impl Sim {
         }
         self.delivered += 1;
         let from_id = self.nodes[m.from].node.identity();
+        let now = self.now;
         let node = &mut self.nodes[m.to].node;
-        if matches!(m.message, Message::Digest { .. }) {
-            node.observe_peer(self.now, from_id);
-        }
-        let own_write = matches!(
-            m.message,
-            Message::SpaceRequest | Message::Claim { .. }
-        );
-        node.handle_message(self.now, from_id.peer, m.message);
-        if own_write {
-            // A donation or a grant is committed before it is sent.
-            self.commit(m.to);
+        match m.payload {
+            Payload::Broadcast(delta) => {
+                node.handle_delta(now, &delta);
+            }
+            Payload::Message(message) => {
+                if matches!(message, Message::Digest { .. }) {
+                    node.observe_peer(now, from_id);
+                }
+                let own_write = matches!(message, Message::SpaceRequest | Message::Claim { .. });
+                node.handle_message(now, from_id.peer, message);
+                if own_write {
+                    // A donation or a grant is committed before it is sent.
+                    self.commit(m.to);
+                }
+            }
         }
         self.flush(m.to);
     }
@@ -618,15 +637,16 @@ impl Sim {
             match out {
                 Output::Broadcast(delta) => {
                     commit = true;
+                    let delta = Payload::Broadcast(Rc::new(delta));
                     for j in 0..self.nodes.len() {
                         if j != i {
-                            self.send(i, j, Message::Delta(delta.clone()));
+                            self.send(i, j, delta.clone());
                         }
                     }
                 }
                 Output::Send { to, message } => {
                     if let Some(&j) = self.by_peer.get(&to) {
-                        self.send(i, j, message);
+                        self.send(i, j, Payload::Message(message));
                     }
                 }
                 Output::Anomaly(a) => {

@@ -652,6 +652,10 @@ impl Ring {
         }
     }
 
+    pub(crate) fn tombstone_count(&self) -> usize {
+        self.tombstones.values().map(BTreeMap::len).sum()
+    }
+
     /// Every tombstone held, sorted.
     ///
     /// ```
