@@ -320,6 +320,11 @@ impl Sim {
         self.delivered
     }
 
+    /// Message copies in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
     /// Live pods: `(pod, node, address)`.
     pub fn pods(&self) -> impl Iterator<Item = (u64, usize, IpAddr)> + '_ {
         self.pods.iter().map(|(&p, &(n, ip))| (p, n, ip))
@@ -531,7 +536,7 @@ impl Sim {
         let start = self.now;
         while self.now - start < max {
             self.step();
-            if self.in_flight == 0 && self.converged() {
+            if self.converged() {
                 return Some(self.now - start);
             }
         }
