@@ -18,5 +18,15 @@
 //! let now = std::time::Duration::from_millis(1500);
 //! assert_eq!(now.as_secs(), 1);
 //! ```
+//!
+//! # Security
+//! [`secure`] wraps every gossip datagram in Noise (`XXpsk3` to join through
+//! a seed address, `IKpsk2` between peers whose static keys are known) with a
+//! cluster key derived from a password (Argon2id) or a key file (HKDF), a
+//! replay window and per-reason counters of rejected datagrams. Without a
+//! password the explicit unencrypted mode frames gossip in plain text and
+//! status reports `Security::Unencrypted`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
+
+pub mod secure;
