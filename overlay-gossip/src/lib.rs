@@ -82,6 +82,14 @@
 //! unencrypted mode frames gossip in plain text and status reports
 //! [`secure::Security::Unencrypted`].
 //!
+//! # Driver
+//!
+//! `driver` (feature `tokio`, on by default) runs a core and a secure layer
+//! on one UDP socket in a tokio task, with bounded queues, handshake rate
+//! limits, events to the application on a bounded channel, a status snapshot
+//! (security mode and rejected-datagram counters), graceful leave and
+//! shutdown.
+//!
 //! # Example
 //!
 //! Three peers in the deterministic simulator:
@@ -105,6 +113,9 @@
 
 mod core;
 mod digest;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod driver;
 pub mod record;
 pub mod secure;
 pub mod sim;

@@ -46,6 +46,7 @@ mod keys;
 mod limit;
 mod replay;
 mod session;
+mod transport;
 
 pub use frame::{
     Frame, FrameError, MAX_HANDSHAKE_LEN, Pattern, TAG_LEN, TRANSPORT_OVERHEAD, VERSION,
@@ -61,5 +62,7 @@ pub use session::{
     SecureStats, Security,
 };
 
+#[cfg(test)]
+mod sim_tests;
 #[cfg(test)]
 mod tests;
