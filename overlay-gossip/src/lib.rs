@@ -95,6 +95,9 @@
 
 mod core;
 mod digest;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod record;
 pub mod sim;
 pub mod swim;
