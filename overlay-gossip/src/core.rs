@@ -586,11 +586,9 @@ impl Gossip {
 
     /// Seeds the view with records kept from an earlier run (or, in the
     /// simulator, a converged cluster): merged without events and without
-    /// dissemination; anti-entropy reconciles them with the cluster. At most
-    /// [`Config::max_neighbours`] of them are handed to SWIM directly, the
-    /// rest SWIM learns from its own gossip.
+    /// dissemination; anti-entropy reconciles them with the cluster. SWIM
+    /// starts probing them as members.
     pub fn restore(&mut self, now: Duration, records: impl IntoIterator<Item = Arc<PeerRecord>>) {
-        let mut swim_added = 0;
         for rec in records {
             if rec.id == self.me || rec.validate().is_err() || rec.is_leaving() {
                 continue;
@@ -602,11 +600,8 @@ impl Gossip {
             {
                 continue;
             }
-            if swim_added < self.cfg.max_neighbours
-                && let Some(addr) = rec.gossip_addr()
-            {
+            if let Some(addr) = rec.gossip_addr() {
                 self.swim.add_member(now, swim_id(&rec, addr));
-                swim_added += 1;
             }
             self.insert_live(rec);
         }

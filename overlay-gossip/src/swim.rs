@@ -68,6 +68,9 @@ pub enum SwimCodecError {
     /// A field holds an invalid value.
     #[error("SWIM payload has an invalid {0}")]
     BadValue(&'static str),
+    /// The output buffer (one frame) is full.
+    #[error("SWIM payload does not fit the frame")]
+    BufferFull,
 }
 
 /// foca's codec for [`SwimId`]: a compact big-endian encoding.
@@ -92,13 +95,20 @@ fn take<const N: usize>(buf: &mut impl Buf, what: &'static str) -> Result<[u8; N
     Ok(out)
 }
 
-fn put_id(id: &SwimId, buf: &mut impl BufMut) {
-    let mut v = Vec::with_capacity(16 + 8 + 17 + 2);
+fn put_id(id: &SwimId, v: &mut Vec<u8>) {
     v.extend_from_slice(&id.peer.to_bytes());
     v.extend_from_slice(&id.incarnation.to_be_bytes());
-    emit_ip(&mut v, id.addr.ip());
+    emit_ip(v, id.addr.ip());
     v.extend_from_slice(&id.addr.port().to_be_bytes());
-    buf.put_slice(&v);
+}
+
+/// Writes `v` whole or not at all (foca hands in a size-limited buffer).
+fn put_all(buf: &mut impl BufMut, v: &[u8]) -> Result<(), SwimCodecError> {
+    if buf.remaining_mut() < v.len() {
+        return Err(SwimCodecError::BufferFull);
+    }
+    buf.put_slice(v);
+    Ok(())
 }
 
 fn get_id(buf: &mut impl Buf) -> Result<SwimId, SwimCodecError> {
@@ -125,12 +135,13 @@ impl foca::Codec<SwimId> for SwimCodec {
         h: &Header<SwimId>,
         mut buf: impl BufMut,
     ) -> Result<(), Self::Error> {
-        put_id(&h.src, &mut buf);
-        buf.put_u16(h.src_incarnation);
-        put_id(&h.dst, &mut buf);
+        let mut v = Vec::with_capacity(2 * 43 + 48);
+        put_id(&h.src, &mut v);
+        v.extend_from_slice(&h.src_incarnation.to_be_bytes());
+        put_id(&h.dst, &mut v);
         match &h.message {
-            Message::Ping(p) => buf.put_slice(&[0, *p]),
-            Message::Ack(p) => buf.put_slice(&[1, *p]),
+            Message::Ping(p) => v.extend_from_slice(&[0, *p]),
+            Message::Ack(p) => v.extend_from_slice(&[1, *p]),
             Message::PingReq {
                 target: id,
                 probe_number: p,
@@ -147,23 +158,22 @@ impl foca::Codec<SwimId> for SwimCodec {
                 origin: id,
                 probe_number: p,
             } => {
-                let code = match &h.message {
+                v.push(match &h.message {
                     Message::PingReq { .. } => 2,
                     Message::IndirectPing { .. } => 3,
                     Message::IndirectAck { .. } => 4,
                     _ => 5,
-                };
-                buf.put_u8(code);
-                put_id(id, &mut buf);
-                buf.put_u8(*p);
+                });
+                put_id(id, &mut v);
+                v.push(*p);
             }
-            Message::Announce => buf.put_u8(6),
-            Message::Feed => buf.put_u8(7),
-            Message::Gossip => buf.put_u8(8),
-            Message::Broadcast => buf.put_u8(9),
-            Message::TurnUndead => buf.put_u8(10),
+            Message::Announce => v.push(6),
+            Message::Feed => v.push(7),
+            Message::Gossip => v.push(8),
+            Message::Broadcast => v.push(9),
+            Message::TurnUndead => v.push(10),
         }
-        Ok(())
+        put_all(&mut buf, &v)
     }
 
     fn decode_header(&mut self, mut buf: impl Buf) -> Result<Header<SwimId>, Self::Error> {
@@ -216,14 +226,15 @@ impl foca::Codec<SwimId> for SwimCodec {
         m: &Member<SwimId>,
         mut buf: impl BufMut,
     ) -> Result<(), Self::Error> {
-        put_id(m.id(), &mut buf);
-        buf.put_u16(m.incarnation());
-        buf.put_u8(match m.state() {
+        let mut v = Vec::with_capacity(46);
+        put_id(m.id(), &mut v);
+        v.extend_from_slice(&m.incarnation().to_be_bytes());
+        v.push(match m.state() {
             State::Alive => 0,
             State::Suspect => 1,
             State::Down => 2,
         });
-        Ok(())
+        put_all(&mut buf, &v)
     }
 
     fn decode_member(&mut self, mut buf: impl Buf) -> Result<Member<SwimId>, Self::Error> {
@@ -522,6 +533,18 @@ mod tests {
             SwimCodec.decode_member(&buf[..]),
             Err(SwimCodecError::BadValue("member state"))
         );
+    }
+
+    #[test]
+    fn encoding_into_a_full_buffer_fails_instead_of_panicking() {
+        let m = Member::new(sid(9), 3, State::Alive);
+        let mut backing = [0u8; 10];
+        let mut buf = &mut backing[..];
+        assert_eq!(
+            SwimCodec.encode_member(&m, &mut buf),
+            Err(SwimCodecError::BufferFull)
+        );
+        assert_eq!(buf.len(), 10, "nothing written");
     }
 
     #[test]
