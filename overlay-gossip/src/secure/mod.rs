@@ -41,6 +41,7 @@
 //! [`Security::Unencrypted`], and the two modes refuse each other's datagrams
 //! ([`Reject::SecurityMismatch`]).
 
+mod config;
 mod frame;
 mod keys;
 mod limit;
@@ -48,6 +49,9 @@ mod replay;
 mod session;
 mod transport;
 
+pub use config::{
+    Datagram, Opened, Reject, RejectCounters, SealError, SecureConfig, SecureStats, Security,
+};
 pub use frame::{
     Frame, FrameError, MAX_HANDSHAKE_LEN, Pattern, TAG_LEN, TRANSPORT_OVERHEAD, VERSION,
 };
@@ -57,10 +61,7 @@ pub use keys::{
 };
 pub use limit::RateLimit;
 pub use replay::{ReplayError, ReplayWindow, WINDOW_SIZE};
-pub use session::{
-    Datagram, MAX_PLAINTEXT, Opened, Reject, RejectCounters, SealError, SecureConfig, SecureLayer,
-    SecureStats, Security,
-};
+pub use session::{MAX_PLAINTEXT, SecureLayer};
 
 #[cfg(test)]
 mod sim_tests;
