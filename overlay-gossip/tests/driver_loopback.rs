@@ -269,3 +269,78 @@ async fn abort_stops_the_task_and_frees_the_socket() {
     // The socket was closed with the task: the address can be bound again.
     std::net::UdpSocket::bind(addr).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_is_rate_limited() {
+    let a = start(51, Some(5), |c| c);
+    let b = start(52, Some(5), |c| c);
+    b.handle.join(a.addr).await.unwrap();
+    eventually("a view of two", async || view_size(&a.handle).await == 2).await;
+
+    // A hostile peer replays one handshake initiation as fast as it can.
+    let target = a.addr;
+    let (answered, elapsed) = tokio::task::spawn_blocking(move || {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut layer = overlay_gossip::secure::SecureLayer::encrypted(
+            Psk::from_key([5; 32], "driver-test").unwrap(),
+            StaticKeypair::generate(&mut rng),
+            overlay_gossip::secure::SecureConfig::default(),
+            &mut rng,
+        );
+        let initiation = layer
+            .seal(Duration::ZERO, target, b"x")
+            .unwrap()
+            .remove(0)
+            .bytes;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let mut answered = 0;
+        let mut buf = [0u8; 2048];
+        let started = std::time::Instant::now();
+        for _ in 0..2000 {
+            socket.send_to(&initiation, target).unwrap();
+            while socket.recv_from(&mut buf).is_ok() {
+                answered += 1;
+            }
+        }
+        socket.set_nonblocking(false).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        while socket.recv_from(&mut buf).is_ok() {
+            answered += 1;
+        }
+        (answered, started.elapsed())
+    })
+    .await
+    .unwrap();
+    let status = a.handle.status().await.unwrap();
+    let limit = status.secure.rejected.rate_limited;
+    // Default limit per source: a burst of 20, then 10 per second. (The
+    // kernel drops part of the flood before the driver reads it.)
+    let bound = 20 + (elapsed.as_secs_f64() * 10.0).ceil() as u64;
+    let answered = answered as u64;
+    assert!(
+        answered <= bound,
+        "{answered} handshake responses to one flooding source in {elapsed:?}"
+    );
+    assert!(limit >= 100, "only {limit} initiations were rate limited");
+    assert!(answered + limit <= 2000);
+    // The cluster is unaffected.
+    b.handle
+        .update_local(|r| r.name = "still here".into())
+        .await
+        .unwrap();
+    eventually("a change after the flood", async || {
+        a.handle
+            .peers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.name == "still here")
+    })
+    .await;
+    for node in [&a, &b] {
+        node.handle.shutdown(false).await.unwrap();
+    }
+}

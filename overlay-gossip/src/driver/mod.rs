@@ -433,6 +433,7 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            // `biased`: commands, then due timers, then the socket.
             tokio::select! {
                 biased;
                 command = self.commands.recv(), if stop_at.is_none() => match command {
@@ -445,10 +446,8 @@ impl Driver {
                     None | Some(Command::Shutdown { leave: false }) => break,
                     Some(command) => self.command(command),
                 },
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => self.datagram(from, buf.get(..n).unwrap_or_default()),
-                    Err(_) => self.counters.recv_errors += 1,
-                },
+                // Timers before the socket: a flood of datagrams must not
+                // starve SWIM's probes and the handshake retries.
                 () = sleep => {
                     if stop_at.is_some_and(|s| Instant::now() >= s) {
                         break;
@@ -458,6 +457,10 @@ impl Driver {
                     let out = self.secure.handle_timeout(now);
                     self.send_all(out).await;
                 }
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => self.datagram(from, buf.get(..n).unwrap_or_default()),
+                    Err(_) => self.counters.recv_errors += 1,
+                },
             }
             self.flush().await;
         }
