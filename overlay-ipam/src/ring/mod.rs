@@ -88,6 +88,7 @@
 //! ```
 
 pub mod codec;
+mod message;
 mod node;
 pub mod sim;
 mod state;
