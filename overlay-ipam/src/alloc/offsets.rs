@@ -67,7 +67,9 @@ fn link(off: u64) -> u32 {
 ///
 /// `O` is a small key chosen by the caller: `()` when owners do not matter,
 /// an integer id, a `(container, interface)` pair. It is cloned once per
-/// allocation (it is stored in the page and in the owner map).
+/// allocation (it is stored in the page and in the owner map). A zero-sized
+/// `O` such as `()` costs nothing: no pages or owner map are kept, only the
+/// bitmap.
 ///
 /// ```
 /// use overlay_ipam::alloc::{AllocError, OffsetAllocator};
@@ -102,6 +104,15 @@ pub struct OffsetAllocator<O> {
     used: u64,
     reserved: BTreeSet<u64>,
     last: Option<u64>,
+    /// The owner value when `O` is zero-sized (such as `()`): all values of
+    /// such a type are alike, so no page or owner map is kept and every
+    /// allocated position belongs to this one.
+    zst_owner: Option<O>,
+}
+
+/// Whether `O` is zero-sized.
+const fn is_zst<O>() -> bool {
+    std::mem::size_of::<O>() == 0
 }
 
 impl<O> fmt::Debug for OffsetAllocator<O> {
@@ -139,7 +150,12 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
 
     /// [`new`](Self::new) for a `size` known to be `1..=MAX_SIZE`.
     pub(crate) fn with_size(size: u64) -> Self {
-        let pages = size.div_ceil(PAGE) as usize;
+        // A zero-sized owner needs no pages.
+        let pages = if is_zst::<O>() {
+            0
+        } else {
+            size.div_ceil(PAGE) as usize
+        };
         OffsetAllocator {
             size,
             bits: Bitmap::new(size),
@@ -150,6 +166,7 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
             used: 0,
             reserved: BTreeSet::new(),
             last: None,
+            zst_owner: None,
         }
     }
 
@@ -187,7 +204,11 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
 
     /// The number of distinct owners holding a position.
     pub fn owners(&self) -> usize {
-        self.heads.len()
+        if is_zst::<O>() {
+            usize::from(self.used > 0)
+        } else {
+            self.heads.len()
+        }
     }
 
     fn check(&self, off: u64) -> Result<(), AllocError<u64>> {
@@ -262,6 +283,10 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     /// assert_eq!(a.owner(2), None);
     /// ```
     pub fn owner(&self, off: u64) -> Option<&O> {
+        if is_zst::<O>() {
+            let owned = off < self.size && self.bits.get(off) && !self.reserved.contains(&off);
+            return self.zst_owner.as_ref().filter(|_| owned);
+        }
         self.slot(off)?.owner.as_ref()
     }
 
@@ -472,6 +497,9 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     /// assert_eq!(a.offsets_of(&"a"), vec![1, 6]);
     /// ```
     pub fn offsets_of(&self, owner: &O) -> Vec<u64> {
+        if is_zst::<O>() {
+            return self.iter().map(|(off, _)| off).collect();
+        }
         let mut offsets = Vec::new();
         let mut at = self.heads.get(owner).copied().unwrap_or(NIL);
         while at != NIL {
@@ -537,6 +565,12 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
         self.bits.set(off);
         self.used += 1;
         self.last = Some(off);
+        if is_zst::<O>() {
+            if self.zst_owner.is_none() {
+                self.zst_owner = Some(owner);
+            }
+            return;
+        }
         let page = (off / PAGE) as usize;
         if let Some(slots @ None) = self.pages.get_mut(page) {
             *slots = Some(
@@ -572,6 +606,14 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     /// Release the allocated position `off`; `None` when it has no owner
     /// (it is reserved).
     fn untake(&mut self, off: u64) -> Option<O> {
+        if is_zst::<O>() {
+            if self.reserved.contains(&off) {
+                return None;
+            }
+            self.bits.clear(off);
+            self.used -= 1;
+            return self.zst_owner.clone();
+        }
         let slot = self.slot_mut(off)?;
         let owner = slot.owner.take()?;
         let (prev, next) = (slot.prev, slot.next);
