@@ -499,3 +499,29 @@ proptest! {
         prop_assert!(got[dynamic..].iter().all(|p| *p < lo));
     }
 }
+
+proptest! {
+    /// The range parsers never panic on any text, and what they accept
+    /// prints back to text they read as the same range.
+    #[test]
+    fn range_texts_never_panic_and_round_trip(text in "\\PC{0,40}") {
+        if let Ok(r) = text.parse::<PoolRange>() {
+            prop_assert_eq!(r.to_string().parse::<PoolRange>(), Ok(r));
+        }
+        if let Ok(p) = text.parse::<PortRange>() {
+            prop_assert_eq!(p.to_string().parse::<PortRange>(), Ok(p));
+        }
+    }
+
+    /// Every valid range, printed, reads back as itself.
+    #[test]
+    fn pool_and_port_ranges_round_trip(a in any::<u32>(), b in any::<u32>(), c in any::<u128>(), d in any::<u128>(), p in any::<u16>(), q in any::<u16>()) {
+        let v4 = PoolRange::new(IpAddr::from(a.min(b).to_be_bytes()), IpAddr::from(a.max(b).to_be_bytes())).unwrap();
+        let v6 = PoolRange::new(IpAddr::from(c.min(d).to_be_bytes()), IpAddr::from(c.max(d).to_be_bytes())).unwrap();
+        for r in [v4, v6] {
+            prop_assert_eq!(r.to_string().parse::<PoolRange>(), Ok(r));
+        }
+        let ports = PortRange::new(p.min(q), p.max(q)).unwrap();
+        prop_assert_eq!(ports.to_string().parse::<PortRange>(), Ok(ports));
+    }
+}

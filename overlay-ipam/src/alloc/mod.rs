@@ -195,7 +195,10 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     /// reserved and, for IPv4, its broadcast address, as Kubernetes and
     /// `host-local` do; except for IPv4 `/31` and `/32` and IPv6 `/127` and
     /// `/128`, whose addresses are all usable (RFC 3021, RFC 6164). Host
-    /// bits of `net` are ignored.
+    /// bits of `net` are ignored. For a block carved out of a larger subnet
+    /// (a node's share of a cluster range), whose first and last addresses
+    /// are ordinary ones, use [`for_range`](Self::for_range) with the
+    /// block's network and broadcast addresses instead.
     ///
     /// ```
     /// use overlay_ipam::alloc::IpAllocator;
