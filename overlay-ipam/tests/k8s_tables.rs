@@ -525,3 +525,31 @@ proptest! {
         prop_assert_eq!(ports.to_string().parse::<PortRange>(), Ok(ports));
     }
 }
+
+#[test]
+fn extreme_ranges_are_refused_or_capped_never_overflow() {
+    let top = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+    // A pool of the very last IPv6 address.
+    let mut pool = AddressPool::parse([format!("{top}/128")], false).unwrap();
+    assert_eq!(pool.allocate(IpFamily::V6, ()), Ok(ip(top)));
+    let mut pool = AddressPool::parse([format!("ffff::-{top}")], false).unwrap();
+    assert_eq!(pool.allocate(IpFamily::V6, ()), Ok(ip("ffff::")));
+    // The whole IPv6 space as a pool range.
+    let all: PoolRange = "::/0".parse().unwrap();
+    assert_eq!(all.size(), u128::MAX);
+    assert!(matches!(
+        ServiceIpAllocator::<()>::new(format!("{top}/128").parse().unwrap()),
+        Err(AllocError::Empty)
+    ));
+    let mut s = ServiceIpAllocator::<()>::new("ffff::/16".parse().unwrap()).unwrap();
+    assert_eq!(s.band_offset(), 256);
+    assert_eq!(s.lowest_free(), Some(ip("ffff::1")));
+    let mut rng = StdRng::seed_from_u64(9);
+    assert!(s.allocate_dynamic(&mut rng, ()).is_ok());
+    assert!(matches!(
+        overlay_ipam::alloc::IpAllocator::<()>::for_range(ip("::"), ip(top)),
+        Err(AllocError::TooLarge { size: u128::MAX })
+    ));
+    let all_v4 = ServiceIpAllocator::<()>::new("0.0.0.0/0".parse().unwrap()).unwrap();
+    assert_eq!(all_v4.free(), (1 << 32) - 2);
+}

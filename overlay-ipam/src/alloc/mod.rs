@@ -65,7 +65,7 @@ use crate::range::{Range, from_bits, to_bits as bits};
 #[non_exhaustive]
 pub enum AllocError<T = IpAddr> {
     /// No free position is left (in the range or band asked for).
-    #[error("no free address left in the range")]
+    #[error("the range is full")]
     Exhausted,
     /// The position is outside the range (or of the other address family).
     #[error("{0} is outside the range")]
@@ -182,7 +182,8 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
         if lo > hi {
             return Err(AllocError::Inverted { first, last });
         }
-        let size = hi - lo + 1;
+        // Saturating: `::/0` holds 2^128 addresses.
+        let size = (hi - lo).saturating_add(1);
         let size = u64::try_from(size)
             .ok()
             .filter(|&s| s <= MAX_SIZE)

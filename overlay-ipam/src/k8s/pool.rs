@@ -212,7 +212,7 @@ impl<O: Clone + Eq + Hash> AddressPool<O> {
                 });
             }
             let first = to_bits(range.first);
-            let last = to_bits(range.last).min(first + u128::from(MAX_SIZE) - 1);
+            let last = to_bits(range.last).min(first.saturating_add(u128::from(MAX_SIZE) - 1));
             let mut alloc = IpAllocator::for_range(range.first, from_bits(range.first, last))
                 .map_err(|_| {
                     PoolError::Range(PoolRangeError::StartAfterEnd {

@@ -69,7 +69,8 @@ impl<O: Clone + Eq + Hash> ServiceIpAllocator<O> {
         let host_bits = cidr.max_prefix_len() - cidr.prefix_len();
         let cidr_size = 1u128.checked_shl(u32::from(host_bits)).unwrap_or(u128::MAX);
         let network = bits(cidr.network());
-        let first = network + 1;
+        // The last IPv6 address as a /128 has no address after it.
+        let first = network.checked_add(1).ok_or(AllocError::Empty)?;
         let mut last = bits(cidr.broadcast());
         if cidr.addr().is_ipv4() {
             last = last.saturating_sub(1);
@@ -77,7 +78,7 @@ impl<O: Clone + Eq + Hash> ServiceIpAllocator<O> {
         if last < first {
             return Err(AllocError::Empty);
         }
-        last = last.min(first + u128::from(MAX_SIZE) - 1);
+        last = last.min(first.saturating_add(u128::from(MAX_SIZE) - 1));
         let at = |b: u128| from_bits(cidr.addr(), b);
         let ips = IpAllocator::for_range(at(first), at(last))?;
         let offset = service_band_offset(cidr_size).min(ips.size());
