@@ -171,21 +171,48 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     }
 
     /// The number of positions, whatever their state.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(10).unwrap();
+    /// a.reserve(0).unwrap();
+    /// a.allocate(1, ()).unwrap();
+    /// assert_eq!((a.size(), a.used(), a.reserved_count(), a.free()), (10, 1, 1, 8));
+    /// ```
     pub fn size(&self) -> u64 {
         self.size
     }
 
     /// The number of allocated positions.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(10).unwrap();
+    /// a.allocate_next('x').unwrap();
+    /// assert_eq!(a.used(), 1);
+    /// ```
     pub fn used(&self) -> u64 {
         self.used
     }
 
     /// The number of free positions: `size - used - reserved_count`.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(10).unwrap();
+    /// a.reserve(3).unwrap();
+    /// a.allocate_next(()).unwrap();
+    /// assert_eq!(a.free(), 8);
+    /// ```
     pub fn free(&self) -> u64 {
         self.size - self.used - self.reserved.len() as u64
     }
 
     /// The number of reserved positions.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::<()>::new(10).unwrap();
+    /// a.reserve(3).unwrap();
+    /// a.reserve(3).unwrap();
+    /// assert_eq!(a.reserved_count(), 1);
+    /// ```
     pub fn reserved_count(&self) -> u64 {
         self.reserved.len() as u64
     }
@@ -203,6 +230,14 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     }
 
     /// The number of distinct owners holding a position.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(10).unwrap();
+    /// a.allocate_next("a").unwrap();
+    /// a.allocate_next("a").unwrap();
+    /// a.allocate_next("b").unwrap();
+    /// assert_eq!(a.owners(), 2);
+    /// ```
     pub fn owners(&self) -> usize {
         if is_zst::<O>() {
             usize::from(self.used > 0)
@@ -264,12 +299,24 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     }
 
     /// Whether `off` is reserved.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::<()>::new(4).unwrap();
+    /// a.reserve(2).unwrap();
+    /// assert!(a.is_reserved(2) && !a.is_reserved(1));
+    /// ```
     pub fn is_reserved(&self, off: u64) -> bool {
         self.reserved.contains(&off)
     }
 
     /// Whether `off` is a free position (in range, neither allocated nor
     /// reserved).
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(4).unwrap();
+    /// a.allocate(1, ()).unwrap();
+    /// assert!(!a.is_free(1) && a.is_free(2) && !a.is_free(4));
+    /// ```
     pub fn is_free(&self, off: u64) -> bool {
         off < self.size && !self.bits.get(off)
     }
@@ -292,6 +339,12 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
 
     /// The position the last allocation took: where
     /// [`allocate_next`](Self::allocate_next) continues from.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(8).unwrap();
+    /// a.allocate(6, ()).unwrap();
+    /// assert_eq!(a.last_allocated(), Some(6));
+    /// ```
     pub fn last_allocated(&self) -> Option<u64> {
         self.last
     }
@@ -351,6 +404,14 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     }
 
     /// The position [`allocate_next`](Self::allocate_next) would take.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(8).unwrap();
+    /// a.allocate(7, ()).unwrap();
+    /// a.allocate(0, ()).unwrap();
+    /// // After 0, the last allocation.
+    /// assert_eq!(a.next_free(), Some(1));
+    /// ```
     pub fn next_free(&self) -> Option<u64> {
         let start = match self.last {
             Some(last) if last + 1 < self.size => last + 1,
@@ -362,6 +423,12 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     }
 
     /// The lowest free position.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(8).unwrap();
+    /// a.allocate(0, ()).unwrap();
+    /// assert_eq!(a.lowest_free(), Some(1));
+    /// ```
     pub fn lowest_free(&self) -> Option<u64> {
         self.bits.next_clear(0)
     }
