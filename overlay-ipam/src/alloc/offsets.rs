@@ -63,7 +63,10 @@ fn link(off: u64) -> u32 {
 ///   index;
 /// - the positions of each owner form a list through those pages, headed by
 ///   a hash map from owner to its most recent position, so releasing every
-///   position of an owner costs as many steps as it holds.
+///   position of an owner costs as many steps as it holds. That index is
+///   built by the first [`release_owner`](Self::release_owner) (one pass
+///   over the allocated positions) and kept up to date from then on;
+///   allocators that only release position by position never pay for it.
 ///
 /// `O` is a small key chosen by the caller: `()` when owners do not matter,
 /// an integer id, a `(container, interface)` pair. It is cloned once per
@@ -99,8 +102,12 @@ pub struct OffsetAllocator<O> {
     /// One emptied page kept for the next page to fill, so that allocating
     /// and releasing around a page boundary does not allocate each time.
     spare: Option<Box<[Slot<O>]>>,
-    /// Each owner's most recent position: the head of its list.
-    heads: HashMap<O, u32, FastState>,
+    /// Each owner's most recent position, the head of its list through the
+    /// slots' links; built by the first [`release_owner`]
+    /// (Self::release_owner) and kept from then on. Until then the links
+    /// are unused (`NIL`), so that allocators whose positions are only
+    /// released one by one never pay for it.
+    heads: Option<HashMap<O, u32, FastState>>,
     used: u64,
     reserved: BTreeSet<u64>,
     last: Option<u64>,
@@ -162,7 +169,7 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
             pages: vec![None; pages],
             page_used: vec![0; pages],
             spare: None,
-            heads: HashMap::default(),
+            heads: None,
             used: 0,
             reserved: BTreeSet::new(),
             last: None,
@@ -241,8 +248,12 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     pub fn owners(&self) -> usize {
         if is_zst::<O>() {
             usize::from(self.used > 0)
+        } else if let Some(heads) = &self.heads {
+            heads.len()
         } else {
-            self.heads.len()
+            let owners: std::collections::HashSet<&O, FastState> =
+                self.iter().map(|(_, o)| o).collect();
+            owners.len()
         }
     }
 
@@ -548,6 +559,9 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     /// assert_eq!(a.used(), 1);
     /// ```
     pub fn release_owner(&mut self, owner: &O) -> Vec<u64> {
+        if !is_zst::<O>() {
+            self.build_owner_index();
+        }
         let offsets = self.offsets_of(owner);
         for &off in &offsets {
             self.untake(off);
@@ -567,8 +581,15 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
         if is_zst::<O>() {
             return self.iter().map(|(off, _)| off).collect();
         }
+        let Some(heads) = &self.heads else {
+            return self
+                .iter()
+                .filter(|(_, o)| *o == owner)
+                .map(|(off, _)| off)
+                .collect();
+        };
         let mut offsets = Vec::new();
-        let mut at = self.heads.get(owner).copied().unwrap_or(NIL);
+        let mut at = heads.get(owner).copied().unwrap_or(NIL);
         while at != NIL {
             offsets.push(u64::from(at));
             at = self.slot(u64::from(at)).map_or(NIL, |s| s.next);
@@ -609,7 +630,8 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
             + self.pages.capacity() * std::mem::size_of::<Page<O>>()
             + self.page_used.capacity() * 2
             + pages_in_use * page_bytes
-            + self.heads.capacity() * (std::mem::size_of::<(O, u32)>() + 1)
+            + self.heads.as_ref().map_or(0, |h| h.capacity())
+                * (std::mem::size_of::<(O, u32)>() + 1)
             + self.reserved.len() * 3 * std::mem::size_of::<u64>()
     }
 
@@ -625,6 +647,52 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
             .get_mut((off / PAGE) as usize)?
             .as_mut()?
             .get_mut((off % PAGE) as usize)
+    }
+
+    /// Build the owner index (the heads and the slots' links) from the
+    /// allocated positions, if it is not built yet.
+    fn build_owner_index(&mut self) {
+        if self.heads.is_some() {
+            return;
+        }
+        let mut heads: HashMap<O, u32, FastState> = HashMap::default();
+        let allocated: Vec<u64> = self.iter().map(|(off, _)| off).collect();
+        for off in allocated {
+            let Some(owner) = self.slot(off).and_then(|s| s.owner.clone()) else {
+                continue;
+            };
+            let next = heads.insert(owner, link(off)).unwrap_or(NIL);
+            if next != NIL
+                && let Some(s) = self.slot_mut(u64::from(next))
+            {
+                s.prev = link(off);
+            }
+            if let Some(s) = self.slot_mut(off) {
+                s.prev = NIL;
+                s.next = next;
+            }
+        }
+        self.heads = Some(heads);
+    }
+
+    /// Take the position between `prev` and `next` out of `owner`'s list.
+    fn unlink(&mut self, owner: &O, prev: u32, next: u32) {
+        if prev == NIL {
+            if let Some(heads) = &mut self.heads {
+                if next == NIL {
+                    heads.remove(owner);
+                } else if let Some(head) = heads.get_mut(owner) {
+                    *head = next;
+                }
+            }
+        } else if let Some(s) = self.slot_mut(u64::from(prev)) {
+            s.next = next;
+        }
+        if next != NIL
+            && let Some(s) = self.slot_mut(u64::from(next))
+        {
+            s.prev = prev;
+        }
     }
 
     /// Allocate the free, unreserved, in-range position `off`.
@@ -649,12 +717,15 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
         if let Some(used) = self.page_used.get_mut(page) {
             *used += 1;
         }
-        let next = match self.heads.entry(owner.clone()) {
-            Entry::Occupied(mut head) => std::mem::replace(head.get_mut(), link(off)),
-            Entry::Vacant(head) => {
-                head.insert(link(off));
-                NIL
-            }
+        let next = match &mut self.heads {
+            None => NIL,
+            Some(heads) => match heads.entry(owner.clone()) {
+                Entry::Occupied(mut head) => std::mem::replace(head.get_mut(), link(off)),
+                Entry::Vacant(head) => {
+                    head.insert(link(off));
+                    NIL
+                }
+            },
         };
         if next != NIL
             && let Some(s) = self.slot_mut(u64::from(next))
@@ -686,19 +757,8 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
         let (prev, next) = (slot.prev, slot.next);
         slot.prev = NIL;
         slot.next = NIL;
-        if prev == NIL {
-            if next == NIL {
-                self.heads.remove(&owner);
-            } else if let Some(head) = self.heads.get_mut(&owner) {
-                *head = next;
-            }
-        } else if let Some(s) = self.slot_mut(u64::from(prev)) {
-            s.next = next;
-        }
-        if next != NIL
-            && let Some(s) = self.slot_mut(u64::from(next))
-        {
-            s.prev = prev;
+        if self.heads.is_some() {
+            self.unlink(&owner, prev, next);
         }
         self.bits.clear(off);
         self.used -= 1;
