@@ -11,6 +11,13 @@
 //!                                 overlay-ipam -> overlay-cni  (features host-local, agent)
 //! ```
 //!
+//! - [`alloc`]: in-memory allocators of addresses (IPv4 and IPv6) and
+//!   positions to owners: round-robin as `host-local`, lowest free, given,
+//!   or within a band; a bitmap with summary words keeps a `/12` at 128 KiB
+//!   and every operation fast when nearly full.
+//! - [`k8s`]: Kubernetes-style allocators on top of [`alloc`]: Service
+//!   ClusterIPs and NodePorts with Kubernetes' static and dynamic bands, and
+//!   MetalLB-style LoadBalancer address pools.
 //! - [`range`]: validated address ranges and range sets with the reference
 //!   `host-local` plugin's rules and round-robin allocation order, IPv4 and
 //!   IPv6 alike.
@@ -53,7 +60,9 @@
 #[cfg(feature = "agent")]
 #[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
 pub mod agent;
+pub mod alloc;
 #[cfg(feature = "host-local")]
 #[cfg_attr(docsrs, doc(cfg(feature = "host-local")))]
 pub mod host_local;
+pub mod k8s;
 pub mod range;

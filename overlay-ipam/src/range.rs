@@ -144,7 +144,7 @@ pub struct Range {
 }
 
 /// An address as a number, with its family.
-fn to_bits(ip: IpAddr) -> u128 {
+pub(crate) fn to_bits(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => u128::from(v6),
@@ -153,7 +153,7 @@ fn to_bits(ip: IpAddr) -> u128 {
 
 /// The address of `bits` in the family of `like`; `bits` fits that family
 /// whenever it was derived from addresses of the same family.
-fn from_bits(like: IpAddr, bits: u128) -> IpAddr {
+pub(crate) fn from_bits(like: IpAddr, bits: u128) -> IpAddr {
     match like {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(u32::try_from(bits).unwrap_or(u32::MAX))),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(bits)),
