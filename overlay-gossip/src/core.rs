@@ -1046,10 +1046,10 @@ impl Gossip {
             match ev {
                 MemberEvent::Up(id) => {
                     if !self.peers.contains_key(&id.peer)
-                        && !self
+                        && self
                             .tombstones
                             .get(&id.peer)
-                            .is_some_and(|t| t.incarnation >= id.incarnation)
+                            .is_none_or(|t| t.incarnation < id.incarnation)
                     {
                         self.send_frames(id.addr, vec![Message::Pull(vec![id.peer])]);
                     }
