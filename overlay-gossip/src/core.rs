@@ -605,6 +605,7 @@ impl Gossip {
             }
             self.insert_live(rec);
         }
+        self.live_ids.shrink_to_fit();
         self.drain_swim(now);
     }
 
