@@ -256,3 +256,9 @@ fn a_stale_own_record_after_a_restart_is_superseded() {
     a.handle_datagram(T0, addr(2), None, &dgram(2, Message::Records(vec![old_me])));
     assert_eq!(a.local().incarnation, 4);
 }
+
+#[test]
+fn the_core_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Gossip>();
+}
