@@ -834,6 +834,10 @@ impl Gossip {
             self.counters.rejected.key_mismatch += 1;
             return;
         }
+        if matches!(frame.message, Message::Other { .. }) {
+            self.counters.rejected.unknown_type += 1;
+            return;
+        }
         self.counters.frames_in += 1;
         match frame.message {
             Message::Versions { min, max } => {
@@ -905,10 +909,9 @@ impl Gossip {
                     None => self.counters.rejected.unknown_channel += 1,
                 }
             }
-            _ => {
-                self.counters.frames_in -= 1;
-                self.counters.rejected.unknown_type += 1;
-            }
+            // Counted above; later message types of this version would
+            // land here too.
+            _ => self.counters.rejected.unknown_type += 1,
         }
     }
 
@@ -946,7 +949,7 @@ impl Gossip {
         }
         if self.tombstones.get(&rec.id).is_some_and(|t| {
             (t.incarnation, t.version) >= rec.stamp()
-                || t.incarnation >= rec.incarnation && !rec.is_leaving()
+                || (t.incarnation >= rec.incarnation && !rec.is_leaving())
         }) {
             self.counters.records_stale += 1;
             return false;
