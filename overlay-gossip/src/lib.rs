@@ -80,6 +80,24 @@
 //! view). Run unencrypted only on a trusted network, and rate-limit per
 //! source in the driver.
 //!
+//! # Security
+//!
+//! [`secure`] is that layer: every gossip datagram is wrapped in Noise
+//! (`XXpsk3` to join through a seed address, `IKpsk2` between peers whose
+//! static keys are known from their records) with a cluster key derived from
+//! a password (Argon2id) or a key file (HKDF), a replay window and
+//! per-reason counters of rejected datagrams. Without a password the explicit
+//! unencrypted mode frames gossip in plain text and status reports
+//! [`secure::Security::Unencrypted`].
+//!
+//! # Driver
+//!
+//! `driver` (feature `tokio`, on by default) runs a core and a secure layer
+//! on one UDP socket in a tokio task, with bounded queues, handshake rate
+//! limits, events to the application on a bounded channel, a status snapshot
+//! (security mode and rejected-datagram counters), graceful leave and
+//! shutdown.
+//!
 //! # Example
 //!
 //! Three peers in the deterministic simulator:
@@ -103,10 +121,14 @@
 
 mod core;
 mod digest;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod driver;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod record;
+pub mod secure;
 pub mod sim;
 pub mod swim;
 pub mod wire;
