@@ -10,6 +10,8 @@
 //!   knows it, median and worst of the trials, and the virtual time;
 //! * `B/peer/round`: bytes sent per peer per gossip round while the change
 //!   spreads (deltas, SWIM and anti-entropy together), and while idle;
+//! * `B/peer/change`: bytes sent per peer from the change until everyone
+//!   knows it;
 //! * `mem/peer`: [`Gossip::memory_usage`] of one peer's core holding the
 //!   N-peer view, in total and per record;
 //! * the wall time of the simulation.
@@ -36,6 +38,7 @@ struct Row {
     rounds_worst: u32,
     virtual_ms: u128,
     bytes_round_busy: f64,
+    bytes_change: f64,
     bytes_round_idle: f64,
     mem_total: usize,
     wall: Duration,
@@ -72,6 +75,7 @@ fn run(n: usize, trials: usize) -> Row {
 
     let mut rounds = Vec::new();
     let mut busy = Vec::new();
+    let mut per_change = Vec::new();
     let mut virtual_ms = 0;
     for t in 0..trials {
         let owner = nodes[(t * 7919) % n];
@@ -86,7 +90,9 @@ fn run(n: usize, trials: usize) -> Row {
         );
         let took = sim.now() - start;
         let r = took.as_millis().div_ceil(ROUND.as_millis()).max(1) as u32;
-        busy.push((total_bytes(&sim, n) - b) as f64 / n as f64 / f64::from(r));
+        let spent = (total_bytes(&sim, n) - b) as f64 / n as f64;
+        busy.push(spent / f64::from(r));
+        per_change.push(spent);
         virtual_ms = virtual_ms.max(took.as_millis());
         rounds.push(r);
         // Let the change's retransmissions finish before the next trial.
@@ -95,6 +101,7 @@ fn run(n: usize, trials: usize) -> Row {
     assert!(sim.converged(), "{n} peers: views differ at the end");
     rounds.sort_unstable();
     busy.sort_by(f64::total_cmp);
+    per_change.sort_by(f64::total_cmp);
     let g: &Gossip = sim.gossip(nodes[0]);
     Row {
         n,
@@ -102,6 +109,7 @@ fn run(n: usize, trials: usize) -> Row {
         rounds_worst: *rounds.last().unwrap_or(&0),
         virtual_ms,
         bytes_round_busy: busy[busy.len() / 2],
+        bytes_change: per_change[per_change.len() / 2],
         bytes_round_idle,
         mem_total: g.memory_usage(),
         wall: wall.elapsed(),
@@ -124,11 +132,12 @@ fn main() {
             .collect();
     }
     println!(
-        "{:>6} {:>14} {:>12} {:>18} {:>18} {:>12} {:>12} {:>9}",
+        "{:>6} {:>14} {:>12} {:>18} {:>14} {:>18} {:>12} {:>12} {:>9}",
         "N",
         "rounds med/max",
         "virtual ms",
         "B/peer/round busy",
+        "B/peer/change",
         "B/peer/round idle",
         "view KiB",
         "B/peer in view",
@@ -138,12 +147,13 @@ fn main() {
     for &(n, trials) in &sizes {
         let row = run(n, trials);
         println!(
-            "{:>6} {:>9}/{:<4} {:>12} {:>18.0} {:>18.0} {:>12.1} {:>12.0} {:>9.1}",
+            "{:>6} {:>9}/{:<4} {:>12} {:>18.0} {:>14.0} {:>18.0} {:>12.1} {:>12.0} {:>9.1}",
             row.n,
             row.rounds_median,
             row.rounds_worst,
             row.virtual_ms,
             row.bytes_round_busy,
+            row.bytes_change,
             row.bytes_round_idle,
             row.mem_total as f64 / 1024.0,
             row.mem_total as f64 / row.n as f64,

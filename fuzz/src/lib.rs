@@ -482,6 +482,51 @@ pub fn geneve_decap(data: &[u8]) {
     }
 }
 
+/// overlay-ipam's range texts: a MetalLB pool range (`PoolRange`: a CIDR or
+/// `first-last`) and a port range (`PortRange`: `a-b`, `a+n` or `a`).
+/// Parsing never panics; whatever parses prints to text that parses back to
+/// the same range; an accepted pool range has ordered ends of one family,
+/// and a pool of it (small enough to build quickly) hands out its first
+/// address first; a NodePort allocator over an accepted port range splits
+/// it into a static band below a dynamic band that ends at the last port.
+pub fn ipam_ranges(data: &[u8]) {
+    use overlay_ipam::k8s::{AddressPool, NodePortAllocator, PoolRange, PortRange};
+
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(range) = text.parse::<PoolRange>() {
+        assert_eq!(range.to_string().parse::<PoolRange>(), Ok(range));
+        assert_eq!(range.first().is_ipv4(), range.last().is_ipv4());
+        assert!(range.size() >= 1);
+        if range.size() <= 1 << 16 {
+            for avoid in [false, true] {
+                let mut pool =
+                    AddressPool::new([range], avoid).expect("a single range is a valid pool");
+                match pool.allocate(range.family(), ()) {
+                    Ok(ip) => assert!(range.contains(ip)),
+                    // Only a range of nothing but avoided addresses is full.
+                    Err(_) => assert!(avoid && pool.capacity() == 0),
+                }
+                if !avoid {
+                    assert_eq!(pool.iter().next().map(|(ip, _)| ip), Some(range.first()));
+                }
+            }
+        }
+    }
+    if let Ok(ports) = text.parse::<PortRange>() {
+        assert_eq!(ports.to_string().parse::<PortRange>(), Ok(ports));
+        let alloc = NodePortAllocator::<()>::new(ports);
+        let (low, high) = alloc.dynamic_band();
+        assert_eq!(high, ports.last());
+        assert!(low >= ports.first());
+        match alloc.static_band() {
+            Some((first, last)) => assert!(first == ports.first() && last + 1 == low),
+            None => assert_eq!(low, ports.first()),
+        }
+    }
+}
+
 /// The node agent's socket protocol (`overlay_ipam::agent`): decoding a
 /// request or a response never panics, and whatever decodes re-encodes to
 /// one line that decodes to the same message.

@@ -605,6 +605,7 @@ impl Gossip {
             }
             self.insert_live(rec);
         }
+        self.live_ids.shrink_to_fit();
         self.drain_swim(now);
     }
 
@@ -833,6 +834,10 @@ impl Gossip {
             self.counters.rejected.key_mismatch += 1;
             return;
         }
+        if matches!(frame.message, Message::Other { .. }) {
+            self.counters.rejected.unknown_type += 1;
+            return;
+        }
         self.counters.frames_in += 1;
         match frame.message {
             Message::Versions { min, max } => {
@@ -904,10 +909,9 @@ impl Gossip {
                     None => self.counters.rejected.unknown_channel += 1,
                 }
             }
-            _ => {
-                self.counters.frames_in -= 1;
-                self.counters.rejected.unknown_type += 1;
-            }
+            // Counted above; later message types of this version would
+            // land here too.
+            _ => self.counters.rejected.unknown_type += 1,
         }
     }
 
@@ -945,7 +949,7 @@ impl Gossip {
         }
         if self.tombstones.get(&rec.id).is_some_and(|t| {
             (t.incarnation, t.version) >= rec.stamp()
-                || t.incarnation >= rec.incarnation && !rec.is_leaving()
+                || (t.incarnation >= rec.incarnation && !rec.is_leaving())
         }) {
             self.counters.records_stale += 1;
             return false;
@@ -1046,10 +1050,10 @@ impl Gossip {
             match ev {
                 MemberEvent::Up(id) => {
                     if !self.peers.contains_key(&id.peer)
-                        && !self
+                        && self
                             .tombstones
                             .get(&id.peer)
-                            .is_some_and(|t| t.incarnation >= id.incarnation)
+                            .is_none_or(|t| t.incarnation < id.incarnation)
                     {
                         self.send_frames(id.addr, vec![Message::Pull(vec![id.peer])]);
                     }

@@ -20,7 +20,7 @@
 //! - **Records, merge:** only the owner writes its record; every change bumps
 //!   `version`, every restart (or refuted death) a larger `incarnation`.
 //!   Replicas keep the record with the larger `(incarnation, version)`. A
-//!   record is ~100 B, so a view is O(N) (about 0.3 KiB per peer in memory,
+//!   record is ~100 B, so a view is O(N) (about 0.5 KiB per peer in memory,
 //!   see the `gossip_sim` bench).
 //! - **Delta dissemination:** a changed record is queued with a budget of
 //!   `retransmit_mult · ⌈log2(N+1)⌉` sends. Every gossip round (200 ms) the
@@ -69,8 +69,16 @@
 //! `handle_datagram(.., sender_static: Some(key), ..)`. The core binds each
 //! `PeerId` to the `noise_static` of its record: frames claiming a peer whose
 //! record holds another key, and records of the sender itself with another
-//! key, are dropped and counted ([`Rejected::key_mismatch`]). In the
+//! key, are dropped and counted ([`Rejected::key_mismatch`]). A key change
+//! is believed from the owner itself or with a larger incarnation, so agents
+//! should persist their static key across restarts. In the
 //! [simulator](sim), the same layer plugs in as a [`sim::Transport`].
+//!
+//! Without that layer (unencrypted mode) the sender address is not
+//! authenticated, and some requests are answered with more bytes than they
+//! carry (a `Pull` or a `Summary` is answered with records, up to the whole
+//! view). Run unencrypted only on a trusted network, and rate-limit per
+//! source in the driver.
 //!
 //! # Security
 //!

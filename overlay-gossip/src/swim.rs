@@ -3,7 +3,7 @@
 //! foca (pinned `=2.0.0`) runs SWIM with suspicion and refutation. It is
 //! sans-IO: it asks for timers through `Runtime::submit_after`, which this
 //! module turns into `(now + delay, timer)` entries of its own queue, exposed
-//! as [`Membership::poll_timeout`] / [`Membership::handle_timeout`]. The core
+//! as `poll_timeout` / `handle_timeout` of an internal `Membership` trait. The core
 //! uses foca only for liveness ("who is alive"); peer records travel on our own
 //! dissemination and anti-entropy (see the crate docs).
 //!

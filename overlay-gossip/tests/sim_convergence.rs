@@ -289,28 +289,32 @@ fn neighbour_limit_bounds_push_targets_and_still_converges() {
     assert!(sim.run_until(30 * S, Sim::converged));
 }
 
+/// 300 peers in the debug test suite (seeding SWIM with a full view is
+/// quadratic per node in foca, 37 s for 1,000 peers in debug); the
+/// `gossip_sim` bench runs 1,000 and 5,000.
 #[test]
-fn thousand_peer_smoke_converges_on_a_change() {
+fn three_hundred_peer_smoke_converges_on_a_change_within_12_rounds() {
+    const N: usize = 300;
     let mut sim = Sim::new(
         SimConfig::default()
             .with_seed(10)
             .with_loss(0.01)
             .with_record_events(false)
-            .with_tune(|c| c.expected_size = 1000),
+            .with_tune(|c| c.expected_size = 300),
     );
-    let nodes = sim.add_converged(1000);
+    let nodes = sim.add_converged(N);
     assert!(sim.converged());
-    let owner = nodes[500];
+    let owner = nodes[150];
     sim.update(owner, |r| r.name = "changed".into());
+    let start = sim.now();
     let stamp = sim.gossip(owner).local().stamp();
     let id = sim.id(owner);
-    assert!(sim.run_until(10 * S, |s| s.count_knowing(id, stamp) == 1000));
+    assert!(sim.run_until(10 * S, |s| s.count_knowing(id, stamp) == N));
     // 12 gossip rounds of 200 ms.
-    assert!(
-        sim.now() <= Duration::from_millis(2400),
-        "took {:?}",
-        sim.now()
-    );
+    let took = sim.now() - start;
+    assert!(took <= Duration::from_millis(2400), "took {took:?}");
+    sim.run_for(5 * S);
+    assert!(sim.converged());
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failing test
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -173,6 +174,99 @@ fn add(base: IpAddr, off: u64) -> IpAddr {
     }
 }
 
+/// Run `ops` on an allocator of `size` addresses whose owners are
+/// `owner(n)` and on the model (owners `n`), comparing every result.
+fn run_against_model<O: Clone + Eq + Hash + std::fmt::Debug>(
+    v6: bool,
+    size: u64,
+    ops: Vec<Op>,
+    owner: impl Fn(u8) -> O,
+) -> Result<(), TestCaseError> {
+    let base = family_base(v6);
+    let ip = |off: u64| add(base, off);
+    let mut a: IpAllocator<O> = IpAllocator::for_range(base, ip(size - 1)).unwrap();
+    let mut m = Model {
+        size,
+        ..Model::default()
+    };
+    let to_ip = |e: AllocError<u64>| e.map(ip);
+    for op in ops {
+        match op {
+            Op::Next(o) => prop_assert_eq!(
+                a.allocate_next(owner(o)),
+                m.allocate_next(o).map(ip).map_err(to_ip)
+            ),
+            Op::Lowest(o) => prop_assert_eq!(
+                a.allocate_lowest(owner(o)),
+                m.allocate_lowest(o).map(ip).map_err(to_ip)
+            ),
+            Op::Given(off, o) => prop_assert_eq!(
+                a.allocate(ip(off), owner(o)),
+                m.allocate(off, o).map_err(to_ip)
+            ),
+            Op::In(lo, hi, start, o) => {
+                let got = a.allocate_in(ip(lo), ip(hi), ip(start), owner(o));
+                // The IP API checks every bound against the range first.
+                let want = if let Some(out) = [lo, hi, start].into_iter().find(|&x| x >= size) {
+                    Err(AllocError::OutOfRange(out))
+                } else {
+                    m.allocate_in(lo, hi, start, o)
+                };
+                prop_assert_eq!(got, want.map(ip).map_err(to_ip));
+            }
+            Op::Release(off) => prop_assert_eq!(
+                a.release(ip(off)),
+                m.release(off).map(&owner).map_err(to_ip)
+            ),
+            Op::ReleaseOwner(o) => prop_assert_eq!(
+                a.release_owner(&owner(o)),
+                m.release_owner(o).into_iter().map(ip).collect::<Vec<_>>()
+            ),
+            Op::Reserve(off) => prop_assert_eq!(a.reserve(ip(off)), m.reserve(off).map_err(to_ip)),
+            Op::Unreserve(off) => prop_assert_eq!(a.unreserve(ip(off)), m.reserved.remove(&off)),
+        }
+        prop_assert_eq!(a.used(), m.owners.len() as u64);
+        prop_assert_eq!(a.reserved_count(), m.reserved.len() as u64);
+        prop_assert_eq!(
+            a.free(),
+            size - m.owners.len() as u64 - m.reserved.len() as u64
+        );
+        prop_assert_eq!(a.last_allocated(), m.last.map(ip));
+    }
+    let got: Vec<(IpAddr, O)> = a.iter().map(|(i, o)| (i, o.clone())).collect();
+    let want: Vec<(IpAddr, O)> = m
+        .owners
+        .iter()
+        .map(|(off, o)| (ip(*off), owner(*o)))
+        .collect();
+    prop_assert_eq!(got, want);
+    prop_assert_eq!(
+        a.reserved().collect::<Vec<_>>(),
+        m.reserved.iter().map(|o| ip(*o)).collect::<Vec<_>>()
+    );
+    for o in 0u8..6 {
+        let want: Vec<IpAddr> = m
+            .owners
+            .iter()
+            .filter(|(_, x)| owner(**x) == owner(o))
+            .map(|(off, _)| ip(*off))
+            .collect();
+        prop_assert_eq!(a.addresses_of(&owner(o)), want);
+    }
+    prop_assert_eq!(
+        a.offsets().owners(),
+        m.owners.values().collect::<BTreeSet<_>>().len()
+    );
+    for off in 0..size {
+        prop_assert_eq!(
+            a.owner(ip(off)).cloned(),
+            m.owners.get(&off).map(|o| owner(*o))
+        );
+        prop_assert_eq!(a.is_free(ip(off)), !m.taken(off));
+    }
+    Ok(())
+}
+
 fn scenario() -> impl Strategy<Value = (bool, u64, Vec<Op>)> {
     // Sizes around a page (1024) and a summary word (4096) of the bitmap,
     // and small ones where wrapping and exhaustion happen often.
@@ -196,49 +290,22 @@ proptest! {
     /// counts, owners and iteration agree after each one.
     #[test]
     fn random_operations_match_the_model((v6, size, ops) in scenario()) {
-        let base = family_base(v6);
-        let ip = |off: u64| add(base, off);
-        let mut a: IpAllocator<u8> = IpAllocator::for_range(base, ip(size - 1)).unwrap();
-        let mut m = Model { size, ..Model::default() };
-        let to_ip = |e: AllocError<u64>| e.map(ip);
-        for op in ops {
-            match op {
-                Op::Next(o) => prop_assert_eq!(a.allocate_next(o), m.allocate_next(o).map(ip).map_err(to_ip)),
-                Op::Lowest(o) => prop_assert_eq!(a.allocate_lowest(o), m.allocate_lowest(o).map(ip).map_err(to_ip)),
-                Op::Given(off, o) => prop_assert_eq!(a.allocate(ip(off), o), m.allocate(off, o).map_err(to_ip)),
-                Op::In(lo, hi, start, o) => {
-                    let got = a.allocate_in(ip(lo), ip(hi), ip(start), o);
-                    // The IP API checks every bound against the range first.
-                    let want = if let Some(out) = [lo, hi, start].into_iter().find(|&x| x >= size) {
-                        Err(AllocError::OutOfRange(out))
-                    } else {
-                        m.allocate_in(lo, hi, start, o)
-                    };
-                    prop_assert_eq!(got, want.map(ip).map_err(to_ip));
-                }
-                Op::Release(off) => prop_assert_eq!(a.release(ip(off)), m.release(off).map_err(to_ip)),
-                Op::ReleaseOwner(o) => prop_assert_eq!(a.release_owner(&o), m.release_owner(o).into_iter().map(ip).collect::<Vec<_>>()),
-                Op::Reserve(off) => prop_assert_eq!(a.reserve(ip(off)), m.reserve(off).map_err(to_ip)),
-                Op::Unreserve(off) => prop_assert_eq!(a.unreserve(ip(off)), m.reserved.remove(&off)),
-            }
-            prop_assert_eq!(a.used(), m.owners.len() as u64);
-            prop_assert_eq!(a.reserved_count(), m.reserved.len() as u64);
-            prop_assert_eq!(a.free(), size - m.owners.len() as u64 - m.reserved.len() as u64);
-            prop_assert_eq!(a.last_allocated(), m.last.map(ip));
-        }
-        let got: Vec<(IpAddr, u8)> = a.iter().map(|(i, o)| (i, *o)).collect();
-        let want: Vec<(IpAddr, u8)> = m.owners.iter().map(|(off, o)| (ip(*off), *o)).collect();
-        prop_assert_eq!(got, want);
-        prop_assert_eq!(a.reserved().collect::<Vec<_>>(), m.reserved.iter().map(|o| ip(*o)).collect::<Vec<_>>());
-        for owner in 0u8..6 {
-            let want: Vec<IpAddr> = m.owners.iter().filter(|(_, o)| **o == owner).map(|(off, _)| ip(*off)).collect();
-            prop_assert_eq!(a.addresses_of(&owner), want);
-        }
-        prop_assert_eq!(a.offsets().owners(), m.owners.values().collect::<BTreeSet<_>>().len());
-        for off in 0..size {
-            prop_assert_eq!(a.owner(ip(off)), m.owners.get(&off));
-            prop_assert_eq!(a.is_free(ip(off)), !m.taken(off));
-        }
+        run_against_model(v6, size, ops, |o| o)?;
+    }
+
+    /// The same with a zero-sized owner (`()`), which keeps no owner pages:
+    /// every allocation has the one owner.
+    #[test]
+    fn random_operations_match_the_model_without_owners((v6, size, ops) in scenario()) {
+        let ops = ops.into_iter().map(|op| match op {
+            Op::Next(_) => Op::Next(0),
+            Op::Lowest(_) => Op::Lowest(0),
+            Op::Given(a, _) => Op::Given(a, 0),
+            Op::In(a, b, c, _) => Op::In(a, b, c, 0),
+            Op::ReleaseOwner(_) => Op::ReleaseOwner(0),
+            other => other,
+        }).collect();
+        run_against_model(v6, size, ops, |_| ())?;
     }
 
     /// After any set of used addresses and any last reservation, the next

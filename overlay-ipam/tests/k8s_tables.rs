@@ -499,3 +499,57 @@ proptest! {
         prop_assert!(got[dynamic..].iter().all(|p| *p < lo));
     }
 }
+
+proptest! {
+    /// The range parsers never panic on any text, and what they accept
+    /// prints back to text they read as the same range.
+    #[test]
+    fn range_texts_never_panic_and_round_trip(text in "\\PC{0,40}") {
+        if let Ok(r) = text.parse::<PoolRange>() {
+            prop_assert_eq!(r.to_string().parse::<PoolRange>(), Ok(r));
+        }
+        if let Ok(p) = text.parse::<PortRange>() {
+            prop_assert_eq!(p.to_string().parse::<PortRange>(), Ok(p));
+        }
+    }
+
+    /// Every valid range, printed, reads back as itself.
+    #[test]
+    fn pool_and_port_ranges_round_trip(a in any::<u32>(), b in any::<u32>(), c in any::<u128>(), d in any::<u128>(), p in any::<u16>(), q in any::<u16>()) {
+        let v4 = PoolRange::new(IpAddr::from(a.min(b).to_be_bytes()), IpAddr::from(a.max(b).to_be_bytes())).unwrap();
+        let v6 = PoolRange::new(IpAddr::from(c.min(d).to_be_bytes()), IpAddr::from(c.max(d).to_be_bytes())).unwrap();
+        for r in [v4, v6] {
+            prop_assert_eq!(r.to_string().parse::<PoolRange>(), Ok(r));
+        }
+        let ports = PortRange::new(p.min(q), p.max(q)).unwrap();
+        prop_assert_eq!(ports.to_string().parse::<PortRange>(), Ok(ports));
+    }
+}
+
+#[test]
+fn extreme_ranges_are_refused_or_capped_never_overflow() {
+    let top = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+    // A pool of the very last IPv6 address.
+    let mut pool = AddressPool::parse([format!("{top}/128")], false).unwrap();
+    assert_eq!(pool.allocate(IpFamily::V6, ()), Ok(ip(top)));
+    let mut pool = AddressPool::parse([format!("ffff::-{top}")], false).unwrap();
+    assert_eq!(pool.allocate(IpFamily::V6, ()), Ok(ip("ffff::")));
+    // The whole IPv6 space as a pool range.
+    let all: PoolRange = "::/0".parse().unwrap();
+    assert_eq!(all.size(), u128::MAX);
+    assert!(matches!(
+        ServiceIpAllocator::<()>::new(format!("{top}/128").parse().unwrap()),
+        Err(AllocError::Empty)
+    ));
+    let mut s = ServiceIpAllocator::<()>::new("ffff::/16".parse().unwrap()).unwrap();
+    assert_eq!(s.band_offset(), 256);
+    assert_eq!(s.lowest_free(), Some(ip("ffff::1")));
+    let mut rng = StdRng::seed_from_u64(9);
+    assert!(s.allocate_dynamic(&mut rng, ()).is_ok());
+    assert!(matches!(
+        overlay_ipam::alloc::IpAllocator::<()>::for_range(ip("::"), ip(top)),
+        Err(AllocError::TooLarge { size: u128::MAX })
+    ));
+    let all_v4 = ServiceIpAllocator::<()>::new("0.0.0.0/0".parse().unwrap()).unwrap();
+    assert_eq!(all_v4.free(), (1 << 32) - 2);
+}

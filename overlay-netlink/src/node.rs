@@ -10,9 +10,15 @@
 //!    the route the kernel uses from it) minus VXLAN's overhead for the
 //!    underlay's family ([`overlay_core::mtu::overlay_mtu`]); Weave's
 //!    fixed default MTU was wrong on every cloud with a smaller underlay;
-//! 2. the **bridge** the pods attach to, with the same MTU and one gateway
-//!    address per pod block the node owns (the block's first host), so a
-//!    pod's gateway is on its own block;
+//! 2. the **bridge** the pods attach to, with the same MTU and the gateway
+//!    addresses it is given ([`NodeDatapath::set_gateways`]): a node agent
+//!    that hands pods host addresses (`/32`, `/128`) gives the bridge one
+//!    address with the cluster range's prefix, so the node reaches its own
+//!    pods on the bridge and every remote block through the more specific
+//!    routes on the VXLAN device; one that hands out per-block subnets
+//!    gives it each block's first host ([`NodeDatapath::gateway_of`]).
+//!    ICMP redirects are off on the bridge: pods on the same bridge that
+//!    talk through their gateway are routed, not redirected;
 //! 3. the **remote peers** on the VXLAN device ([`Overlay::reconcile`]):
 //!    for each peer a neighbour and an FDB entry for its VTEP, and one
 //!    on-link route per block it owns. The peer's VTEP address is its
@@ -39,7 +45,7 @@
 //! );
 //! let mut node = NodeDatapath::new(handle, config);
 //! node.ensure().await?;
-//! node.set_gateways(&["10.32.0.0/26".parse().unwrap()]).await?;
+//! node.set_gateways(&["10.32.0.1/12".parse().unwrap()]).await?;
 //! let peer = RemotePeer::new(
 //!     "192.0.2.2".parse().unwrap(),
 //!     "02:00:00:00:00:02".parse().unwrap(),
@@ -280,10 +286,17 @@ impl NodeDatapath {
             IpAddr::V4(_) => "net.ipv4.ip_forward",
             IpAddr::V6(_) => "net.ipv6.conf.all.forwarding",
         };
-        match self.handle.netns() {
-            Some(ns) => ns.sysctl_set(forwarding, "1")?,
-            None => crate::Netns::current()?.sysctl_set(forwarding, "1")?,
-        }
+        let redirects = format!("net/ipv4/conf/{}/send_redirects", self.config.bridge);
+        let current;
+        let netns = match self.handle.netns() {
+            Some(ns) => ns,
+            None => {
+                current = crate::Netns::current()?;
+                &current
+            }
+        };
+        netns.sysctl_set(forwarding, "1")?;
+        netns.sysctl_set(&redirects, "0")?;
         let overlay = Overlay::new(&self.handle, vxlan.index);
         self.devices = Some(Devices {
             bridge,
@@ -314,11 +327,12 @@ impl NodeDatapath {
         IpNet::new(first, block.prefix_len()).unwrap_or(*block)
     }
 
-    /// Make the bridge hold exactly one gateway address per block in
-    /// `blocks` (the node's own): addresses for new blocks are added,
-    /// those of blocks no longer owned removed.
-    pub async fn set_gateways(&mut self, blocks: &[IpNet]) -> Result<()> {
-        let wanted: Vec<IpNet> = blocks.iter().map(Self::gateway_of).collect();
+    /// Make the bridge hold exactly the gateway addresses `gateways` (each
+    /// with its prefix length) of those this datapath manages: new ones are
+    /// added, ones given before and not now removed; addresses it never
+    /// added are left alone.
+    pub async fn set_gateways(&mut self, gateways: &[IpNet]) -> Result<()> {
+        let wanted: Vec<IpNet> = gateways.to_vec();
         let Some(devices) = &self.devices else {
             self.gateways = wanted;
             return Ok(());

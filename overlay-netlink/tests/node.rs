@@ -38,7 +38,9 @@ async fn node(n: u8, ns: TestNetns, underlay: IpAddr) -> Node {
     let config = NodeConfig::new("ovtbr0", "ovtvx0", vni(7), underlay, mac).port(4790);
     let mut dp = NodeDatapath::new(h.clone(), config);
     dp.ensure().await.unwrap();
-    dp.set_gateways(&[block(n)]).await.unwrap();
+    dp.set_gateways(&[NodeDatapath::gateway_of(&block(n))])
+        .await
+        .unwrap();
     // A pod on the bridge, as a CNI plugin would attach it.
     let pod = TestNetns::with_kind("pod").unwrap();
     let pod_ns = netns(&pod);

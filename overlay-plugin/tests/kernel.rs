@@ -147,3 +147,35 @@ async fn plan_configures_a_dual_stack_interface_as_configure_iface_does() {
         .unwrap_err();
     assert_eq!(err.msg, "address 198.51.100.8/24 missing on ovt-if0");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn host_addresses_get_their_gateway_on_link() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let ns = Netns::open_path(t.path()).unwrap();
+    let h = ns.handle().unwrap();
+    let veth = overlay_netlink::VethConfig::new("ovt-if0", "ovt-if1").up();
+    let link = h.link().add_veth(&veth).await.unwrap();
+    h.link().set_up("ovt-if1").await.unwrap();
+    let mut ipam = CniResult::new(Version::V1_0_0);
+    ipam.ips.push(
+        IpConfig::new("198.51.100.7/32".parse().unwrap())
+            .with_gateway("198.51.100.1".parse().unwrap()),
+    );
+    ipam.ips.push(
+        IpConfig::new("2001:db8:15::7/128".parse().unwrap())
+            .with_gateway("2001:db8:15::1".parse().unwrap()),
+    );
+    let plan = Plan::with_ifname(&ipam, link.index, 0, true, Some("ovt-if0"));
+    plan.apply(&h, Some(&ns)).await.unwrap();
+    let v4 = String::from_utf8(t.ip(["-4", "route", "show"]).unwrap().stdout).unwrap();
+    assert!(
+        v4.contains("default via 198.51.100.1 dev ovt-if0") && v4.contains("onlink"),
+        "{v4}"
+    );
+    let v6 = String::from_utf8(t.ip(["-6", "route", "show"]).unwrap().stdout).unwrap();
+    assert!(
+        v6.contains("default via 2001:db8:15::1 dev ovt-if0"),
+        "{v6}"
+    );
+}

@@ -65,7 +65,7 @@ use crate::range::{Range, from_bits, to_bits as bits};
 #[non_exhaustive]
 pub enum AllocError<T = IpAddr> {
     /// No free position is left (in the range or band asked for).
-    #[error("no free address left in the range")]
+    #[error("the range is full")]
     Exhausted,
     /// The position is outside the range (or of the other address family).
     #[error("{0} is outside the range")]
@@ -182,7 +182,8 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
         if lo > hi {
             return Err(AllocError::Inverted { first, last });
         }
-        let size = hi - lo + 1;
+        // Saturating: `::/0` holds 2^128 addresses.
+        let size = (hi - lo).saturating_add(1);
         let size = u64::try_from(size)
             .ok()
             .filter(|&s| s <= MAX_SIZE)
@@ -195,7 +196,10 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     /// reserved and, for IPv4, its broadcast address, as Kubernetes and
     /// `host-local` do; except for IPv4 `/31` and `/32` and IPv6 `/127` and
     /// `/128`, whose addresses are all usable (RFC 3021, RFC 6164). Host
-    /// bits of `net` are ignored.
+    /// bits of `net` are ignored. For a block carved out of a larger subnet
+    /// (a node's share of a cluster range), whose first and last addresses
+    /// are ordinary ones, use [`for_range`](Self::for_range) with the
+    /// block's network and broadcast addresses instead.
     ///
     /// ```
     /// use overlay_ipam::alloc::IpAllocator;
@@ -244,47 +248,101 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     }
 
     /// The first address of the range.
+    ///
+    /// ```
+    /// let a = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// assert_eq!((a.first().to_string(), a.last().to_string()), ("192.0.2.0".into(), "192.0.2.255".into()));
+    /// ```
     pub fn first(&self) -> IpAddr {
         self.first
     }
 
     /// The last address of the range.
+    ///
+    /// ```
+    /// let a = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("2001:db8::/126".parse().unwrap()).unwrap();
+    /// assert_eq!(a.last().to_string(), "2001:db8::3");
+    /// ```
     pub fn last(&self) -> IpAddr {
         self.address_at(self.offsets.size() - 1)
     }
 
     /// Whether the range holds `ip` (of its family).
+    ///
+    /// ```
+    /// let a = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// assert!(a.contains("192.0.2.0".parse().unwrap())); // reserved, but in the range
+    /// assert!(!a.contains("192.0.3.0".parse().unwrap()));
+    /// assert!(!a.contains("::".parse().unwrap()));
+    /// ```
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.offset_of(ip).is_ok()
     }
 
     /// The number of addresses in the range, whatever their state.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/28".parse().unwrap()).unwrap();
+    /// a.allocate_next(()).unwrap();
+    /// assert_eq!((a.size(), a.used(), a.reserved_count(), a.free()), (16, 1, 2, 13));
+    /// ```
     pub fn size(&self) -> u64 {
         self.offsets.size()
     }
 
     /// The number of allocated addresses.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("2001:db8::/120".parse().unwrap()).unwrap();
+    /// a.allocate_next(7u8).unwrap();
+    /// assert_eq!(a.used(), 1);
+    /// ```
     pub fn used(&self) -> u64 {
         self.offsets.used()
     }
 
     /// The number of free addresses: neither allocated nor reserved.
+    ///
+    /// ```
+    /// let a = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// assert_eq!(a.free(), 254);
+    /// ```
     pub fn free(&self) -> u64 {
         self.offsets.free()
     }
 
     /// The number of reserved addresses.
+    ///
+    /// ```
+    /// let v6 = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("2001:db8::/64".parse().unwrap());
+    /// // 2^64 addresses are more than one allocator holds.
+    /// assert!(v6.is_err());
+    /// let v6 = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("2001:db8::/100".parse().unwrap()).unwrap();
+    /// assert_eq!(v6.reserved_count(), 1); // the network address
+    /// ```
     pub fn reserved_count(&self) -> u64 {
         self.offsets.reserved_count()
     }
 
     /// The reserved addresses, in order.
+    ///
+    /// ```
+    /// let a = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// let r: Vec<String> = a.reserved().map(|ip| ip.to_string()).collect();
+    /// assert_eq!(r, ["192.0.2.0", "192.0.2.255"]);
+    /// ```
     pub fn reserved(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.offsets.reserved().map(|off| self.address_at(off))
     }
 
     /// The allocator of offsets underneath: offset `n` is the `n`th address
     /// from [`first`](Self::first).
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// a.allocate("192.0.2.9".parse().unwrap(), 'x').unwrap();
+    /// assert_eq!(a.offsets().owner(9), Some(&'x'));
+    /// ```
     pub fn offsets(&self) -> &OffsetAllocator<O> {
         &self.offsets
     }
@@ -332,35 +390,80 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
 
     /// Mark `ip` as never to be allocated (see
     /// [`OffsetAllocator::reserve`]).
+    ///
+    /// ```
+    /// use overlay_ipam::alloc::{AllocError, IpAllocator};
+    ///
+    /// let mut a = IpAllocator::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// let gw = "192.0.2.1".parse().unwrap();
+    /// a.reserve(gw).unwrap();
+    /// assert_eq!(a.allocate(gw, ()), Err(AllocError::Reserved(gw)));
+    /// let outside = "198.51.100.1".parse().unwrap();
+    /// assert_eq!(a.reserve(outside), Err(AllocError::OutOfRange(outside)));
+    /// ```
     pub fn reserve(&mut self, ip: IpAddr) -> Result<(), AllocError> {
         let off = self.offset_of(ip)?;
         self.offsets.reserve(off).map_err(|e| self.to_ip(e))
     }
 
     /// Make the reserved `ip` free again; whether it was reserved.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// let net = "192.0.2.0".parse().unwrap();
+    /// assert!(a.unreserve(net));
+    /// assert!(a.is_free(net));
+    /// ```
     pub fn unreserve(&mut self, ip: IpAddr) -> bool {
         self.offset_of(ip)
             .is_ok_and(|off| self.offsets.unreserve(off))
     }
 
     /// Whether `ip` is reserved.
+    ///
+    /// ```
+    /// let a = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// assert!(a.is_reserved("192.0.2.255".parse().unwrap()));
+    /// assert!(!a.is_reserved("192.0.2.254".parse().unwrap()));
+    /// ```
     pub fn is_reserved(&self, ip: IpAddr) -> bool {
         self.offset_of(ip)
             .is_ok_and(|off| self.offsets.is_reserved(off))
     }
 
     /// Whether `ip` is in the range and free.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// let ip = a.allocate_next(()).unwrap();
+    /// assert!(!a.is_free(ip));
+    /// assert!(!a.is_free("192.0.2.0".parse().unwrap()));
+    /// assert!(a.is_free("192.0.2.2".parse().unwrap()));
+    /// ```
     pub fn is_free(&self, ip: IpAddr) -> bool {
         self.offset_of(ip)
             .is_ok_and(|off| self.offsets.is_free(off))
     }
 
     /// The owner of `ip`, if it is allocated.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// let ip = a.allocate_next(("container-1", "eth0")).unwrap();
+    /// assert_eq!(a.owner(ip), Some(&("container-1", "eth0")));
+    /// ```
     pub fn owner(&self, ip: IpAddr) -> Option<&O> {
         self.offsets.owner(self.offset_of(ip).ok()?)
     }
 
     /// The address the last allocation took.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// assert_eq!(a.last_allocated(), None);
+    /// a.allocate("192.0.2.77".parse().unwrap(), ()).unwrap();
+    /// assert_eq!(a.last_allocated(), Some("192.0.2.77".parse().unwrap()));
+    /// ```
     pub fn last_allocated(&self) -> Option<IpAddr> {
         self.offsets
             .last_allocated()
@@ -385,11 +488,26 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     }
 
     /// The address [`allocate_next`](Self::allocate_next) would take.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// a.allocate("192.0.2.254".parse().unwrap(), ()).unwrap();
+    /// // Wraps past the end (the broadcast address is reserved).
+    /// assert_eq!(a.next_free(), Some("192.0.2.1".parse().unwrap()));
+    /// ```
     pub fn next_free(&self) -> Option<IpAddr> {
         self.offsets.next_free().map(|off| self.address_at(off))
     }
 
     /// The lowest free address.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/30".parse().unwrap()).unwrap();
+    /// assert_eq!(a.lowest_free(), Some("192.0.2.1".parse().unwrap()));
+    /// a.allocate_lowest(()).unwrap();
+    /// a.allocate_lowest(()).unwrap();
+    /// assert_eq!(a.lowest_free(), None);
+    /// ```
     pub fn lowest_free(&self) -> Option<IpAddr> {
         self.offsets.lowest_free().map(|off| self.address_at(off))
     }
@@ -415,6 +533,16 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     /// the first free one after the last allocation, wrapping past the end,
     /// skipping reserved addresses; from the first address when nothing was
     /// allocated yet. See [`OffsetAllocator::allocate_next`].
+    ///
+    /// ```
+    /// use overlay_ipam::alloc::{AllocError, IpAllocator};
+    ///
+    /// let mut a = IpAllocator::for_prefix("2001:db8::/126".parse().unwrap()).unwrap();
+    /// assert_eq!(a.allocate_next(1).unwrap().to_string(), "2001:db8::1");
+    /// assert_eq!(a.allocate_next(2).unwrap().to_string(), "2001:db8::2");
+    /// assert_eq!(a.allocate_next(3).unwrap().to_string(), "2001:db8::3");
+    /// assert_eq!(a.allocate_next(4), Err(AllocError::Exhausted));
+    /// ```
     pub fn allocate_next(&mut self, owner: O) -> Result<IpAddr, AllocError> {
         let off = self
             .offsets
@@ -485,6 +613,15 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     }
 
     /// Release every address of `owner`; the addresses, in order.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// let x = a.allocate_next("pod").unwrap();
+    /// let y = a.allocate_next("pod").unwrap();
+    /// a.allocate_next("other").unwrap();
+    /// assert_eq!(a.release_owner(&"pod"), vec![x, y]);
+    /// assert_eq!(a.used(), 1);
+    /// ```
     pub fn release_owner(&mut self, owner: &O) -> Vec<IpAddr> {
         let offsets = self.offsets.release_owner(owner);
         offsets
@@ -494,6 +631,13 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     }
 
     /// The addresses of `owner`, in order.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// let x = a.allocate_next(5u32).unwrap();
+    /// assert_eq!(a.addresses_of(&5), vec![x]);
+    /// assert!(a.addresses_of(&6).is_empty());
+    /// ```
     pub fn addresses_of(&self, owner: &O) -> Vec<IpAddr> {
         let offsets = self.offsets.offsets_of(owner);
         offsets
@@ -503,6 +647,14 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     }
 
     /// The allocated addresses with their owners, in order.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::IpAllocator::for_prefix("192.0.2.0/24".parse().unwrap()).unwrap();
+    /// a.allocate("192.0.2.9".parse().unwrap(), 'b').unwrap();
+    /// a.allocate("192.0.2.3".parse().unwrap(), 'a').unwrap();
+    /// let used: Vec<(String, char)> = a.iter().map(|(ip, o)| (ip.to_string(), *o)).collect();
+    /// assert_eq!(used, [("192.0.2.3".to_string(), 'a'), ("192.0.2.9".to_string(), 'b')]);
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &O)> + '_ {
         self.offsets
             .iter()
@@ -510,6 +662,12 @@ impl<O: Clone + Eq + Hash> IpAllocator<O> {
     }
 
     /// Approximate heap bytes held (see [`OffsetAllocator::heap_bytes`]).
+    ///
+    /// ```
+    /// // A /12 without owners: its bitmap, 128 KiB and a little.
+    /// let a = overlay_ipam::alloc::IpAllocator::<()>::for_prefix("10.96.0.0/12".parse().unwrap()).unwrap();
+    /// assert!(a.heap_bytes() < 140 << 10);
+    /// ```
     pub fn heap_bytes(&self) -> usize {
         self.offsets.heap_bytes()
     }

@@ -63,11 +63,16 @@ fn link(off: u64) -> u32 {
 ///   index;
 /// - the positions of each owner form a list through those pages, headed by
 ///   a hash map from owner to its most recent position, so releasing every
-///   position of an owner costs as many steps as it holds.
+///   position of an owner costs as many steps as it holds. That index is
+///   built by the first [`release_owner`](Self::release_owner) (one pass
+///   over the allocated positions) and kept up to date from then on;
+///   allocators that only release position by position never pay for it.
 ///
 /// `O` is a small key chosen by the caller: `()` when owners do not matter,
 /// an integer id, a `(container, interface)` pair. It is cloned once per
-/// allocation (it is stored in the page and in the owner map).
+/// allocation (it is stored in the page and in the owner map). A zero-sized
+/// `O` such as `()` costs nothing: no pages or owner map are kept, only the
+/// bitmap.
 ///
 /// ```
 /// use overlay_ipam::alloc::{AllocError, OffsetAllocator};
@@ -97,11 +102,24 @@ pub struct OffsetAllocator<O> {
     /// One emptied page kept for the next page to fill, so that allocating
     /// and releasing around a page boundary does not allocate each time.
     spare: Option<Box<[Slot<O>]>>,
-    /// Each owner's most recent position: the head of its list.
-    heads: HashMap<O, u32, FastState>,
+    /// Each owner's most recent position, the head of its list through the
+    /// slots' links; built by the first [`release_owner`]
+    /// (Self::release_owner) and kept from then on. Until then the links
+    /// are unused (`NIL`), so that allocators whose positions are only
+    /// released one by one never pay for it.
+    heads: Option<HashMap<O, u32, FastState>>,
     used: u64,
     reserved: BTreeSet<u64>,
     last: Option<u64>,
+    /// The owner value when `O` is zero-sized (such as `()`): all values of
+    /// such a type are alike, so no page or owner map is kept and every
+    /// allocated position belongs to this one.
+    zst_owner: Option<O>,
+}
+
+/// Whether `O` is zero-sized.
+const fn is_zst<O>() -> bool {
+    std::mem::size_of::<O>() == 0
 }
 
 impl<O> fmt::Debug for OffsetAllocator<O> {
@@ -139,36 +157,69 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
 
     /// [`new`](Self::new) for a `size` known to be `1..=MAX_SIZE`.
     pub(crate) fn with_size(size: u64) -> Self {
-        let pages = size.div_ceil(PAGE) as usize;
+        // A zero-sized owner needs no pages.
+        let pages = if is_zst::<O>() {
+            0
+        } else {
+            size.div_ceil(PAGE) as usize
+        };
         OffsetAllocator {
             size,
             bits: Bitmap::new(size),
             pages: vec![None; pages],
             page_used: vec![0; pages],
             spare: None,
-            heads: HashMap::default(),
+            heads: None,
             used: 0,
             reserved: BTreeSet::new(),
             last: None,
+            zst_owner: None,
         }
     }
 
     /// The number of positions, whatever their state.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(10).unwrap();
+    /// a.reserve(0).unwrap();
+    /// a.allocate(1, ()).unwrap();
+    /// assert_eq!((a.size(), a.used(), a.reserved_count(), a.free()), (10, 1, 1, 8));
+    /// ```
     pub fn size(&self) -> u64 {
         self.size
     }
 
     /// The number of allocated positions.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(10).unwrap();
+    /// a.allocate_next('x').unwrap();
+    /// assert_eq!(a.used(), 1);
+    /// ```
     pub fn used(&self) -> u64 {
         self.used
     }
 
     /// The number of free positions: `size - used - reserved_count`.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(10).unwrap();
+    /// a.reserve(3).unwrap();
+    /// a.allocate_next(()).unwrap();
+    /// assert_eq!(a.free(), 8);
+    /// ```
     pub fn free(&self) -> u64 {
         self.size - self.used - self.reserved.len() as u64
     }
 
     /// The number of reserved positions.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::<()>::new(10).unwrap();
+    /// a.reserve(3).unwrap();
+    /// a.reserve(3).unwrap();
+    /// assert_eq!(a.reserved_count(), 1);
+    /// ```
     pub fn reserved_count(&self) -> u64 {
         self.reserved.len() as u64
     }
@@ -186,8 +237,24 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     }
 
     /// The number of distinct owners holding a position.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(10).unwrap();
+    /// a.allocate_next("a").unwrap();
+    /// a.allocate_next("a").unwrap();
+    /// a.allocate_next("b").unwrap();
+    /// assert_eq!(a.owners(), 2);
+    /// ```
     pub fn owners(&self) -> usize {
-        self.heads.len()
+        if is_zst::<O>() {
+            usize::from(self.used > 0)
+        } else if let Some(heads) = &self.heads {
+            heads.len()
+        } else {
+            let owners: std::collections::HashSet<&O, FastState> =
+                self.iter().map(|(_, o)| o).collect();
+            owners.len()
+        }
     }
 
     fn check(&self, off: u64) -> Result<(), AllocError<u64>> {
@@ -243,12 +310,24 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     }
 
     /// Whether `off` is reserved.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::<()>::new(4).unwrap();
+    /// a.reserve(2).unwrap();
+    /// assert!(a.is_reserved(2) && !a.is_reserved(1));
+    /// ```
     pub fn is_reserved(&self, off: u64) -> bool {
         self.reserved.contains(&off)
     }
 
     /// Whether `off` is a free position (in range, neither allocated nor
     /// reserved).
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(4).unwrap();
+    /// a.allocate(1, ()).unwrap();
+    /// assert!(!a.is_free(1) && a.is_free(2) && !a.is_free(4));
+    /// ```
     pub fn is_free(&self, off: u64) -> bool {
         off < self.size && !self.bits.get(off)
     }
@@ -262,11 +341,21 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     /// assert_eq!(a.owner(2), None);
     /// ```
     pub fn owner(&self, off: u64) -> Option<&O> {
+        if is_zst::<O>() {
+            let owned = off < self.size && self.bits.get(off) && !self.reserved.contains(&off);
+            return self.zst_owner.as_ref().filter(|_| owned);
+        }
         self.slot(off)?.owner.as_ref()
     }
 
     /// The position the last allocation took: where
     /// [`allocate_next`](Self::allocate_next) continues from.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(8).unwrap();
+    /// a.allocate(6, ()).unwrap();
+    /// assert_eq!(a.last_allocated(), Some(6));
+    /// ```
     pub fn last_allocated(&self) -> Option<u64> {
         self.last
     }
@@ -326,6 +415,14 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     }
 
     /// The position [`allocate_next`](Self::allocate_next) would take.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(8).unwrap();
+    /// a.allocate(7, ()).unwrap();
+    /// a.allocate(0, ()).unwrap();
+    /// // After 0, the last allocation.
+    /// assert_eq!(a.next_free(), Some(1));
+    /// ```
     pub fn next_free(&self) -> Option<u64> {
         let start = match self.last {
             Some(last) if last + 1 < self.size => last + 1,
@@ -337,6 +434,12 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     }
 
     /// The lowest free position.
+    ///
+    /// ```
+    /// let mut a = overlay_ipam::alloc::OffsetAllocator::new(8).unwrap();
+    /// a.allocate(0, ()).unwrap();
+    /// assert_eq!(a.lowest_free(), Some(1));
+    /// ```
     pub fn lowest_free(&self) -> Option<u64> {
         self.bits.next_clear(0)
     }
@@ -456,6 +559,9 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     /// assert_eq!(a.used(), 1);
     /// ```
     pub fn release_owner(&mut self, owner: &O) -> Vec<u64> {
+        if !is_zst::<O>() {
+            self.build_owner_index();
+        }
         let offsets = self.offsets_of(owner);
         for &off in &offsets {
             self.untake(off);
@@ -472,8 +578,18 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     /// assert_eq!(a.offsets_of(&"a"), vec![1, 6]);
     /// ```
     pub fn offsets_of(&self, owner: &O) -> Vec<u64> {
+        if is_zst::<O>() {
+            return self.iter().map(|(off, _)| off).collect();
+        }
+        let Some(heads) = &self.heads else {
+            return self
+                .iter()
+                .filter(|(_, o)| *o == owner)
+                .map(|(off, _)| off)
+                .collect();
+        };
         let mut offsets = Vec::new();
-        let mut at = self.heads.get(owner).copied().unwrap_or(NIL);
+        let mut at = heads.get(owner).copied().unwrap_or(NIL);
         while at != NIL {
             offsets.push(u64::from(at));
             at = self.slot(u64::from(at)).map_or(NIL, |s| s.next);
@@ -514,7 +630,8 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
             + self.pages.capacity() * std::mem::size_of::<Page<O>>()
             + self.page_used.capacity() * 2
             + pages_in_use * page_bytes
-            + self.heads.capacity() * (std::mem::size_of::<(O, u32)>() + 1)
+            + self.heads.as_ref().map_or(0, |h| h.capacity())
+                * (std::mem::size_of::<(O, u32)>() + 1)
             + self.reserved.len() * 3 * std::mem::size_of::<u64>()
     }
 
@@ -532,11 +649,63 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
             .get_mut((off % PAGE) as usize)
     }
 
+    /// Build the owner index (the heads and the slots' links) from the
+    /// allocated positions, if it is not built yet.
+    fn build_owner_index(&mut self) {
+        if self.heads.is_some() {
+            return;
+        }
+        let mut heads: HashMap<O, u32, FastState> = HashMap::default();
+        let allocated: Vec<u64> = self.iter().map(|(off, _)| off).collect();
+        for off in allocated {
+            let Some(owner) = self.slot(off).and_then(|s| s.owner.clone()) else {
+                continue;
+            };
+            let next = heads.insert(owner, link(off)).unwrap_or(NIL);
+            if next != NIL
+                && let Some(s) = self.slot_mut(u64::from(next))
+            {
+                s.prev = link(off);
+            }
+            if let Some(s) = self.slot_mut(off) {
+                s.prev = NIL;
+                s.next = next;
+            }
+        }
+        self.heads = Some(heads);
+    }
+
+    /// Take the position between `prev` and `next` out of `owner`'s list.
+    fn unlink(&mut self, owner: &O, prev: u32, next: u32) {
+        if prev == NIL {
+            if let Some(heads) = &mut self.heads {
+                if next == NIL {
+                    heads.remove(owner);
+                } else if let Some(head) = heads.get_mut(owner) {
+                    *head = next;
+                }
+            }
+        } else if let Some(s) = self.slot_mut(u64::from(prev)) {
+            s.next = next;
+        }
+        if next != NIL
+            && let Some(s) = self.slot_mut(u64::from(next))
+        {
+            s.prev = prev;
+        }
+    }
+
     /// Allocate the free, unreserved, in-range position `off`.
     fn take(&mut self, off: u64, owner: O) {
         self.bits.set(off);
         self.used += 1;
         self.last = Some(off);
+        if is_zst::<O>() {
+            if self.zst_owner.is_none() {
+                self.zst_owner = Some(owner);
+            }
+            return;
+        }
         let page = (off / PAGE) as usize;
         if let Some(slots @ None) = self.pages.get_mut(page) {
             *slots = Some(
@@ -548,12 +717,15 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
         if let Some(used) = self.page_used.get_mut(page) {
             *used += 1;
         }
-        let next = match self.heads.entry(owner.clone()) {
-            Entry::Occupied(mut head) => std::mem::replace(head.get_mut(), link(off)),
-            Entry::Vacant(head) => {
-                head.insert(link(off));
-                NIL
-            }
+        let next = match &mut self.heads {
+            None => NIL,
+            Some(heads) => match heads.entry(owner.clone()) {
+                Entry::Occupied(mut head) => std::mem::replace(head.get_mut(), link(off)),
+                Entry::Vacant(head) => {
+                    head.insert(link(off));
+                    NIL
+                }
+            },
         };
         if next != NIL
             && let Some(s) = self.slot_mut(u64::from(next))
@@ -572,24 +744,21 @@ impl<O: Clone + Eq + Hash> OffsetAllocator<O> {
     /// Release the allocated position `off`; `None` when it has no owner
     /// (it is reserved).
     fn untake(&mut self, off: u64) -> Option<O> {
+        if is_zst::<O>() {
+            if self.reserved.contains(&off) {
+                return None;
+            }
+            self.bits.clear(off);
+            self.used -= 1;
+            return self.zst_owner.clone();
+        }
         let slot = self.slot_mut(off)?;
         let owner = slot.owner.take()?;
         let (prev, next) = (slot.prev, slot.next);
         slot.prev = NIL;
         slot.next = NIL;
-        if prev == NIL {
-            if next == NIL {
-                self.heads.remove(&owner);
-            } else if let Some(head) = self.heads.get_mut(&owner) {
-                *head = next;
-            }
-        } else if let Some(s) = self.slot_mut(u64::from(prev)) {
-            s.next = next;
-        }
-        if next != NIL
-            && let Some(s) = self.slot_mut(u64::from(next))
-        {
-            s.prev = prev;
+        if self.heads.is_some() {
+            self.unlink(&owner, prev, next);
         }
         self.bits.clear(off);
         self.used -= 1;

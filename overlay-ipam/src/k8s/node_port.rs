@@ -67,6 +67,13 @@ impl PortRange {
     ///
     /// assert_eq!(PortRange::new(2, 1), Err(PortRangeError::Inverted { first: 2, last: 1 }));
     /// ```
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// let ports = NodePortAllocator::<()>::new(PortRange::new(30000, 30127).unwrap());
+    /// assert_eq!(ports.free(), 128);
+    /// ```
     pub fn new(first: u16, last: u16) -> Result<Self, PortRangeError> {
         if first > last {
             return Err(PortRangeError::Inverted { first, last });
@@ -75,21 +82,40 @@ impl PortRange {
     }
 
     /// The first port.
+    ///
+    /// ```
+    /// let r = overlay_ipam::k8s::PortRange::default();
+    /// assert_eq!((r.first(), r.last()), (30000, 32767));
+    /// ```
     pub fn first(&self) -> u16 {
         self.first
     }
 
     /// The last port.
+    ///
+    /// ```
+    /// let r = overlay_ipam::k8s::PortRange::new(80, 90).unwrap();
+    /// assert_eq!(r.last(), 90);
+    /// ```
     pub fn last(&self) -> u16 {
         self.last
     }
 
     /// The number of ports.
+    ///
+    /// ```
+    /// assert_eq!(overlay_ipam::k8s::PortRange::new(0, 65535).unwrap().size(), 65536);
+    /// ```
     pub fn size(&self) -> u32 {
         u32::from(self.last - self.first) + 1
     }
 
     /// Whether `port` is in the range.
+    ///
+    /// ```
+    /// let r = overlay_ipam::k8s::PortRange::default();
+    /// assert!(r.contains(30000) && r.contains(32767) && !r.contains(32768));
+    /// ```
     pub fn contains(&self, port: u16) -> bool {
         (self.first..=self.last).contains(&port)
     }
@@ -180,12 +206,25 @@ impl<O: Clone + Eq + Hash> NodePortAllocator<O> {
     }
 
     /// The port range.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// let ports = NodePortAllocator::<()>::new(PortRange::default());
+    /// assert_eq!(ports.range().to_string(), "30000-32767");
+    /// ```
     pub fn range(&self) -> PortRange {
         self.range
     }
 
     /// The number of ports in the static band (see
     /// [`node_port_band_offset`]).
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// assert_eq!(NodePortAllocator::<()>::new(PortRange::default()).band_offset(), 86);
+    /// ```
     pub fn band_offset(&self) -> u64 {
         self.offset
     }
@@ -205,11 +244,27 @@ impl<O: Clone + Eq + Hash> NodePortAllocator<O> {
 
     /// The first and last port of the static band; `None` for a range of
     /// 16 ports or fewer, which has none.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// let small = NodePortAllocator::<()>::new("30000-30015".parse().unwrap());
+    /// assert_eq!(small.static_band(), None);
+    /// let large = NodePortAllocator::<()>::new("30000-34095".parse().unwrap());
+    /// assert_eq!(large.static_band(), Some((30000, 30127)));
+    /// ```
     pub fn static_band(&self) -> Option<(u16, u16)> {
         (self.offset > 0).then(|| (self.range.first, self.port(self.offset - 1)))
     }
 
     /// The first and last port of the dynamic band.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// let ports = NodePortAllocator::<()>::new("30000-30127".parse().unwrap());
+    /// assert_eq!(ports.dynamic_band(), (30016, 30127));
+    /// ```
     pub fn dynamic_band(&self) -> (u16, u16) {
         (self.port(self.offset), self.range.last)
     }
@@ -218,6 +273,19 @@ impl<O: Clone + Eq + Hash> NodePortAllocator<O> {
     /// without a requested port: from a random start in the dynamic band,
     /// wrapping within it; only when it is full, from a random start in the
     /// static band.
+    ///
+    /// ```
+    /// use overlay_ipam::alloc::AllocError;
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    /// use rand::SeedableRng;
+    ///
+    /// let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    /// let mut ports = NodePortAllocator::new("30000-30015".parse().unwrap());
+    /// for _ in 0..16 {
+    ///     ports.allocate_dynamic(&mut rng, ()).unwrap();
+    /// }
+    /// assert_eq!(ports.allocate_dynamic(&mut rng, ()), Err(AllocError::Exhausted));
+    /// ```
     pub fn allocate_dynamic<R: Rng + ?Sized>(
         &mut self,
         rng: &mut R,
@@ -230,12 +298,32 @@ impl<O: Clone + Eq + Hash> NodePortAllocator<O> {
     }
 
     /// Allocate the port a user asked for, in either band.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// let mut ports = NodePortAllocator::new(PortRange::default());
+    /// // Either band may be asked for.
+    /// ports.allocate(30001, "a").unwrap();
+    /// ports.allocate(32000, "b").unwrap();
+    /// assert_eq!(ports.used(), 2);
+    /// ```
     pub fn allocate(&mut self, port: u16, owner: O) -> Result<(), AllocError<u16>> {
         let off = self.offset(port)?;
         self.ports.allocate(off, owner).map_err(|e| e.map(|_| port))
     }
 
     /// Release `port`; its owner.
+    ///
+    /// ```
+    /// use overlay_ipam::alloc::AllocError;
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// let mut ports = NodePortAllocator::new(PortRange::default());
+    /// ports.allocate(30001, "a").unwrap();
+    /// assert_eq!(ports.release(30001), Ok("a"));
+    /// assert_eq!(ports.release(30001), Err(AllocError::NotAllocated(30001)));
+    /// ```
     pub fn release(&mut self, port: u16) -> Result<O, AllocError<u16>> {
         let off = self.offset(port)?;
         self.ports.release(off).map_err(|e| e.map(|_| port))
@@ -257,21 +345,53 @@ impl<O: Clone + Eq + Hash> NodePortAllocator<O> {
     }
 
     /// The owner of `port`, if it is allocated.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// let mut ports = NodePortAllocator::new(PortRange::default());
+    /// ports.allocate(30001, "a").unwrap();
+    /// assert_eq!(ports.owner(30001), Some(&"a"));
+    /// assert_eq!(ports.owner(80), None);
+    /// ```
     pub fn owner(&self, port: u16) -> Option<&O> {
         self.ports.owner(self.offset(port).ok()?)
     }
 
     /// The allocated ports with their owners, in order.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// let mut ports = NodePortAllocator::new(PortRange::default());
+    /// ports.allocate(30009, 'b').unwrap();
+    /// ports.allocate(30001, 'a').unwrap();
+    /// assert_eq!(ports.iter().collect::<Vec<_>>(), [(30001, &'a'), (30009, &'b')]);
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (u16, &O)> + '_ {
         self.ports.iter().map(|(off, o)| (self.port(off), o))
     }
 
     /// The number of allocated ports.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// let mut ports = NodePortAllocator::new(PortRange::default());
+    /// ports.allocate(30001, ()).unwrap();
+    /// assert_eq!((ports.used(), ports.free()), (1, 2767));
+    /// ```
     pub fn used(&self) -> u64 {
         self.ports.used()
     }
 
     /// The number of free ports.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{NodePortAllocator, PortRange};
+    ///
+    /// assert_eq!(NodePortAllocator::<()>::new(PortRange::default()).free(), 2768);
+    /// ```
     pub fn free(&self) -> u64 {
         self.ports.free()
     }

@@ -65,6 +65,15 @@ pub enum PoolRangeError {
 
 impl PoolRange {
     /// The addresses `first..=last`, of one family.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{PoolRange, PoolRangeError};
+    ///
+    /// let ip = |s: &str| s.parse().unwrap();
+    /// let r = PoolRange::new(ip("192.0.2.10"), ip("192.0.2.20")).unwrap();
+    /// assert_eq!(r.size(), 11);
+    /// assert!(matches!(PoolRange::new(ip("192.0.2.10"), ip("2001:db8::")), Err(PoolRangeError::MixedFamilies { .. })));
+    /// ```
     pub fn new(first: IpAddr, last: IpAddr) -> Result<Self, PoolRangeError> {
         if first.is_ipv4() != last.is_ipv4() {
             return Err(PoolRangeError::MixedFamilies { first, last });
@@ -76,6 +85,11 @@ impl PoolRange {
     }
 
     /// Every address of `net`.
+    ///
+    /// ```
+    /// let r = overlay_ipam::k8s::PoolRange::from_net("2001:db8::/124".parse().unwrap());
+    /// assert_eq!(r.to_string(), "2001:db8::-2001:db8::f");
+    /// ```
     pub fn from_net(net: IpNet) -> Self {
         PoolRange {
             first: net.network(),
@@ -84,26 +98,54 @@ impl PoolRange {
     }
 
     /// The first address.
+    ///
+    /// ```
+    /// let r: overlay_ipam::k8s::PoolRange = "192.0.2.8/29".parse().unwrap();
+    /// assert_eq!((r.first().to_string(), r.last().to_string()), ("192.0.2.8".into(), "192.0.2.15".into()));
+    /// ```
     pub fn first(&self) -> IpAddr {
         self.first
     }
 
     /// The last address.
+    ///
+    /// ```
+    /// let r: overlay_ipam::k8s::PoolRange = "192.0.2.8-192.0.2.9".parse().unwrap();
+    /// assert_eq!(r.last().to_string(), "192.0.2.9");
+    /// ```
     pub fn last(&self) -> IpAddr {
         self.last
     }
 
     /// The family of the addresses.
+    ///
+    /// ```
+    /// use overlay_core::IpFamily;
+    ///
+    /// let r: overlay_ipam::k8s::PoolRange = "2001:db8::/120".parse().unwrap();
+    /// assert_eq!(r.family(), IpFamily::V6);
+    /// ```
     pub fn family(&self) -> IpFamily {
         IpFamily::of(self.first)
     }
 
     /// The number of addresses (saturating at `u128::MAX` for `::/0`).
+    ///
+    /// ```
+    /// let r: overlay_ipam::k8s::PoolRange = "2001:db8::/64".parse().unwrap();
+    /// assert_eq!(r.size(), 1 << 64);
+    /// ```
     pub fn size(&self) -> u128 {
         (to_bits(self.last) - to_bits(self.first)).saturating_add(1)
     }
 
     /// Whether `ip` is in the range.
+    ///
+    /// ```
+    /// let r: overlay_ipam::k8s::PoolRange = "192.0.2.8/29".parse().unwrap();
+    /// assert!(r.contains("192.0.2.15".parse().unwrap()));
+    /// assert!(!r.contains("192.0.2.16".parse().unwrap()));
+    /// ```
     pub fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.first.is_ipv4()
             && (to_bits(self.first)..=to_bits(self.last)).contains(&to_bits(ip))
@@ -199,6 +241,14 @@ pub struct AddressPool<O> {
 impl<O: Clone + Eq + Hash> AddressPool<O> {
     /// A pool of `ranges`, which must not overlap; with `avoid_buggy_ips`,
     /// IPv4 addresses ending in `.0` or `.255` are never allocated.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::{AddressPool, PoolRange};
+    ///
+    /// let ranges = [PoolRange::from_net("192.0.2.0/24".parse().unwrap())];
+    /// let pool = AddressPool::<()>::new(ranges, true).unwrap();
+    /// assert_eq!(pool.capacity(), 254);
+    /// ```
     pub fn new(
         ranges: impl IntoIterator<Item = PoolRange>,
         avoid_buggy_ips: bool,
@@ -212,7 +262,7 @@ impl<O: Clone + Eq + Hash> AddressPool<O> {
                 });
             }
             let first = to_bits(range.first);
-            let last = to_bits(range.last).min(first + u128::from(MAX_SIZE) - 1);
+            let last = to_bits(range.last).min(first.saturating_add(u128::from(MAX_SIZE) - 1));
             let mut alloc = IpAllocator::for_range(range.first, from_bits(range.first, last))
                 .map_err(|_| {
                     PoolError::Range(PoolRangeError::StartAfterEnd {
@@ -268,11 +318,22 @@ impl<O: Clone + Eq + Hash> AddressPool<O> {
     }
 
     /// The ranges, in order.
+    ///
+    /// ```
+    /// let pool = overlay_ipam::k8s::AddressPool::<()>::parse(["192.0.2.0/30", "2001:db8::/127"], false).unwrap();
+    /// let texts: Vec<String> = pool.ranges().map(|r| r.to_string()).collect();
+    /// assert_eq!(texts, ["192.0.2.0-192.0.2.3", "2001:db8::-2001:db8::1"]);
+    /// ```
     pub fn ranges(&self) -> impl Iterator<Item = PoolRange> + '_ {
         self.ranges.iter().map(|(r, _)| *r)
     }
 
     /// Whether IPv4 addresses ending in `.0` or `.255` are avoided.
+    ///
+    /// ```
+    /// let pool = overlay_ipam::k8s::AddressPool::<()>::parse(["192.0.2.0/24"], true).unwrap();
+    /// assert!(pool.avoids_buggy_ips());
+    /// ```
     pub fn avoids_buggy_ips(&self) -> bool {
         self.avoid_buggy_ips
     }
@@ -294,6 +355,15 @@ impl<O: Clone + Eq + Hash> AddressPool<O> {
 
     /// Allocate the first free address of `family`: the lowest free one of
     /// the first range of that family that has one.
+    ///
+    /// ```
+    /// use overlay_core::IpFamily;
+    /// use overlay_ipam::k8s::AddressPool;
+    ///
+    /// let mut pool = AddressPool::parse(["192.0.2.10-192.0.2.11", "198.51.100.0/31"], false).unwrap();
+    /// let got: Vec<String> = (0..4).map(|_| pool.allocate(IpFamily::V4, ()).unwrap().to_string()).collect();
+    /// assert_eq!(got, ["192.0.2.10", "192.0.2.11", "198.51.100.0", "198.51.100.1"]);
+    /// ```
     pub fn allocate(&mut self, family: IpFamily, owner: O) -> Result<IpAddr, AllocError> {
         for (range, alloc) in &mut self.ranges {
             if range.family() != family {
@@ -309,6 +379,18 @@ impl<O: Clone + Eq + Hash> AddressPool<O> {
 
     /// Allocate the address a Service asked for
     /// (`metallb.universe.tf/loadBalancerIPs` or `spec.loadBalancerIP`).
+    ///
+    /// ```
+    /// use overlay_ipam::alloc::AllocError;
+    /// use overlay_ipam::k8s::AddressPool;
+    ///
+    /// let mut pool = AddressPool::parse(["192.0.2.0/24"], false).unwrap();
+    /// let ip = "192.0.2.77".parse().unwrap();
+    /// pool.allocate_ip(ip, "svc").unwrap();
+    /// assert_eq!(pool.allocate_ip(ip, "other"), Err(AllocError::AlreadyAllocated(ip)));
+    /// let outside = "192.0.3.1".parse().unwrap();
+    /// assert_eq!(pool.allocate_ip(outside, "other"), Err(AllocError::OutOfRange(outside)));
+    /// ```
     pub fn allocate_ip(&mut self, ip: IpAddr, owner: O) -> Result<(), AllocError> {
         self.range_of_mut(ip)?.allocate(ip, owner)
     }
@@ -330,6 +412,16 @@ impl<O: Clone + Eq + Hash> AddressPool<O> {
     }
 
     /// Release every address of `owner`; the addresses, in range order.
+    ///
+    /// ```
+    /// use overlay_core::IpFamily;
+    /// use overlay_ipam::k8s::AddressPool;
+    ///
+    /// let mut pool = AddressPool::parse(["192.0.2.0/24", "2001:db8::/120"], false).unwrap();
+    /// let v4 = pool.allocate(IpFamily::V4, "dual-stack").unwrap();
+    /// let v6 = pool.allocate(IpFamily::V6, "dual-stack").unwrap();
+    /// assert_eq!(pool.release_owner(&"dual-stack"), [v4, v6]);
+    /// ```
     pub fn release_owner(&mut self, owner: &O) -> Vec<IpAddr> {
         self.ranges
             .iter_mut()
@@ -338,17 +430,38 @@ impl<O: Clone + Eq + Hash> AddressPool<O> {
     }
 
     /// The owner of `ip`, if it is allocated.
+    ///
+    /// ```
+    /// use overlay_core::IpFamily;
+    ///
+    /// let mut pool = overlay_ipam::k8s::AddressPool::parse(["192.0.2.0/24"], false).unwrap();
+    /// let ip = pool.allocate(IpFamily::V4, "svc").unwrap();
+    /// assert_eq!(pool.owner(ip), Some(&"svc"));
+    /// ```
     pub fn owner(&self, ip: IpAddr) -> Option<&O> {
         self.range_of(ip)?.owner(ip)
     }
 
     /// The allocated addresses with their owners, range by range.
+    ///
+    /// ```
+    /// use overlay_core::IpFamily;
+    ///
+    /// let mut pool = overlay_ipam::k8s::AddressPool::parse(["192.0.2.0/24"], false).unwrap();
+    /// pool.allocate(IpFamily::V4, 'a').unwrap();
+    /// assert_eq!(pool.iter().map(|(ip, o)| (ip.to_string(), *o)).collect::<Vec<_>>(), [("192.0.2.0".to_string(), 'a')]);
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &O)> + '_ {
         self.ranges.iter().flat_map(|(_, a)| a.iter())
     }
 
     /// The number of addresses the pool can hand out (MetalLB's pool
     /// capacity): every address of its ranges, less the avoided ones.
+    ///
+    /// ```
+    /// let pool = overlay_ipam::k8s::AddressPool::<()>::parse(["192.0.2.0/23"], true).unwrap();
+    /// assert_eq!(pool.capacity(), 512 - 4);
+    /// ```
     pub fn capacity(&self) -> u128 {
         self.ranges
             .iter()
@@ -357,12 +470,27 @@ impl<O: Clone + Eq + Hash> AddressPool<O> {
     }
 
     /// The number of allocated addresses.
+    ///
+    /// ```
+    /// use overlay_core::IpFamily;
+    ///
+    /// let mut pool = overlay_ipam::k8s::AddressPool::parse(["192.0.2.0/24"], false).unwrap();
+    /// pool.allocate(IpFamily::V4, ()).unwrap();
+    /// assert_eq!(pool.used(), 1);
+    /// ```
     pub fn used(&self) -> u64 {
         self.ranges.iter().map(|(_, a)| a.used()).sum()
     }
 
     /// The number of free addresses of `family` (within the first
     /// [`MAX_SIZE`] of each range).
+    ///
+    /// ```
+    /// use overlay_core::IpFamily;
+    ///
+    /// let pool = overlay_ipam::k8s::AddressPool::<()>::parse(["192.0.2.0/24", "2001:db8::/120"], false).unwrap();
+    /// assert_eq!((pool.free(IpFamily::V4), pool.free(IpFamily::V6)), (256, 256));
+    /// ```
     pub fn free(&self, family: IpFamily) -> u64 {
         self.ranges
             .iter()

@@ -69,7 +69,8 @@ impl<O: Clone + Eq + Hash> ServiceIpAllocator<O> {
         let host_bits = cidr.max_prefix_len() - cidr.prefix_len();
         let cidr_size = 1u128.checked_shl(u32::from(host_bits)).unwrap_or(u128::MAX);
         let network = bits(cidr.network());
-        let first = network + 1;
+        // The last IPv6 address as a /128 has no address after it.
+        let first = network.checked_add(1).ok_or(AllocError::Empty)?;
         let mut last = bits(cidr.broadcast());
         if cidr.addr().is_ipv4() {
             last = last.saturating_sub(1);
@@ -77,7 +78,7 @@ impl<O: Clone + Eq + Hash> ServiceIpAllocator<O> {
         if last < first {
             return Err(AllocError::Empty);
         }
-        last = last.min(first + u128::from(MAX_SIZE) - 1);
+        last = last.min(first.saturating_add(u128::from(MAX_SIZE) - 1));
         let at = |b: u128| from_bits(cidr.addr(), b);
         let ips = IpAllocator::for_range(at(first), at(last))?;
         let offset = service_band_offset(cidr_size).min(ips.size());
@@ -85,28 +86,60 @@ impl<O: Clone + Eq + Hash> ServiceIpAllocator<O> {
     }
 
     /// The Service CIDR.
+    ///
+    /// ```
+    /// let s = overlay_ipam::k8s::ServiceIpAllocator::<()>::new("10.96.0.7/12".parse().unwrap()).unwrap();
+    /// assert_eq!(s.cidr().to_string(), "10.96.0.0/12");
+    /// ```
     pub fn cidr(&self) -> IpNet {
         self.cidr
     }
 
     /// The number of addresses in the static band (see
     /// [`service_band_offset`]).
+    ///
+    /// ```
+    /// let s = overlay_ipam::k8s::ServiceIpAllocator::<()>::new("fd00::/118".parse().unwrap()).unwrap();
+    /// assert_eq!(s.band_offset(), 64);
+    /// ```
     pub fn band_offset(&self) -> u64 {
         self.offset
     }
 
     /// The first and last address of the static band; `None` for a CIDR of
     /// 16 addresses or fewer, which has none.
+    ///
+    /// ```
+    /// use overlay_ipam::k8s::ServiceIpAllocator;
+    ///
+    /// let s = ServiceIpAllocator::<()>::new("10.96.0.0/20".parse().unwrap()).unwrap();
+    /// let (lo, hi) = s.static_band().unwrap();
+    /// assert_eq!((lo.to_string(), hi.to_string()), ("10.96.0.1".into(), "10.96.1.0".into()));
+    /// let small = ServiceIpAllocator::<()>::new("10.96.0.0/28".parse().unwrap()).unwrap();
+    /// assert_eq!(small.static_band(), None);
+    /// ```
     pub fn static_band(&self) -> Option<(IpAddr, IpAddr)> {
         (self.offset > 0).then(|| (self.ips.first(), self.ips.address_at(self.offset - 1)))
     }
 
     /// The first and last address of the dynamic band.
+    ///
+    /// ```
+    /// let s = overlay_ipam::k8s::ServiceIpAllocator::<()>::new("10.96.0.0/20".parse().unwrap()).unwrap();
+    /// let (lo, hi) = s.dynamic_band();
+    /// assert_eq!((lo.to_string(), hi.to_string()), ("10.96.1.1".into(), "10.96.15.254".into()));
+    /// ```
     pub fn dynamic_band(&self) -> (IpAddr, IpAddr) {
         (self.ips.address_at(self.offset), self.ips.last())
     }
 
     /// Whether `ip` lies in the static band.
+    ///
+    /// ```
+    /// let s = overlay_ipam::k8s::ServiceIpAllocator::<()>::new("10.96.0.0/24".parse().unwrap()).unwrap();
+    /// assert!(s.is_static("10.96.0.16".parse().unwrap()));
+    /// assert!(!s.is_static("10.96.0.17".parse().unwrap()));
+    /// ```
     pub fn is_static(&self, ip: IpAddr) -> bool {
         self.ips.offset_of(ip).is_ok_and(|off| off < self.offset)
     }
@@ -147,6 +180,17 @@ impl<O: Clone + Eq + Hash> ServiceIpAllocator<O> {
 
     /// Allocate the address a user asked for (a Service with
     /// `spec.clusterIP` set), in either band.
+    ///
+    /// ```
+    /// use overlay_ipam::alloc::AllocError;
+    ///
+    /// let mut s = overlay_ipam::k8s::ServiceIpAllocator::new("10.96.0.0/24".parse().unwrap()).unwrap();
+    /// let dns = "10.96.0.10".parse().unwrap();
+    /// s.allocate_static(dns, "kube-dns").unwrap();
+    /// assert_eq!(s.allocate_static(dns, "other"), Err(AllocError::AlreadyAllocated(dns)));
+    /// // The dynamic band is allowed too.
+    /// s.allocate_static("10.96.0.200".parse().unwrap(), "pinned").unwrap();
+    /// ```
     pub fn allocate_static(&mut self, ip: IpAddr, owner: O) -> Result<(), AllocError> {
         self.ips.allocate(ip, owner)
     }
@@ -169,22 +213,47 @@ impl<O: Clone + Eq + Hash> ServiceIpAllocator<O> {
     }
 
     /// Release `ip`; its owner.
+    ///
+    /// ```
+    /// let mut s = overlay_ipam::k8s::ServiceIpAllocator::new("10.96.0.0/24".parse().unwrap()).unwrap();
+    /// let ip = "10.96.0.10".parse().unwrap();
+    /// s.allocate_static(ip, "kube-dns").unwrap();
+    /// assert_eq!(s.release(ip), Ok("kube-dns"));
+    /// ```
     pub fn release(&mut self, ip: IpAddr) -> Result<O, AllocError> {
         self.ips.release(ip)
     }
 
     /// The number of allocated addresses.
+    ///
+    /// ```
+    /// let mut s = overlay_ipam::k8s::ServiceIpAllocator::new("10.96.0.0/24".parse().unwrap()).unwrap();
+    /// s.allocate_static("10.96.0.10".parse().unwrap(), ()).unwrap();
+    /// assert_eq!((s.used(), s.free()), (1, 253));
+    /// ```
     pub fn used(&self) -> u64 {
         self.ips.used()
     }
 
     /// The number of free addresses.
+    ///
+    /// ```
+    /// let s = overlay_ipam::k8s::ServiceIpAllocator::<()>::new("fd00::/120".parse().unwrap()).unwrap();
+    /// assert_eq!(s.free(), 255);
+    /// ```
     pub fn free(&self) -> u64 {
         self.ips.free()
     }
 
     /// The allocator of the usable addresses, for owners, iteration and
     /// counts.
+    ///
+    /// ```
+    /// let mut s = overlay_ipam::k8s::ServiceIpAllocator::new("10.96.0.0/24".parse().unwrap()).unwrap();
+    /// s.allocate_static("10.96.0.10".parse().unwrap(), "kube-dns").unwrap();
+    /// let owners: Vec<&str> = s.allocator().iter().map(|(_, o)| *o).collect();
+    /// assert_eq!(owners, ["kube-dns"]);
+    /// ```
     pub fn allocator(&self) -> &IpAllocator<O> {
         &self.ips
     }
