@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod status;

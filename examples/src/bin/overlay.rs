@@ -1,0 +1,216 @@
+//! `overlay`: the reference plugin's CNI executable (type `overlay`).
+//!
+//! It attaches a pod to the node bridge that `overlayd` created and gets its
+//! address from `overlayd` over its unix socket
+//! (`overlay_ipam::agent::AgentIpam`), so an `ADD` never waits on the
+//! network: it gets an address from the node's own space at once, or fails
+//! fast with code 11 ("no space yet", kubelet retries) or 50.
+//!
+//! - `ADD`: asks `overlayd` for the address first (its answer carries the
+//!   overlay MTU), then creates the veth pair with the pod end directly in
+//!   `CNI_NETNS` as `CNI_IFNAME` (MAC derived from the attachment), attaches
+//!   the host end to the bridge with hairpin mode (`hairpinMode`, default
+//!   on), and configures the pod: its host address (`/32` or `/128`) and a
+//!   default route through the bridge address, on-link. A failure after the
+//!   allocation releases it and removes the veth pair.
+//! - `DEL`: deletes the veth pair (absent is success) while `overlayd`
+//!   releases the address.
+//! - `CHECK`: `overlayd` holds the address; the pod interface has the
+//!   `prevResult`'s addresses; the host end is on the bridge.
+//! - `STATUS`: `overlayd` is reachable and can allocate (code 50 otherwise).
+//! - `GC`: every attachment `overlayd` knows that the runtime does not
+//!   list loses its host veth, then its address.
+//!
+//! ```json
+//! {"cniVersion": "1.0.0", "name": "overlay", "type": "overlay",
+//!  "socket": "/run/overlay/overlayd.sock", "bridge": "overlay0", "hairpinMode": true}
+//! ```
+//!
+//! It chains with `portmap` and `bandwidth` (see `deploy/10-overlay.conflist`).
+//! Error codes: the spec's, plus 100 (a kernel operation failed) and 101
+//! (`CNI_IFNAME` is taken in the pod), as `overlay-plugin` defines them.
+
+use std::sync::Arc;
+
+use overlay_cni::config::GcAttachment;
+use overlay_cni::ipam::Ipam;
+use overlay_cni::{CniError, CniResult, ErrorCode, Request};
+use overlay_ipam::agent::{AgentIpam, AgentRequest, AgentResponse, Attachment};
+use overlay_plugin::error::{CODE_NETLINK, host_handle, open_netns, pod_handle};
+use overlay_plugin::veth::{self, Port};
+use overlay_plugin::{AsyncPlugin, NetlinkResultExt, gc, iface};
+use serde::Deserialize;
+
+/// The plugin's own keys of the network configuration.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Conf {
+    #[serde(default = "default_bridge")]
+    bridge: String,
+    #[serde(default = "default_true")]
+    hairpin_mode: bool,
+}
+
+fn default_bridge() -> String {
+    "overlay0".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Conf {
+    fn from_request(req: &Request) -> Result<(Conf, AgentIpam), CniError> {
+        let extra = serde_json::Value::Object(req.config.extra.clone());
+        let conf: Conf = serde_json::from_value(extra).map_err(|e| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                "invalid overlay configuration",
+            )
+            .with_details(e.to_string())
+        })?;
+        overlay_netlink::validate_ifname(&conf.bridge).map_err(|e| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!("invalid bridge name: {e}"),
+            )
+        })?;
+        Ok((conf, AgentIpam::from_request(req)?))
+    }
+}
+
+struct Overlay;
+
+impl AsyncPlugin for Overlay {
+    async fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        req.load_args(&[])?;
+        let (conf, agent) = Conf::from_request(req)?;
+        let pod_ns = open_netns(req)?;
+        let pod = pod_handle(&pod_ns)?;
+        let host = host_handle()?;
+        let bridge = host
+            .link()
+            .find(conf.bridge.as_str())
+            .await
+            .or_cni(CODE_NETLINK, "look up the node bridge")?
+            .ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!(
+                        "the node bridge {} does not exist yet: is overlayd running?",
+                        conf.bridge
+                    ),
+                )
+            })?;
+        // The address first: its answer carries the overlay MTU. The
+        // agent answers at once (never waits on the network).
+        let attachment = Attachment::of(req);
+        let allocation = match agent.call(&AgentRequest::Allocate(attachment.clone()))? {
+            AgentResponse::Allocated(a) => a,
+            AgentResponse::Error(e) => return Err(e.into()),
+            other => {
+                return Err(CniError::new(
+                    ErrorCode::Internal,
+                    format!("overlayd answered allocate with {other:?}"),
+                ));
+            }
+        };
+        let release = || {
+            let _ = agent.call(&AgentRequest::Release(attachment.clone()));
+        };
+        let mut port = Port::new().master(bridge.index).hairpin(conf.hairpin_mode);
+        port.mtu = allocation.mtu;
+        let pair = match veth::create(req, &host, (&pod_ns, &pod), &port).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                release();
+                return Err(e);
+            }
+        };
+        let mut ipam = CniResult::new(req.version);
+        ipam.ips = allocation
+            .ips
+            .iter()
+            .map(|ip| {
+                let c = overlay_cni::result::IpConfig::new(ip.address);
+                match ip.gateway {
+                    Some(gw) => c.with_gateway(gw),
+                    None => c,
+                }
+            })
+            .collect();
+        ipam.routes = allocation.routes.clone();
+        let plan = iface::Plan::with_ifname(&ipam, pair.pod_index, 1, true, Some(req.ifname()));
+        if let Err(e) = plan.apply(&pod, Some(&pod_ns)).await {
+            let _ = host.link().delete(pair.host_end.index).await;
+            release();
+            return Err(e);
+        }
+        let mut result = CniResult::new(req.version);
+        result.interfaces = pair.interfaces(req, Some(&bridge));
+        result.ips = plan.ips;
+        result.routes = plan.routes;
+        Ok(result)
+    }
+
+    async fn del(&self, req: &Request) -> Result<(), CniError> {
+        let (_, agent) = Conf::from_request(req)?;
+        let host = host_handle()?;
+        let veth = req.host_veth_name();
+        let links = host.link().delete_detached(veth.as_str()).await;
+        let released = agent.del(req);
+        links.or_cni(CODE_NETLINK, "delete veth pair")?;
+        released
+    }
+
+    async fn check(&self, req: &Request) -> Result<(), CniError> {
+        let (conf, agent) = Conf::from_request(req)?;
+        let prev = req
+            .prev_result()
+            .ok_or_else(|| {
+                CniError::new(ErrorCode::InvalidNetworkConfig, "CHECK needs prevResult")
+            })?
+            .map_err(|e| CniError::new(ErrorCode::DecodingFailure, format!("prevResult: {e}")))?;
+        agent.check(req)?;
+        let pod = pod_handle(&open_netns(req)?)?;
+        iface::check_addresses(&pod, req.ifname(), &prev).await?;
+        let host = host_handle()?;
+        let host_end = host.link().find(req.host_veth_name()).await;
+        let host_end = host_end.or_cni(CODE_NETLINK, "look up host veth")?;
+        let bridge = host.link().find(conf.bridge.as_str()).await;
+        match (host_end, bridge.or_cni(CODE_NETLINK, "look up bridge")?) {
+            (Some(h), Some(b)) if h.master == Some(b.index) => Ok(()),
+            _ => Err(CniError::plugin(
+                CODE_NETLINK,
+                format!(
+                    "host veth of {} is not attached to {}",
+                    req.ifname(),
+                    conf.bridge
+                ),
+            )),
+        }
+    }
+
+    async fn gc(&self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
+        let (_, agent) = Conf::from_request(req)?;
+        let host = Arc::new(host_handle()?);
+        let network = req.network_name().to_owned();
+        let ipam: Arc<dyn Ipam> = Arc::new(agent);
+        gc::collect(ipam, req, valid, move |stale| {
+            let (host, network) = (host.clone(), network.clone());
+            async move {
+                gc::teardown_veth::<overlay_plugin::masq::NftCommand>(&host, &network, &stale, None)
+                    .await
+            }
+        })
+        .await
+    }
+
+    async fn status(&self, req: &Request) -> Result<(), CniError> {
+        Conf::from_request(req)?.1.status(req)
+    }
+}
+
+fn main() {
+    overlay_plugin::run_async(&Overlay)
+}
