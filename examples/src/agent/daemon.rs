@@ -850,8 +850,21 @@ fn bind_private(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serve the plugin socket: one request line per connection.
-async fn serve_plugins(listener: UnixListener, calls: mpsc::Sender<PluginCall>) {
+/// Serve a unix socket of one request line per connection: each request
+/// decoded by `decode` (or answered at once with its error), handed to the
+/// main loop through `calls`, and its answer written back by `encode`. A
+/// client gets `limit` bytes and `timeout` to send its line.
+async fn serve_lines<Req, Resp>(
+    listener: UnixListener,
+    calls: mpsc::Sender<(Req, oneshot::Sender<Resp>)>,
+    limit: u64,
+    timeout: Duration,
+    decode: fn(&[u8]) -> Result<Req, Resp>,
+    encode: fn(&Resp) -> Vec<u8>,
+) where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -860,69 +873,46 @@ async fn serve_plugins(listener: UnixListener, calls: mpsc::Sender<PluginCall>) 
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = Vec::new();
-            let mut reader = BufReader::new(read.take(overlay_ipam::agent::MAX_MESSAGE as u64));
-            let read =
-                tokio::time::timeout(Duration::from_secs(2), reader.read_until(b'\n', &mut line))
-                    .await;
-            let response = match read {
-                Ok(Ok(_)) if line.last() == Some(&b'\n') => match decode_request(&line) {
-                    Ok(request) => {
-                        let (tx, rx) = oneshot::channel();
-                        if calls.send((request, tx)).await.is_err() {
-                            return;
-                        }
-                        match rx.await {
-                            Ok(response) => response,
-                            Err(_) => return,
-                        }
-                    }
-                    Err(e) => e.to_response(),
-                },
-                Ok(Ok(_)) => ProtocolError::TooLarge.to_response(),
+            let mut reader = BufReader::new(read.take(limit));
+            match tokio::time::timeout(timeout, reader.read_until(b'\n', &mut line)).await {
+                Ok(Ok(_)) => {}
                 _ => return,
-            };
-            let _ = write.write_all(&encode_response(&response)).await;
-        });
-    }
-}
-
-/// Serve the admin socket.
-async fn serve_admin(listener: UnixListener, calls: mpsc::Sender<AdminCall>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let calls = calls.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = Vec::new();
-            let mut reader = BufReader::new(read.take(64 * 1024));
-            if tokio::time::timeout(Duration::from_secs(5), reader.read_until(b'\n', &mut line))
-                .await
-                .is_err()
-            {
-                return;
             }
-            let response = match serde_json::from_slice::<AdminRequest>(&line) {
+            let response = match decode(&line) {
                 Ok(request) => {
                     let (tx, rx) = oneshot::channel();
                     if calls.send((request, tx)).await.is_err() {
                         return;
                     }
                     match rx.await {
-                        Ok(r) => r,
+                        Ok(response) => response,
                         Err(_) => return,
                     }
                 }
-                Err(e) => AdminResponse::Error {
-                    msg: format!("bad request: {e}"),
-                },
+                Err(refusal) => refusal,
             };
-            let mut out = serde_json::to_vec(&response).unwrap_or_default();
-            out.push(b'\n');
-            let _ = write.write_all(&out).await;
+            let _ = write.write_all(&encode(&response)).await;
         });
     }
+}
+
+fn decode_plugin(line: &[u8]) -> Result<AgentRequest, AgentResponse> {
+    if line.last() != Some(&b'\n') {
+        return Err(ProtocolError::TooLarge.to_response());
+    }
+    decode_request(line).map_err(|e| e.to_response())
+}
+
+fn decode_admin(line: &[u8]) -> Result<AdminRequest, AdminResponse> {
+    serde_json::from_slice(line).map_err(|e| AdminResponse::Error {
+        msg: format!("bad request: {e}"),
+    })
+}
+
+fn encode_admin(response: &AdminResponse) -> Vec<u8> {
+    let mut out = serde_json::to_vec(response).unwrap_or_default();
+    out.push(b'\n');
+    out
 }
 
 /// The status API's handler.
@@ -1076,8 +1066,22 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         .await
         .with_context(|| format!("bind the status API on {}", config.status_addr))?;
     let tasks = [
-        tokio::spawn(serve_plugins(plugin_listener, plugin_tx)),
-        tokio::spawn(serve_admin(admin_listener, admin_tx)),
+        tokio::spawn(serve_lines(
+            plugin_listener,
+            plugin_tx,
+            overlay_ipam::agent::MAX_MESSAGE as u64,
+            Duration::from_secs(2),
+            decode_plugin,
+            encode_response,
+        )),
+        tokio::spawn(serve_lines(
+            admin_listener,
+            admin_tx,
+            64 * 1024,
+            Duration::from_secs(5),
+            decode_admin,
+            encode_admin,
+        )),
         tokio::spawn(http::serve(http_listener, status_handler(status, metrics))),
     ];
     info!(socket = %config.socket.display(), status = %config.status_addr, "serving");
