@@ -272,6 +272,74 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
         assert!(ping(ns, to), "after the restart: -> {to}");
     }
 
+    // The deploy/ conflist through overlay-cni's runtime side, as kubelet's
+    // runtime runs it: overlay, then Debian's portmap and bandwidth with
+    // their capabilities, in node 1's namespace.
+    let chained = TestNetns::with_kind("pd").unwrap();
+    let conflist = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/10-overlay.conflist"
+    ))
+    .unwrap()
+    .replace(
+        "/run/overlay/overlayd.sock",
+        &nodes[0].dir.join("overlayd.sock").display().to_string(),
+    )
+    .replace("\"overlay0\"", "\"ovtbr0\"");
+    let list = overlay_cni::runtime::ConfList::from_bytes(conflist.into_bytes()).unwrap();
+    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_overlay"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let runtime =
+        overlay_cni::runtime::Runtime::new(vec![plugin_dir, PathBuf::from("/usr/lib/cni")])
+            .with_cache_dir(dir.path().join("cni-cache"));
+    let rt = overlay_cni::runtime::RuntimeConf::new("c-chained", "eth0")
+        .with_netns(chained.path())
+        .with_capability(
+            "portMappings",
+            serde_json::json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]),
+        )
+        .with_capability(
+            "bandwidth",
+            serde_json::json!({"ingressRate": 10_000_000, "ingressBurst": 100_000}),
+        );
+    let result = nodes[0]
+        .ns
+        .run_in(|| runtime.add_network_list(&list, &rt))
+        .unwrap()
+        .unwrap();
+    let chained_ip = result.ips[0].address.addr();
+    assert!(!addresses.contains(&chained_ip));
+    assert!(
+        ping(&pods[2].2, chained_ip),
+        "a chained pod is reachable across nodes"
+    );
+    let host_veth = result.interfaces[0].name.clone();
+    let qdisc = nodes[0]
+        .ns
+        .exec(["tc", "qdisc", "show", "dev", &host_veth])
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&qdisc.stdout).contains("tbf"),
+        "bandwidth shaped the host veth"
+    );
+    let rules = nodes[0].ns.exec(["iptables-save", "-t", "nat"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&rules.stdout).contains("18080"),
+        "portmap mapped the port"
+    );
+    nodes[0]
+        .ns
+        .run_in(|| runtime.del_network_list(&list, &rt))
+        .unwrap()
+        .unwrap();
+    let rules = nodes[0].ns.exec(["iptables-save", "-t", "nat"]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains("18080"),
+        "DEL removed the mapping"
+    );
+
     // Teardown through the plugin: DEL is idempotent.
     for (i, container, pod, _) in &pods {
         cni(&nodes[*i], "DEL", container, pod).unwrap();

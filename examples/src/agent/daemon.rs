@@ -1100,10 +1100,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                     warn!(error = %e, "after a plugin request");
                 }
                 let _ = reply.send(response);
+                // The status API shows the change at once.
+                agent.refresh_status().await;
             }
             Some((request, reply)) = admin_rx.recv() => {
                 let response = agent.handle_admin(request).await;
                 let _ = reply.send(response);
+                agent.refresh_status().await;
             }
             event = events.recv() => match event {
                 Some(event) => agent.handle_event(event),
