@@ -12,17 +12,22 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(delta) = Delta::decode(data) {
         assert_eq!(Delta::decode(&delta.encode()).as_ref(), Ok(&delta));
         for (universe, min) in [("10.0.0.0/8", 24), ("2001:db8::/64", 120)] {
-            let Ok(genesis) = Genesis::new(delta.genesis, universe.parse().unwrap_or_default(), min)
+            let Ok(genesis) =
+                Genesis::new(delta.genesis, universe.parse().unwrap_or_default(), min)
             else {
                 continue;
             };
-            let Ok(mut ring) = Ring::with_seeds(genesis, &[PeerId::from_u128(1), PeerId::from_u128(2)])
+            let Ok(mut ring) =
+                Ring::with_seeds(genesis, &[PeerId::from_u128(1), PeerId::from_u128(2)])
             else {
                 continue;
             };
             ring.apply(&delta);
             let again = ring.clone();
-            assert!(!ring.apply(&delta).changed, "applying a delta twice changes nothing");
+            assert!(
+                !ring.apply(&delta).changed,
+                "applying a delta twice changes nothing"
+            );
             assert_eq!(ring, again);
         }
     }
@@ -41,7 +46,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         // A universe is never an IPv6 /0, so its size fits a u128.
         let host = u32::from(universe.max_prefix_len() - universe.prefix_len());
-        assert_eq!(covered, 1u128 << host, "the view covers the universe exactly");
+        assert_eq!(
+            covered,
+            1u128 << host,
+            "the view covers the universe exactly"
+        );
     }
     if let Ok(digest) = Digest::decode(data) {
         assert_eq!(Digest::decode(&digest.encode()).as_ref(), Ok(&digest));

@@ -72,7 +72,11 @@ fn ring() -> impl Strategy<Value = Ring> {
                 let me = seeds[a as usize % seeds.len()];
                 if k % 7 == 0 {
                     let heir = seeds[b as usize % seeds.len()];
-                    let _ = ring.reclaim(Tombstone { peer: me, up_to_incarnation: u64::from(b), heir });
+                    let _ = ring.reclaim(Tombstone {
+                        peer: me,
+                        up_to_incarnation: u64::from(b),
+                        heir,
+                    });
                     continue;
                 }
                 let mine = ring.entries_of(me);
@@ -134,14 +138,22 @@ proptest! {
 
 #[test]
 fn a_ring_that_does_not_tile_is_refused_with_its_offset() {
-    let r = Ring::from_seeds("10.0.0.0/16".parse().unwrap(), 26, &[PeerId::from_u128(1), PeerId::from_u128(2)]).unwrap();
+    let r = Ring::from_seeds(
+        "10.0.0.0/16".parse().unwrap(),
+        26,
+        &[PeerId::from_u128(1), PeerId::from_u128(2)],
+    )
+    .unwrap();
     let mut bytes = r.encode();
     // The second run's first address (after header, universe, min, count,
     // the first run: address, owner, epoch 0, version 0, free 32768 in
     // three bytes) moved off the minimum-block grid.
     let second = 2 + 16 + 1 + 4 + 1 + 1 + 1 + (4 + 16 + 1 + 1 + 3);
     bytes[second + 3] = 1;
-    assert_eq!(Ring::decode(&bytes), Err(DecodeError::NotATiling { at: second }));
+    assert_eq!(
+        Ring::decode(&bytes),
+        Err(DecodeError::NotATiling { at: second })
+    );
 }
 
 #[test]
@@ -149,7 +161,10 @@ fn counts_larger_than_the_input_are_refused_before_allocating() {
     let mut bytes = vec![1, 1];
     bytes.extend([0; 16]);
     bytes.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
-    assert!(matches!(Delta::decode(&bytes), Err(DecodeError::TooMany { at: 18, .. })));
+    assert!(matches!(
+        Delta::decode(&bytes),
+        Err(DecodeError::TooMany { at: 18, .. })
+    ));
 }
 
 #[test]
@@ -157,7 +172,12 @@ fn a_delta_record_is_a_few_tens_of_bytes() {
     let mut d = Delta::new(GenesisId::from_u128(1));
     d.records.push(Record {
         block: "2001:db8::/122".parse().unwrap(),
-        stamp: Stamp { epoch: 1, version: 1_000_000, owner: PeerId::from_u128(u128::MAX), free: 64 },
+        stamp: Stamp {
+            epoch: 1,
+            version: 1_000_000,
+            owner: PeerId::from_u128(u128::MAX),
+            free: 64,
+        },
     });
     // 18 header + 1 count + (1 family + 16 token + 1 len + 16 owner + 1 + 3 + 1) + 1.
     assert_eq!(d.encode().len(), 18 + 1 + 39 + 1);

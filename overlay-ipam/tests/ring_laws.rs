@@ -61,7 +61,10 @@ fn run_ops(v6: bool, ops: &[Op], raw: bool) -> (Vec<Ring>, Vec<Anomaly>) {
     let mut reclaimed = BTreeSet::new();
     let mut anomalies = Vec::new();
     for &(kind, a, b, c) in ops {
-        let (i, j) = (usize::from(a) % PEERS as usize, usize::from(b) % PEERS as usize);
+        let (i, j) = (
+            usize::from(a) % PEERS as usize,
+            usize::from(b) % PEERS as usize,
+        );
         match kind % if raw { 5 } else { 4 } {
             0 => {
                 let me = peer(i as u128);
@@ -72,7 +75,11 @@ fn run_ops(v6: bool, ops: &[Op], raw: bool) -> (Vec<Ring>, Vec<Anomaly>) {
                 let e = mine[usize::from(b) % mine.len()];
                 let extra = (c % u32::from(min - e.block.prefix_len() + 1)) as u8;
                 let block = sub_block(e.block, extra, c >> 8);
-                let to = if c & 1 == 0 { me } else { peer(u128::from(c >> 4)) };
+                let to = if c & 1 == 0 {
+                    me
+                } else {
+                    peer(u128::from(c >> 4))
+                };
                 if replicas[i].tombstone_of(to).is_some() {
                     continue;
                 }
@@ -151,7 +158,10 @@ fn assert_tiles(ring: &Ring) {
 }
 
 fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
-    prop::collection::vec((any::<u8>(), any::<u16>(), any::<u16>(), any::<u32>()), 0..max)
+    prop::collection::vec(
+        (any::<u8>(), any::<u16>(), any::<u16>(), any::<u32>()),
+        0..max,
+    )
 }
 
 proptest! {
@@ -288,11 +298,27 @@ fn p4_each_seeded_conflict_reports_exactly_its_anomaly() {
 
     // Double reclaim of d with heirs c and b: the lowest heir (b) wins.
     let (mut x, mut y) = (base.clone(), base.clone());
-    x.reclaim(Tombstone { peer: d, up_to_incarnation: 1, heir: c }).unwrap();
-    y.reclaim(Tombstone { peer: d, up_to_incarnation: 1, heir: b }).unwrap();
+    x.reclaim(Tombstone {
+        peer: d,
+        up_to_incarnation: 1,
+        heir: c,
+    })
+    .unwrap();
+    y.reclaim(Tombstone {
+        peer: d,
+        up_to_incarnation: 1,
+        heir: b,
+    })
+    .unwrap();
     let (m, anomalies) = merged(&x, &y);
     let d_block = base.entries_of(d)[0].block;
-    assert_eq!(anomalies, [Anomaly::ConflictingHeirs { peer: d, heirs: vec![b, c] }]);
+    assert_eq!(
+        anomalies,
+        [Anomaly::ConflictingHeirs {
+            peer: d,
+            heirs: vec![b, c]
+        }]
+    );
     assert!(m.entries_of(b).iter().any(|e| e.block == d_block));
     assert_eq!(m, merged(&y, &x).0);
 
@@ -305,7 +331,12 @@ fn p4_each_seeded_conflict_reports_exactly_its_anomaly() {
     for block in [outside, misaligned, small] {
         delta.records.push(Record {
             block,
-            stamp: Stamp { epoch: 9, version: 9, owner: a, free: 0 },
+            stamp: Stamp {
+                epoch: 9,
+                version: 9,
+                owner: a,
+                free: 0,
+            },
         });
     }
     let report = x.apply(&delta);
@@ -319,7 +350,10 @@ fn p4_each_seeded_conflict_reports_exactly_its_anomaly() {
     let report = x.merge(&foreign);
     assert_eq!(
         report.anomalies,
-        [Anomaly::GenesisMismatch { ours: base.genesis().id(), theirs: foreign.genesis().id() }]
+        [Anomaly::GenesisMismatch {
+            ours: base.genesis().id(),
+            theirs: foreign.genesis().id()
+        }]
     );
     assert_eq!(x, base);
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use overlay_core::PeerId;
 use overlay_ipam::ring::sim::{Sim, SimConfig};
 use overlay_ipam::ring::{
-    AllocFailure, Anomaly, Delta, Identity, Message, Node, NodeConfig, Output, Record, Ring,
-    Stamp, Tombstone,
+    AllocFailure, Anomaly, Delta, Identity, Message, Node, NodeConfig, Output, Record, Ring, Stamp,
+    Tombstone,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -65,15 +65,34 @@ fn weave_double_rmpeer_resolves_to_the_lowest_heir() {
     let mut n1 = Node::<u32>::new(Identity::new(h1, 1), base.clone(), cfg.clone());
     let mut n2 = Node::<u32>::new(Identity::new(h2, 1), base.clone(), cfg.clone());
     let dead_block = base.entries_of(dead)[0].block;
-    n1.reclaim(T0, Tombstone { peer: dead, up_to_incarnation: 1, heir: h1 }).unwrap();
-    n2.reclaim(T0, Tombstone { peer: dead, up_to_incarnation: 1, heir: h2 }).unwrap();
+    n1.reclaim(
+        T0,
+        Tombstone {
+            peer: dead,
+            up_to_incarnation: 1,
+            heir: h1,
+        },
+    )
+    .unwrap();
+    n2.reclaim(
+        T0,
+        Tombstone {
+            peer: dead,
+            up_to_incarnation: 1,
+            heir: h2,
+        },
+    )
+    .unwrap();
     let (d1, d2) = (drain(&mut n1), drain(&mut n2));
     // Inside the quarantine the adopted block is not allocated from.
     assert!(n2.allocate_given(T0, dead_block.network(), 9).is_err());
     let r1 = n1.handle_delta(T0, &d2.broadcasts[0]);
     let r2 = n2.handle_delta(T0, &d1.broadcasts[0]);
-    let conflict = Anomaly::ConflictingHeirs { peer: dead, heirs: vec![h1, h2] };
-    assert_eq!(r1.anomalies, [conflict.clone()]);
+    let conflict = Anomaly::ConflictingHeirs {
+        peer: dead,
+        heirs: vec![h1, h2],
+    };
+    assert_eq!(r1.anomalies, std::slice::from_ref(&conflict));
     assert_eq!(r2.anomalies, [conflict]);
     assert_eq!(n1.ring(), n2.ring());
     assert!(n1.owned_blocks().contains(&dead_block));
@@ -114,20 +133,43 @@ fn weave_3165_stale_ring_at_a_lower_version_merges_and_claims() {
     );
     let report = node.handle_ring(T0, &cluster);
     assert!(report.changed);
-    assert!(report.anomalies.is_empty(), "no error, no anomaly: {report:?}");
+    assert!(
+        report.anomalies.is_empty(),
+        "no error, no anomaly: {report:?}"
+    );
     assert!(!node.owned_blocks().contains(&block));
     let out = drain(&mut node);
-    assert!(out.sends.contains(&(q, Message::Claim { addresses: vec![ip("198.18.0.5")] })));
-    assert!(out.anomalies.contains(&Anomaly::LostAllocations { owner: q, count: 1 }));
+    assert!(out.sends.contains(&(
+        q,
+        Message::Claim {
+            addresses: vec![ip("198.18.0.5")]
+        }
+    )));
+    assert!(
+        out.anomalies
+            .contains(&Anomaly::LostAllocations { owner: q, count: 1 })
+    );
     // The new owner grants it (it is free there), and never hands it out.
     let mut owner = Node::<u32>::new(Identity::new(q, 1), cluster, NodeConfig::default());
-    owner.handle_message(T0, p, Message::Claim { addresses: vec![ip("198.18.0.5")] });
+    owner.handle_message(
+        T0,
+        p,
+        Message::Claim {
+            addresses: vec![ip("198.18.0.5")],
+        },
+    );
     assert_eq!(owner.granted_claims(), [(ip("198.18.0.5"), p)]);
     assert!(owner.allocate_given(T0, ip("198.18.0.5"), 7).is_err());
     let reply = drain(&mut owner).sends;
     assert_eq!(
         reply,
-        [(p, Message::ClaimReply { granted: vec![ip("198.18.0.5")], refused: vec![] })]
+        [(
+            p,
+            Message::ClaimReply {
+                granted: vec![ip("198.18.0.5")],
+                refused: vec![]
+            }
+        )]
     );
     // The pod's address stays held through a release message.
     node.handle_message(T0, q, reply[0].1.clone());
@@ -149,7 +191,13 @@ fn owner_allocating_more_than_100_times_while_reclaimed_never_wins_back() {
     let mut owner = base.clone();
     let blocks = base.entries_of(p);
     let mut authority = base.clone();
-    authority.reclaim(Tombstone { peer: p, up_to_incarnation: 1, heir }).unwrap();
+    authority
+        .reclaim(Tombstone {
+            peer: p,
+            up_to_incarnation: 1,
+            heir,
+        })
+        .unwrap();
     for i in 0..150u32 {
         let b = blocks[0].block;
         owner.write(p, b, p, i).unwrap();
@@ -169,7 +217,11 @@ fn owner_allocating_more_than_100_times_while_reclaimed_never_wins_back() {
 #[test]
 fn weave_1593_a_seed_allocates_alone_with_no_quorum_to_reach() {
     let seeds: Vec<PeerId> = (1..=4).map(id).collect();
-    let mut node = Node::new(Identity::new(seeds[2], 1), ring(&seeds), NodeConfig::default());
+    let mut node = Node::new(
+        Identity::new(seeds[2], 1),
+        ring(&seeds),
+        NodeConfig::default(),
+    );
     assert!(node.allocate(T0, "pod").is_ok());
     assert!(drain(&mut node).sends.is_empty());
 }
@@ -210,7 +262,10 @@ fn weave_3003_a_claim_outside_the_ring_is_refused_and_reported() {
     let outside = ip("192.0.2.10");
     assert_eq!(
         node.allocate_given(T0, outside, 1),
-        Err(AllocFailure::Conflict { address: outside, owner: None })
+        Err(AllocFailure::Conflict {
+            address: outside,
+            owner: None
+        })
     );
     // A restored allocation outside the ring is reported, kept out of
     // every block, and not claimed from anyone.
@@ -222,17 +277,29 @@ fn weave_3003_a_claim_outside_the_ring_is_refused_and_reported() {
         T0,
     );
     let out = drain(&mut restored);
-    assert!(out.anomalies.contains(&Anomaly::InvalidRecord { block: outside.into() }));
+    assert!(out.anomalies.contains(&Anomaly::InvalidRecord {
+        block: outside.into()
+    }));
     assert!(out.sends.is_empty());
     assert!(restored.allocations().contains(&(outside, 5)));
     let mut delta = Delta::new(base.genesis().id());
     delta.records.push(Record {
         block: "192.0.2.0/26".parse().unwrap(),
-        stamp: Stamp { epoch: 0, version: 1, owner: p, free: 0 },
+        stamp: Stamp {
+            epoch: 0,
+            version: 1,
+            owner: p,
+            free: 0,
+        },
     });
     let report = node.handle_delta(T0, &delta);
     assert!(!report.changed);
-    assert_eq!(report.anomalies, [Anomaly::InvalidRecord { block: "192.0.2.0/26".parse().unwrap() }]);
+    assert_eq!(
+        report.anomalies,
+        [Anomaly::InvalidRecord {
+            block: "192.0.2.0/26".parse().unwrap()
+        }]
+    );
 }
 
 /// Weave concepts.md: "If two or more peers share the same name chaos will
@@ -258,19 +325,33 @@ fn cloned_identities_are_detected_and_the_lower_incarnation_re_identifies() {
     assert!(original.is_retired());
     assert!(!clone.is_retired());
     let out = drain(&mut original);
-    assert!(out.anomalies.contains(&Anomaly::CloneDetected { peer: p, ours: 4, theirs: 5 }));
+    assert!(out.anomalies.contains(&Anomaly::CloneDetected {
+        peer: p,
+        ours: 4,
+        theirs: 5
+    }));
     let mut rng = StdRng::seed_from_u64(1);
     original.handle_timeout(T0, &mut rng);
     let out = drain(&mut original);
     let (old, new) = out.reidentified[0];
     assert_eq!(old.peer, p);
     assert_ne!(new.peer, p);
-    let (to, claim) = out.sends.iter().find(|(_, m)| matches!(m, Message::Claim { .. })).unwrap();
+    let (to, claim) = out
+        .sends
+        .iter()
+        .find(|(_, m)| matches!(m, Message::Claim { .. }))
+        .unwrap();
     assert_eq!(*to, p);
     clone.handle_message(T0, new.peer, claim.clone());
     let out = drain(&mut clone);
-    assert!(out.anomalies.iter().any(|x| matches!(x, Anomaly::ClaimConflict { address, .. } if *address == a)));
-    let Message::ClaimReply { granted, refused } = &out.sends[0].1 else { panic!() };
+    assert!(
+        out.anomalies
+            .iter()
+            .any(|x| matches!(x, Anomaly::ClaimConflict { address, .. } if *address == a))
+    );
+    let Message::ClaimReply { granted, refused } = &out.sends[0].1 else {
+        panic!()
+    };
     assert_eq!(refused, &[a]);
     assert_eq!(granted.len(), 1);
     // The clone never hands out the granted address again.
@@ -290,11 +371,21 @@ fn weave_3908_rings_of_different_seeds_are_kept_apart_and_reported() {
     assert!(!report.changed);
     assert_eq!(
         report.anomalies,
-        [Anomaly::GenesisMismatch { ours: a.genesis().id(), theirs: b.genesis().id() }]
+        [Anomaly::GenesisMismatch {
+            ours: a.genesis().id(),
+            theirs: b.genesis().id()
+        }]
     );
     assert_eq!(node.ring(), &a);
     // The anti-entropy exchange reports it too, and sends nothing.
-    node.handle_message(T0, id(3), Message::Digest { digest: b.digest(4), reply: true });
+    node.handle_message(
+        T0,
+        id(3),
+        Message::Digest {
+            digest: b.digest(4),
+            reply: true,
+        },
+    );
     let out = drain(&mut node);
     assert!(out.sends.is_empty());
     assert_eq!(out.anomalies.len(), 2);

@@ -93,7 +93,10 @@ fn thousand_peers_with_loss_partitions_crashes_and_reclaims_never_duplicate_and_
     assert!(sim.pods().count() > peers / 2, "the load ran");
     // S5 and S2: after the quarantine every live node can allocate.
     sim.run(secs(11));
-    let live: Vec<usize> = (0..peers).filter(|i| !dead.contains(i)).step_by(37).collect();
+    let live: Vec<usize> = (0..peers)
+        .filter(|i| !dead.contains(i))
+        .step_by(37)
+        .collect();
     assert_every_node_allocates(&mut sim, live);
     assert_clean(&sim);
     assert_eq!(sim.anomaly_counts().get("claim_conflict"), None);
@@ -204,7 +207,12 @@ fn a_reclaimed_peer_returning_within_quarantine_gets_its_live_addresses_back() {
     // granted back by the heir, and the heir never hands them out.
     assert_ne!(sim.node(2).identity().peer, id.peer);
     assert_eq!(sim.anomaly_counts().get("stepped_down"), Some(&1));
-    let mine: Vec<_> = sim.node(2).allocations().into_iter().map(|(ip, _)| ip).collect();
+    let mine: Vec<_> = sim
+        .node(2)
+        .allocations()
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .collect();
     for ip in &pods {
         assert!(mine.contains(ip));
     }

@@ -546,17 +546,21 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
     /// let outside = "192.0.2.1".parse().unwrap();
     /// assert_eq!(n.allocate_given(t, outside, "y"), Err(AllocFailure::Conflict { address: outside, owner: None }));
     /// ```
-    pub fn allocate_given(&mut self, now: Duration, ip: IpAddr, key: K) -> Result<(), AllocFailure> {
+    pub fn allocate_given(
+        &mut self,
+        now: Duration,
+        ip: IpAddr,
+        key: K,
+    ) -> Result<(), AllocFailure> {
         let owner = self.ring.entry_at(ip).map(|e| e.owner);
         let conflict = AllocFailure::Conflict { address: ip, owner };
         if self.retired.is_some() || self.foreign.contains_key(&ip) {
             return Err(conflict);
         }
         match self.block_of_mut(ip) {
-            Some(b) if b.usable_at <= now => b
-                .alloc
-                .allocate(ip, Holder::Pod(key))
-                .map_err(|_| conflict),
+            Some(b) if b.usable_at <= now => {
+                b.alloc.allocate(ip, Holder::Pod(key)).map_err(|_| conflict)
+            }
             _ => Err(conflict),
         }
     }
@@ -602,7 +606,10 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
         // our blocks or our claimed addresses, or through new tombstones;
         // anything else needs no reconcile (the common case at scale).
         let relevant = self.ring.tombstone_count() != tombstones
-            || delta.records.iter().any(|r| self.touches_us(r.block, r.stamp.owner));
+            || delta
+                .records
+                .iter()
+                .any(|r| self.touches_us(r.block, r.stamp.owner));
         if report.changed {
             self.digest_cache = None;
         }
@@ -913,8 +920,11 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
             self.outbox.push_back(deny);
             return;
         };
-        let free = u32::try_from(super::state::host_size(block.max_prefix_len(), block.prefix_len()))
-            .unwrap_or(u32::MAX);
+        let free = u32::try_from(super::state::host_size(
+            block.max_prefix_len(),
+            block.prefix_len(),
+        ))
+        .unwrap_or(u32::MAX);
         match self.ring.write(self.id.peer, block, to, free) {
             Ok(record) => {
                 self.reconcile(now, true);
@@ -948,7 +958,11 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
                 .map(|&u| (u, true))
                 .chain(std::iter::once((hi, false)));
             for (bound, is_used) in gaps {
-                let gap_last = if is_used { bound.checked_sub(1) } else { Some(bound) };
+                let gap_last = if is_used {
+                    bound.checked_sub(1)
+                } else {
+                    Some(bound)
+                };
                 if let Some(gap_last) = gap_last
                     && cursor <= gap_last
                 {
@@ -1061,9 +1075,11 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
         let me = self.id.peer;
         let mine: Vec<Entry> = self.ring.entries_of(me);
         let unchanged = mine.len() == self.blocks.len()
-            && mine
-                .iter()
-                .all(|e| self.blocks.get(&to_bits(e.block.network())).is_some_and(|b| b.net == e.block));
+            && mine.iter().all(|e| {
+                self.blocks
+                    .get(&to_bits(e.block.network()))
+                    .is_some_and(|b| b.net == e.block)
+            });
         if !unchanged {
             let mut old = std::mem::take(&mut self.blocks);
             let mut moved: Vec<(IpAddr, Holder<K>)> = Vec::new();

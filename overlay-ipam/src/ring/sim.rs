@@ -560,7 +560,7 @@ impl Sim {
                 continue;
             }
             self.nodes[i].node.handle_timeout(self.now, &mut self.rng);
-            if (tick_no + i as u128) % period == 0 {
+            if (tick_no + i as u128).is_multiple_of(period) {
                 let j = self.rng.random_range(0..self.nodes.len());
                 if j != i {
                     let message = self.nodes[i].node.digest_message(self.config.bucket_bits);

@@ -147,12 +147,11 @@ impl Genesis {
         hi.write(b"overlay-ring-genesis-hi\0");
         lo.write(b"overlay-ring-genesis-lo\0");
         for h in [&mut hi, &mut lo] {
-            h.write(&to_bits(universe.network()).to_be_bytes())
-                .write(&[
-                    u8::from(universe.addr().is_ipv6()),
-                    universe.prefix_len(),
-                    min_block_len,
-                ]);
+            h.write(&to_bits(universe.network()).to_be_bytes()).write(&[
+                u8::from(universe.addr().is_ipv6()),
+                universe.prefix_len(),
+                min_block_len,
+            ]);
             for s in &seeds {
                 h.write(&s.to_bytes());
             }
@@ -561,7 +560,9 @@ impl Ring {
     pub fn with_seeds(genesis: Genesis, seeds: &[PeerId]) -> Result<Ring, GenesisError> {
         let seeds = sorted_seeds(seeds)?;
         let blocks = 1u128
-            .checked_shl(u32::from(genesis.min_block_len - genesis.universe.prefix_len()))
+            .checked_shl(u32::from(
+                genesis.min_block_len - genesis.universe.prefix_len(),
+            ))
             .unwrap_or(u128::MAX);
         if seeds.len() as u128 > blocks {
             return Err(GenesisError::TooManySeeds {
@@ -672,11 +673,13 @@ impl Ring {
         self.tombstones
             .iter()
             .flat_map(|(&peer, heirs)| {
-                heirs.iter().map(move |(&heir, &up_to_incarnation)| Tombstone {
-                    peer,
-                    up_to_incarnation,
-                    heir,
-                })
+                heirs
+                    .iter()
+                    .map(move |(&heir, &up_to_incarnation)| Tombstone {
+                        peer,
+                        up_to_incarnation,
+                        heir,
+                    })
             })
             .collect()
     }
@@ -1046,7 +1049,13 @@ impl Ring {
     }
 
     /// Merge `stamp` over `lo..=hi` (inside the universe).
-    fn apply_range(&mut self, lo: u128, hi: u128, stamp: Stamp, anomalies: &mut Vec<Anomaly>) -> bool {
+    fn apply_range(
+        &mut self,
+        lo: u128,
+        hi: u128,
+        stamp: Stamp,
+        anomalies: &mut Vec<Anomaly>,
+    ) -> bool {
         let start = self.run_index(lo);
         let end = self.run_index(hi);
         // Include one neighbour on each side so runs coalesce.
