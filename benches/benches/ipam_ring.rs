@@ -50,7 +50,8 @@ fn replicas() -> (Ring, Ring) {
             let std::net::IpAddr::V4(last) = block.broadcast() else {
                 unreachable!("the universe is IPv4")
             };
-            let top = ipnet::IpNet::new((u32::from(last) & !63).into(), 26).unwrap();
+            let top = ipnet::IpNet::new(std::net::Ipv4Addr::from(u32::from(last) & !63).into(), 26)
+                .unwrap();
             replica.write(p, top, peer((i + 1) % PEERS), 64).unwrap();
         }
     }
