@@ -41,7 +41,8 @@
 //!
 //! The example plugin is built as it ships, by `scripts/build-plugin.sh`
 //! (the `dist` profile, statically linked like the reference plugins), into
-//! the same target directory.
+//! the same target directory; `OVERLAY_BRIDGE_BIN=<path>` measures that
+//! binary instead (to compare builds).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -207,7 +208,11 @@ fn bench_cni(c: &mut Criterion) {
         eprintln!("cni_latency: skipped, needs root (CAP_NET_ADMIN)");
         return;
     }
-    let ours = build_overlay_bridge();
+    let ours = match std::env::var_os("OVERLAY_BRIDGE_BIN") {
+        Some(bin) => std::fs::canonicalize(&bin)
+            .unwrap_or_else(|e| panic!("OVERLAY_BRIDGE_BIN={}: {e}", Path::new(&bin).display())),
+        None => build_overlay_bridge(),
+    };
     become_subreaper();
     let host = TestNetns::with_kind("hst").expect("host netns");
     let dir = std::env::temp_dir().join(unique_name("cnib"));
