@@ -39,6 +39,13 @@
 //! median ratios, which load changes on a shared machine do not skew. Needs
 //! root; without `CAP_NET_ADMIN` it prints why and exits.
 //!
+//! Other work on the machine slows the reference (a multi-threaded Go
+//! process that also runs `host-local`) more than `overlay-bridge`, so a
+//! loaded machine flatters the ratio. For figures comparable across runs,
+//! run the built bench under a real-time policy, which both plugins and
+//! everything they spawn inherit:
+//! `chrt -f 10 target/release/deps/cni_latency-<hash> --bench`.
+//!
 //! The example plugin is built as it ships, by `scripts/build-plugin.sh`
 //! (the `dist` profile, statically linked like the reference plugins), into
 //! the same target directory; `OVERLAY_BRIDGE_BIN=<path>` measures that
