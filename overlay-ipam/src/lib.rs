@@ -18,6 +18,13 @@
 //! - [`k8s`]: Kubernetes-style allocators on top of [`alloc`]: Service
 //!   ClusterIPs and NodePorts with Kubernetes' static and dynamic bands, and
 //!   MetalLB-style LoadBalancer address pools.
+//! - [`ring`]: the cluster-wide ring of CIDR-aligned address blocks, a CRDT
+//!   whose merge never fails (conflicts are reported as anomalies), with
+//!   genesis without consensus, owner-initiated donation, fencing reclaim
+//!   by tombstone, a node-level allocator on top of [`alloc`] that never
+//!   waits on the network, compact delta/digest/store encodings, and a
+//!   deterministic cluster simulator. Pure state machines: time and
+//!   randomness are passed in.
 //! - [`range`]: validated address ranges and range sets with the reference
 //!   `host-local` plugin's rules and round-robin allocation order, IPv4 and
 //!   IPv6 alike.

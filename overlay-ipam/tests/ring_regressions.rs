@@ -92,7 +92,7 @@ fn weave_double_rmpeer_resolves_to_the_lowest_heir() {
         peer: dead,
         heirs: vec![h1, h2],
     };
-    assert_eq!(r1.anomalies, [conflict.clone()]);
+    assert_eq!(r1.anomalies, std::slice::from_ref(&conflict));
     assert_eq!(r2.anomalies, [conflict]);
     assert_eq!(n1.ring(), n2.ring());
     assert!(n1.owned_blocks().contains(&dead_block));

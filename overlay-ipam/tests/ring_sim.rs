@@ -223,3 +223,48 @@ fn a_reclaimed_peer_returning_within_quarantine_gets_its_live_addresses_back() {
     assert_clean(&sim);
     assert_eq!(sim.anomaly_counts().get("claim_conflict"), None);
 }
+
+/// Heavy faults across several seeds: 20% loss, 10% duplication, rotating
+/// three-way partitions, an agent crash every round, and a live node
+/// wrongly reclaimed while partitioned (it steps down and claims back).
+#[test]
+fn several_seeds_under_heavy_loss_partitions_crashes_and_a_wrongful_reclaim() {
+    let peers = 120;
+    for seed in 0..8u64 {
+        let mut sim = Sim::new(
+            SimConfig::default()
+                .peers(peers)
+                .seeds(12)
+                .seed(seed)
+                .loss(0.2)
+                .duplicate(0.1),
+        );
+        for round in 0..12u64 {
+            sim.random_load(60, 25);
+            if round % 3 == 0 {
+                for i in 0..peers {
+                    sim.set_group(i, ((i as u64 + round + seed) % 3) as u32);
+                }
+            }
+            if round % 3 == 2 {
+                sim.heal();
+            }
+            let c = ((round * 7 + seed) as usize) % peers;
+            sim.crash(c);
+            sim.run(Duration::from_millis(700));
+            sim.restart(c);
+            if round == 5 {
+                let v = (seed as usize * 13 + 1) % peers;
+                let id = sim.node(v).identity();
+                sim.reclaim(id.peer, id.incarnation, (v + 1) % peers, (v + 1) % peers);
+            }
+            sim.run(secs(1));
+        }
+        sim.heal();
+        let took = sim.run_until_converged(secs(120));
+        assert_clean(&sim);
+        assert!(took.is_some(), "seed {seed} did not converge");
+        assert_eq!(sim.anomaly_counts().get("stepped_down"), Some(&1));
+        assert_eq!(sim.anomaly_counts().get("claim_conflict"), None);
+    }
+}

@@ -650,3 +650,47 @@ async fn veth_created_with_master_and_up_is_attached_and_up() {
     assert!(ip_link(&host, "ovveth1").is_none());
     assert!(ip_link(&pod, "eth1").is_none());
 }
+
+#[tokio::test]
+async fn a_created_link_is_returned_as_a_look_up_reports_it() {
+    // Creation takes the link from the kernel's echo where the kernel
+    // sends one (6.3 and later), and looks it up otherwise: either way the
+    // caller gets what a look-up right after the creation reports.
+    privileged_test!();
+    let host = TestNetns::new().unwrap();
+    let pod = TestNetns::new().unwrap();
+    let h = netns(&host).handle().unwrap();
+    // Carrier (`lower_up`) follows asynchronously; all else is settled.
+    let settled = |l: &overlay_netlink::Link| {
+        let mut l = l.clone();
+        l.lower_up = false;
+        l
+    };
+    let br = h.link().add_bridge("ovbr0").await.unwrap();
+    assert_eq!(
+        settled(&br),
+        settled(&h.link().get(br.index).await.unwrap())
+    );
+    let veth = VethConfig::new("ovveth0", "eth0")
+        .peer_netns(&netns(&pod))
+        .peer_mac("02:00:00:00:00:07".parse().unwrap())
+        .master(br.index)
+        .mtu(1400)
+        .queues(1)
+        .up();
+    let veth = h.link().add_veth(&veth).await.unwrap();
+    assert_eq!(veth.master, Some(br.index));
+    assert_eq!(
+        settled(&veth),
+        settled(&h.link().get(veth.index).await.unwrap())
+    );
+    let vxlan = VxlanConfig::new("ovvx0", vni(42))
+        .local("198.51.100.1".parse().unwrap())
+        .underlay(br.index)
+        .mtu(1350);
+    let vxlan = h.link().add_vxlan(&vxlan).await.unwrap();
+    assert_eq!(
+        settled(&vxlan),
+        settled(&h.link().get(vxlan.index).await.unwrap())
+    );
+}

@@ -18,7 +18,8 @@
 //! - [`masq`]: masquerading through nftables, one transaction per change;
 //! - [`bridge`]: the node bridge of bridge-type plugins;
 //! - [`veth`]: an attachment's veth pair, named and addressed from it;
-//! - [`gc`]: tearing down a stale attachment before its addresses go.
+//! - [`gc`]: tearing down a stale attachment before its addresses go;
+//! - [`alloc`]: a global allocator for one-shot plugin processes.
 //!
 //! A minimal plugin that puts the IPAM's addresses on an existing interface:
 //!
@@ -57,6 +58,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod bridge;
 pub mod error;
 pub mod gc;

@@ -436,7 +436,7 @@ impl Ring {
                 None => first == ufirst,
                 Some(prev) => first > prev.first && prev.stamp != stamp,
             };
-            let ok = ok && first <= ulast && (first - ufirst) % min_size == 0;
+            let ok = ok && first <= ulast && (first - ufirst).is_multiple_of(min_size);
             if !ok {
                 return Err(DecodeError::NotATiling { at });
             }

@@ -494,6 +494,22 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
     /// quarantine (blocks adopted by a reclaim last). Fails with
     /// [`AllocFailure::NoSpaceYet`] while space is only elsewhere or in
     /// quarantine, [`AllocFailure::Exhausted`] when nobody advertises space.
+    ///
+    /// ```
+    /// use overlay_ipam::ring::{AllocFailure, Identity, Node, NodeConfig, Ring};
+    /// use overlay_core::PeerId;
+    /// use std::time::Duration;
+    ///
+    /// let a = PeerId::from_u128(1);
+    /// // A /28 universe: sixteen addresses, all a's.
+    /// let ring = Ring::from_seeds("198.18.0.0/28".parse().unwrap(), 28, &[a]).unwrap();
+    /// let mut n = Node::new(Identity::new(a, 1), ring, NodeConfig::default());
+    /// for pod in 0..16 {
+    ///     n.allocate(Duration::ZERO, pod).unwrap();
+    /// }
+    /// // Nobody has space left: exhausted (CNI 50), at once.
+    /// assert_eq!(n.allocate(Duration::ZERO, 16), Err(AllocFailure::Exhausted));
+    /// ```
     pub fn allocate(&mut self, now: Duration, key: K) -> Result<IpAddr, AllocFailure> {
         if self.retired.is_none() {
             let mut order: Vec<(Duration, u128)> = self
@@ -567,6 +583,20 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
 
     /// Release every address of `key`; the addresses. Claimed addresses
     /// are released at their owners (a [`Message::ReleaseClaim`]).
+    ///
+    /// ```
+    /// use overlay_ipam::ring::{Identity, Node, NodeConfig, Ring};
+    /// use overlay_core::PeerId;
+    /// use std::time::Duration;
+    ///
+    /// let a = PeerId::from_u128(1);
+    /// let ring = Ring::from_seeds("198.18.0.0/24".parse().unwrap(), 28, &[a]).unwrap();
+    /// let mut n = Node::new(Identity::new(a, 1), ring, NodeConfig::default());
+    /// let t = Duration::ZERO;
+    /// let (x, y) = (n.allocate(t, "pod").unwrap(), n.allocate(t, "pod").unwrap());
+    /// assert_eq!(n.release(t, &"pod"), vec![x, y]);
+    /// assert!(n.allocations().is_empty());
+    /// ```
     pub fn release(&mut self, _now: Duration, key: &K) -> Vec<IpAddr> {
         let holder = Holder::Pod(key.clone());
         let mut out: Vec<IpAddr> = Vec::new();
@@ -599,6 +629,21 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
     }
 
     /// Merge ring writes from gossip.
+    ///
+    /// ```
+    /// use overlay_ipam::ring::{Delta, Identity, Node, NodeConfig, Ring};
+    /// use overlay_core::PeerId;
+    /// use std::time::Duration;
+    ///
+    /// let (a, b) = (PeerId::from_u128(1), PeerId::from_u128(2));
+    /// let mut ring = Ring::from_seeds("198.18.0.0/24".parse().unwrap(), 28, &[a]).unwrap();
+    /// let mut nb = Node::<u32>::new(Identity::new(b, 1), ring.clone(), NodeConfig::default());
+    /// // a gives b a block; b learns it from gossip and can allocate there.
+    /// let mut delta = Delta::new(ring.genesis().id());
+    /// delta.records.push(ring.write(a, "198.18.0.240/28".parse().unwrap(), b, 16).unwrap());
+    /// assert!(nb.handle_delta(Duration::ZERO, &delta).changed);
+    /// assert_eq!(nb.allocate(Duration::ZERO, 1).unwrap().to_string(), "198.18.0.240");
+    /// ```
     pub fn handle_delta(&mut self, now: Duration, delta: &Delta) -> MergeReport {
         let tombstones = self.ring.tombstone_count();
         let report = self.ring.apply(delta);
@@ -792,6 +837,24 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
     /// chosen at random weighted by advertised free space when usable free
     /// space is below the low-water mark), repeat unanswered claims, and
     /// publish coarsened free counts.
+    ///
+    /// ```
+    /// use overlay_ipam::ring::{Identity, Message, Node, NodeConfig, Output, Ring};
+    /// use overlay_core::PeerId;
+    /// use rand::SeedableRng;
+    /// use std::time::Duration;
+    ///
+    /// let (a, b, c) = (PeerId::from_u128(1), PeerId::from_u128(2), PeerId::from_u128(3));
+    /// let ring = Ring::from_seeds("198.18.0.0/24".parse().unwrap(), 28, &[a, b]).unwrap();
+    /// let mut nc = Node::<u32>::new(Identity::new(c, 1), ring, NodeConfig::default());
+    /// let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    /// nc.handle_timeout(Duration::ZERO, &mut rng);
+    /// let Some(Output::Send { to, message: Message::SpaceRequest }) = nc.poll_output() else { panic!() };
+    /// assert!(to == a || to == b);
+    /// // Not again before the retry interval.
+    /// nc.handle_timeout(Duration::from_millis(100), &mut rng);
+    /// assert_eq!(nc.poll_output(), None);
+    /// ```
     pub fn handle_timeout(&mut self, now: Duration, rng: &mut impl Rng) {
         if self.retired.is_some() {
             let old = self.id;
@@ -841,6 +904,30 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
 
     /// An anti-entropy opener for `to`: our digest with `bucket_bits` bits
     /// of buckets.
+    ///
+    /// ```
+    /// use overlay_ipam::ring::{Identity, Message, Node, NodeConfig, Output, Ring};
+    /// use overlay_core::PeerId;
+    /// use std::time::Duration;
+    ///
+    /// let (a, b) = (PeerId::from_u128(1), PeerId::from_u128(2));
+    /// let ring = Ring::from_seeds("198.18.0.0/24".parse().unwrap(), 28, &[a, b]).unwrap();
+    /// let mut na = Node::<u32>::new(Identity::new(a, 1), ring.clone(), NodeConfig::default());
+    /// let mut nb = Node::<u32>::new(Identity::new(b, 1), ring, NodeConfig::default());
+    /// na.allocate(Duration::from_secs(10), 1).unwrap();
+    /// na.handle_timeout(Duration::from_secs(10), &mut rand::rngs::StdRng::from_seed([0; 32]));
+    /// while na.poll_output().is_some() {} // the free-count broadcast is lost
+    /// // Anti-entropy repairs it: b answers a's digest with its own, a sends the difference.
+    /// nb.handle_message(Duration::ZERO, a, na.digest_message(4));
+    /// while let Some(Output::Send { message, .. }) = nb.poll_output() {
+    ///     na.handle_message(Duration::ZERO, b, message);
+    /// }
+    /// while let Some(Output::Send { message, .. }) = na.poll_output() {
+    ///     nb.handle_message(Duration::ZERO, a, message);
+    /// }
+    /// assert_eq!(na.ring(), nb.ring());
+    /// # use rand::SeedableRng;
+    /// ```
     pub fn digest_message(&mut self, bucket_bits: u8) -> Message {
         Message::Digest {
             digest: self.digest(bucket_bits),

@@ -416,6 +416,22 @@ impl Sim {
     }
 
     /// Put node `i` in partition `group` (nodes talk only within a group).
+    ///
+    /// ```
+    /// use overlay_ipam::ring::sim::{Sim, SimConfig};
+    /// use std::time::Duration;
+    ///
+    /// let mut sim = Sim::new(SimConfig::default().peers(4).seed(3));
+    /// sim.set_group(0, 1);
+    /// // A reclaim applied at node 0 cannot spread.
+    /// let dead = sim.node(3).identity();
+    /// sim.kill(3);
+    /// sim.reclaim(dead.peer, dead.incarnation, 0, 0);
+    /// sim.run(Duration::from_secs(5));
+    /// assert!(!sim.converged());
+    /// sim.heal();
+    /// assert!(sim.run_until_converged(Duration::from_secs(30)).is_some());
+    /// ```
     pub fn set_group(&mut self, i: usize, group: u32) {
         self.nodes[i].group = group;
     }
@@ -435,6 +451,18 @@ impl Sim {
 
     /// Restart node `i` from its last committed store, one incarnation
     /// later, and check S4.
+    ///
+    /// ```
+    /// use overlay_ipam::ring::sim::{Sim, SimConfig};
+    ///
+    /// let mut sim = Sim::new(SimConfig::default().peers(3).seed(2));
+    /// let ip = sim.add_pod(1).unwrap();
+    /// sim.crash(1);
+    /// sim.restart(1);
+    /// assert!(sim.violations().is_empty()); // the acknowledged address survived
+    /// assert_eq!(sim.node(1).allocations()[0].0, ip);
+    /// assert_eq!(sim.node(1).identity().incarnation, 2);
+    /// ```
     pub fn restart(&mut self, i: usize) {
         let store = self.nodes[i].store.clone();
         let ring = Ring::decode(&store.ring).unwrap_or_else(|_| self.genesis_ring.clone());
@@ -502,6 +530,18 @@ impl Sim {
     /// The authority reclaims `dead`'s identity (as of its committed store)
     /// with `heir`'s identity as heir; the tombstone is applied at node
     /// `via` and gossiped from there.
+    ///
+    /// ```
+    /// use overlay_ipam::ring::sim::{Sim, SimConfig};
+    /// use std::time::Duration;
+    ///
+    /// let mut sim = Sim::new(SimConfig::default().peers(3).seed(4));
+    /// let dead = sim.node(2).identity();
+    /// sim.kill(2);
+    /// sim.reclaim(dead.peer, dead.incarnation, 0, 1);
+    /// assert!(sim.run_until_converged(Duration::from_secs(10)).is_some());
+    /// assert!(sim.node(0).ring().entries_of(dead.peer).is_empty());
+    /// ```
     pub fn reclaim(&mut self, dead: PeerId, up_to_incarnation: u64, heir: usize, via: usize) {
         let tombstone = Tombstone {
             peer: dead,
@@ -560,7 +600,7 @@ impl Sim {
                 continue;
             }
             self.nodes[i].node.handle_timeout(self.now, &mut self.rng);
-            if (tick_no + i as u128) % period == 0 {
+            if (tick_no + i as u128).is_multiple_of(period) {
                 let j = self.rng.random_range(0..self.nodes.len());
                 if j != i {
                     let message = self.nodes[i].node.digest_message(self.config.bucket_bits);

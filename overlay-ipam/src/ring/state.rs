@@ -751,6 +751,17 @@ impl Ring {
 
     /// The ownership view: tombstones resolved to heirs, every run cut into
     /// aligned CIDR blocks, sorted by address; they tile the universe.
+    ///
+    /// ```
+    /// use overlay_ipam::ring::{Ring, Tombstone};
+    /// use overlay_core::PeerId;
+    ///
+    /// let (a, b) = (PeerId::from_u128(1), PeerId::from_u128(2));
+    /// let mut ring = Ring::from_seeds("10.0.0.0/16".parse().unwrap(), 26, &[a, b]).unwrap();
+    /// ring.write(a, "10.0.0.64/26".parse().unwrap(), b, 64).unwrap();
+    /// let view: Vec<_> = ring.entries().iter().map(|e| (e.block.to_string(), e.owner.as_u128())).collect();
+    /// assert_eq!(view[..3], [("10.0.0.0/26".to_string(), 1), ("10.0.0.64/26".into(), 2), ("10.0.0.128/25".into(), 1)]);
+    /// ```
     pub fn entries(&self) -> Vec<Entry> {
         let mut out = Vec::with_capacity(self.runs.len());
         for i in 0..self.runs.len() {
@@ -853,6 +864,17 @@ impl Ring {
 
     /// Whether `block` is a block of this ring: same family, inside the
     /// universe, aligned, no smaller than the minimum block.
+    ///
+    /// ```
+    /// use overlay_ipam::ring::Ring;
+    /// use overlay_core::PeerId;
+    ///
+    /// let ring = Ring::from_seeds("10.0.0.0/16".parse().unwrap(), 26, &[PeerId::from_u128(1)]).unwrap();
+    /// assert!(ring.is_block("10.0.1.0/24".parse().unwrap()));
+    /// assert!(!ring.is_block("10.0.1.0/28".parse().unwrap())); // below the minimum
+    /// assert!(!ring.is_block("10.0.1.1/24".parse().unwrap())); // not aligned
+    /// assert!(!ring.is_block("10.1.0.0/24".parse().unwrap())); // outside
+    /// ```
     pub fn is_block(&self, block: IpNet) -> bool {
         block.addr().is_ipv4() == self.genesis.universe.addr().is_ipv4()
             && block.trunc() == block

@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVxlan, LinkAttribute,
@@ -242,6 +242,18 @@ fn addressed(id: &LinkId) -> LinkMessage {
     msg
 }
 
+/// The link `name` as the kernel echoed its creation (the last
+/// `RTM_NEWLINK` of that name among `replies`), if it did.
+fn echoed(replies: &[RouteNetlinkMessage], name: &str) -> Option<Link> {
+    replies.iter().rev().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(l) => {
+            let link = Link::from_message(l);
+            (link.name == name).then_some(link)
+        }
+        _ => None,
+    })
+}
+
 fn check_id(operation: &'static str, id: &LinkId) -> Result<()> {
     match id {
         LinkId::Name(n) => validate::ifname(operation, n),
@@ -445,16 +457,33 @@ impl<'h> LinkOps<'h> {
 
 impl<'h> LinkOps<'h> {
     /// Create a link from `msg` (`NLM_F_CREATE | NLM_F_EXCL`), then return it
-    /// as the kernel reports it. If the look-up fails, the new link is deleted.
+    /// as the kernel reports it.
+    ///
+    /// The request asks for an echo (`NLM_F_ECHO`): since Linux 6.3 the
+    /// kernel answers a creation with the new link's `RTM_NEWLINK` before
+    /// the ACK, which saves a look-up (another RTNL round trip). The echo
+    /// is built before the kernel enslaves the link (`IFLA_MASTER` is set
+    /// last, and a failure there undoes the whole creation), so a requested
+    /// master is taken from `msg`. Older kernels ignore the flag; then the
+    /// link is looked up by name, and deleted again if that look-up fails.
     async fn create(&self, operation: &'static str, name: &str, msg: LinkMessage) -> Result<Link> {
-        self.handle
+        let master = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Controller(m) if *m != 0 => Some(*m),
+            _ => None,
+        });
+        let replies = self
+            .handle
             .request(
                 operation,
                 name,
                 RouteNetlinkMessage::NewLink(msg),
-                NLM_F_CREATE | NLM_F_EXCL,
+                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
             )
             .await?;
+        if let Some(mut link) = echoed(&replies, name) {
+            link.master = link.master.or(master);
+            return Ok(link);
+        }
         match self.get(name).await {
             Ok(link) => Ok(link),
             Err(e) => {
@@ -600,7 +629,7 @@ mod tests {
                 flags,
                 message: RouteNetlinkMessage::NewLink(m),
             } => {
-                assert_eq!(*flags, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK);
+                assert_eq!(*flags, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO | NLM_F_ACK);
                 m.clone()
             }
             other => panic!("expected RTM_NEWLINK, got {other:?}"),
@@ -652,11 +681,49 @@ mod tests {
         ] {
             assert!(v.contains(&expected), "{expected:?} missing in {v:?}");
         }
-        // Then the look-up by name.
+        // The fake does not echo (as kernels before 6.3): then the look-up
+        // by name.
         assert!(matches!(
             fake.requests()[1].message,
             RouteNetlinkMessage::GetLink(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn an_echoed_creation_needs_no_look_up_and_keeps_the_requested_master() {
+        // A kernel that echoes the creation (6.3 and later), before it
+        // enslaves the link: the echo has no IFLA_MASTER.
+        let fake = Arc::new(FakeTransport::with_responder(|r: &Request| {
+            match &r.message {
+                RouteNetlinkMessage::NewLink(_) if r.flags & NLM_F_ECHO != 0 => {
+                    let mut echo = new_link_reply(9, "veth0", InfoKind::Veth);
+                    if let RouteNetlinkMessage::NewLink(m) = &mut echo {
+                        m.attributes.push(LinkAttribute::Mtu(1400));
+                        m.attributes.push(LinkAttribute::Link(3));
+                    }
+                    // Another link's announcement first: only `veth0` counts.
+                    Ok(vec![new_link_reply(8, "other", InfoKind::Veth), echo])
+                }
+                _ => Ok(Vec::new()),
+            }
+        }));
+        let handle = Handle::with_transport(fake.clone());
+        let cfg = VethConfig::new("veth0", "eth0").master(4).mtu(1400);
+        let link = handle.link().add_veth(&cfg).await.unwrap();
+        assert_eq!(
+            (link.index, link.name.as_str(), link.kind, link.mtu),
+            (9, "veth0", Some(LinkKind::Veth), Some(1400))
+        );
+        assert_eq!((link.master, link.parent), (Some(4), Some(3)));
+        // One request: the creation.
+        assert_eq!(fake.requests().len(), 1);
+        // Without a master in the request, none is made up.
+        let link = handle
+            .link()
+            .add_veth(&VethConfig::new("veth0", "eth0"))
+            .await
+            .unwrap();
+        assert_eq!(link.master, None);
     }
 
     #[tokio::test]
