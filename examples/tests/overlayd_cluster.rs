@@ -162,8 +162,24 @@ fn cni(
     Ok(Some(address.split('/').next().unwrap().parse().unwrap()))
 }
 
+/// The namespace's packet filter rules, both as nftables and as
+/// iptables (legacy) show them.
+fn nft_and_iptables(ns: &TestNetns) -> String {
+    let mut out = String::new();
+    for argv in [
+        &["nft", "list", "ruleset"][..],
+        &["iptables-legacy-save"][..],
+        &["iptables-save"][..],
+    ] {
+        if let Ok(o) = ns.exec(argv) {
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+    }
+    out
+}
+
 fn ping(from: &TestNetns, to: IpAddr) -> bool {
-    from.exec(["ping", "-c", "1", "-W", "2", &to.to_string()])
+    from.exec(["ping", "-c", "2", "-i", "0.2", "-W", "2", &to.to_string()])
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
@@ -315,30 +331,30 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
         ping(&pods[2].2, chained_ip),
         "a chained pod is reachable across nodes"
     );
-    let host_veth = result.interfaces[0].name.clone();
+    let host_veth = result
+        .interfaces
+        .iter()
+        .find(|i| i.sandbox.is_none() && i.name != "ovtbr0")
+        .map(|i| i.name.clone())
+        .unwrap();
     let qdisc = nodes[0]
         .ns
         .exec(["tc", "qdisc", "show", "dev", &host_veth])
         .unwrap();
+    let qdisc = String::from_utf8_lossy(&qdisc.stdout).into_owned();
     assert!(
-        String::from_utf8_lossy(&qdisc.stdout).contains("tbf"),
-        "bandwidth shaped the host veth"
+        qdisc.contains("tbf"),
+        "bandwidth shaped the host veth {host_veth}: {qdisc}"
     );
-    let rules = nodes[0].ns.exec(["iptables-save", "-t", "nat"]).unwrap();
-    assert!(
-        String::from_utf8_lossy(&rules.stdout).contains("18080"),
-        "portmap mapped the port"
-    );
+    let rules = nft_and_iptables(&nodes[0].ns);
+    assert!(rules.contains("18080"), "portmap mapped the port: {rules}");
     nodes[0]
         .ns
         .run_in(|| runtime.del_network_list(&list, &rt))
         .unwrap()
         .unwrap();
-    let rules = nodes[0].ns.exec(["iptables-save", "-t", "nat"]).unwrap();
-    assert!(
-        !String::from_utf8_lossy(&rules.stdout).contains("18080"),
-        "DEL removed the mapping"
-    );
+    let rules = nft_and_iptables(&nodes[0].ns);
+    assert!(!rules.contains("18080"), "DEL removed the mapping: {rules}");
 
     // Teardown through the plugin: DEL is idempotent.
     for (i, container, pod, _) in &pods {
