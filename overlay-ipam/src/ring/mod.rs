@@ -88,7 +88,7 @@
 //! ```
 
 pub mod codec;
-mod message;
+pub mod message;
 mod node;
 pub mod sim;
 mod state;
