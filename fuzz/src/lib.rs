@@ -548,3 +548,13 @@ pub fn agent_protocol(data: &[u8]) {
         assert_eq!(line.last(), Some(&b'\n'));
     }
 }
+
+/// The IPAM ring's node messages (`overlay_ipam::ring::Message`): decoding
+/// never panics, and whatever decodes re-encodes to bytes that decode to
+/// the same message.
+pub fn ipam_ring_message(data: &[u8]) {
+    use overlay_ipam::ring::Message;
+    if let Ok(message) = Message::decode(data) {
+        assert_eq!(Message::decode(&message.encode()).ok(), Some(message));
+    }
+}
