@@ -178,3 +178,25 @@ pub async fn create(
         }
     }
 }
+
+/// `CHECK`'s host half of a veth attachment: the attachment's host end
+/// exists in `host`'s namespace and is a port of the bridge `bridge`.
+/// Failures are [`CODE_NETLINK`], naming the interface and the bridge.
+///
+/// ```no_run
+/// # async fn f(host: &overlay_netlink::Handle, req: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
+/// overlay_plugin::veth::check_attached(host, req, "cni0").await?;
+/// # Ok(()) }
+/// ```
+pub async fn check_attached(host: &Handle, req: &Request, bridge: &str) -> Result<(), CniError> {
+    let host_end = host.link().find(req.host_veth_name()).await;
+    let host_end = host_end.or_cni(CODE_NETLINK, "look up host veth")?;
+    let found = host.link().find(bridge).await;
+    match (host_end, found.or_cni(CODE_NETLINK, "look up bridge")?) {
+        (Some(h), Some(b)) if h.master == Some(b.index) => Ok(()),
+        _ => Err(CniError::plugin(
+            CODE_NETLINK,
+            format!("host veth of {} is not attached to {bridge}", req.ifname()),
+        )),
+    }
+}

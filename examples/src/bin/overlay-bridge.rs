@@ -357,20 +357,7 @@ impl AsyncPlugin for OverlayBridge {
         let host = host_handle()?;
         ipam.check(req)?;
         iface::check_addresses(&pod, req.ifname(), &prev).await?;
-        let host_end = host.link().find(req.host_veth_name()).await;
-        let host_end = host_end.or_cni(CODE_NETLINK, "look up host veth")?;
-        let bridge = host.link().find(conf.bridge.as_str()).await;
-        match (host_end, bridge.or_cni(CODE_NETLINK, "look up bridge")?) {
-            (Some(h), Some(b)) if h.master == Some(b.index) => Ok(()),
-            _ => Err(CniError::plugin(
-                CODE_NETLINK,
-                format!(
-                    "host veth of {} is not attached to {}",
-                    req.ifname(),
-                    conf.bridge
-                ),
-            )),
-        }
+        veth::check_attached(&host, req, conf.bridge.as_str()).await
     }
 
     /// Release every stale attachment whole: its host veth (deleting one
