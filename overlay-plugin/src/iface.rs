@@ -26,12 +26,6 @@
 //! assert_eq!(plan.routes.len(), 2); // the IPAM's route and the default route
 //! assert_eq!(plan.kernel_routes[0].1.gateway, Some("198.51.100.1".parse().unwrap()));
 //! assert!(plan.sysctls.is_empty()); // IPv4 only
-//!
-//! // A host address whose gateway is outside it: the route goes on-link.
-//! let mut ipam = CniResult::new(Version::V1_0_0);
-//! ipam.ips.push(IpConfig::new("10.32.0.5/32".parse().unwrap()).with_gateway("10.32.0.1".parse().unwrap()));
-//! let plan = Plan::new(&ipam, 9, 2, true);
-//! assert!(plan.kernel_routes[0].1.onlink);
 //! ```
 
 use std::net::IpAddr;
@@ -63,18 +57,6 @@ pub struct Plan {
     /// `disable_ipv6` of `lo` and the interface when an IPv6 address is
     /// configured.
     pub sysctls: Vec<String>,
-}
-
-/// `route` through `gw`, marked on-link when no address of the interface
-/// has a subnet that holds `gw`: a host address (`/32`, `/128`) whose
-/// gateway is the node's bridge, as a routed overlay hands out. The kernel
-/// refuses such a gateway otherwise ("Nexthop has invalid gateway").
-fn via(route: overlay_netlink::Route, gw: IpAddr, ips: &[IpConfig]) -> overlay_netlink::Route {
-    let route = route.gateway(gw);
-    match ips.iter().any(|ip| ip.address.trunc().contains(&gw)) {
-        true => route,
-        false => route.onlink(),
-    }
 }
 
 impl Plan {
@@ -133,11 +115,7 @@ impl Plan {
                 };
                 plan.kernel_routes.push((
                     "add default route",
-                    via(
-                        overlay_netlink::Route::new(default).dev(index),
-                        gw,
-                        &ipam.ips,
-                    ),
+                    overlay_netlink::Route::new(default).gateway(gw).dev(index),
                 ));
                 plan.routes.push(Route::new(default).with_gw(gw));
             }
@@ -154,7 +132,7 @@ impl Plan {
                 .gw
                 .or_else(|| plan.ips.iter().find(same_family).and_then(|ip| ip.gateway))
             {
-                r = via(r, gw, &ipam.ips);
+                r = r.gateway(gw);
             }
             plan.kernel_routes.push(("add IPAM route", r));
         }
@@ -167,6 +145,34 @@ impl Plan {
             }
         }
         plan
+    }
+
+    /// The same plan with every route whose gateway lies outside all of
+    /// the interface's subnets installed on-link: for host addresses (`/32`,
+    /// `/128`) behind a node's bridge, as a routed overlay hands them out.
+    /// Without it the kernel refuses such a gateway ("Nexthop has invalid
+    /// gateway"), as it does for the reference plugins.
+    ///
+    /// ```
+    /// use overlay_cni::result::{CniResult, IpConfig};
+    /// use overlay_plugin::iface::Plan;
+    ///
+    /// let mut ipam = CniResult::new(overlay_cni::Version::V1_0_0);
+    /// ipam.ips.push(IpConfig::new("10.32.0.5/32".parse().unwrap()).with_gateway("10.32.0.1".parse().unwrap()));
+    /// let plan = Plan::new(&ipam, 9, 2, true);
+    /// assert!(!plan.kernel_routes[0].1.onlink);
+    /// assert!(plan.gateways_on_link().kernel_routes[0].1.onlink);
+    /// ```
+    pub fn gateways_on_link(mut self) -> Plan {
+        let subnets: Vec<IpNet> = self.addresses.iter().map(|a| a.addr.trunc()).collect();
+        for (_, route) in &mut self.kernel_routes {
+            if let Some(gw) = route.gateway
+                && !subnets.iter().any(|net| net.contains(&gw))
+            {
+                route.onlink = true;
+            }
+        }
+        self
     }
 
     /// Install the plan through `pod` (a handle in the container's

@@ -167,6 +167,23 @@ async fn host_addresses_get_their_gateway_on_link() {
             .with_gateway("2001:db8:15::1".parse().unwrap()),
     );
     let plan = Plan::with_ifname(&ipam, link.index, 0, true, Some("ovt-if0"));
+    // As the reference plugins: the kernel refuses a gateway off the subnet.
+    assert!(plan.apply(&h, Some(&ns)).await.is_err());
+    h.address()
+        .delete(overlay_netlink::Address::new(
+            link.index,
+            "198.51.100.7/32".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+    h.address()
+        .delete(overlay_netlink::Address::new(
+            link.index,
+            "2001:db8:15::7/128".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+    let plan = plan.gateways_on_link();
     plan.apply(&h, Some(&ns)).await.unwrap();
     let v4 = String::from_utf8(t.ip(["-4", "route", "show"]).unwrap().stdout).unwrap();
     assert!(

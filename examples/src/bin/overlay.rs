@@ -140,7 +140,8 @@ impl AsyncPlugin for Overlay {
             })
             .collect();
         ipam.routes = allocation.routes.clone();
-        let plan = iface::Plan::with_ifname(&ipam, pair.pod_index, 2, true, Some(req.ifname()));
+        let plan = iface::Plan::with_ifname(&ipam, pair.pod_index, 2, true, Some(req.ifname()))
+            .gateways_on_link();
         if let Err(e) = plan.apply(&pod, Some(&pod_ns)).await {
             let _ = host.link().delete(pair.host_end.index).await;
             release();
