@@ -178,6 +178,21 @@ fn nft_and_iptables(ns: &TestNetns) -> String {
     out
 }
 
+/// Whether `to` answers a ping from `from` within `limit`: for a pod that
+/// appears while the cluster's views converge (ring anti-entropy runs every
+/// few seconds).
+fn ping_within(from: &TestNetns, to: IpAddr, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if ping(from, to) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
 fn ping(from: &TestNetns, to: IpAddr) -> bool {
     from.exec(["ping", "-c", "2", "-i", "0.2", "-W", "2", &to.to_string()])
         .map(|o| o.status.success())
@@ -285,7 +300,10 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
     );
     let pairs: Vec<(&TestNetns, IpAddr)> = pods.iter().map(|p| (&p.2, p.3)).collect();
     for (ns, to) in [(&fresh, pairs[0].1), (pairs[5].0, new_ip)] {
-        assert!(ping(ns, to), "after the restart: -> {to}");
+        assert!(
+            ping_within(ns, to, Duration::from_secs(10)),
+            "after the restart: -> {to}"
+        );
     }
 
     // The deploy/ conflist through overlay-cni's runtime side, as kubelet's
@@ -327,10 +345,24 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
         .unwrap();
     let chained_ip = result.ips[0].address.addr();
     assert!(!addresses.contains(&chained_ip));
-    assert!(
-        ping(&pods[2].2, chained_ip),
-        "a chained pod is reachable across nodes"
-    );
+    if !ping_within(&pods[2].2, chained_ip, Duration::from_secs(10)) {
+        let sh = |ns: &TestNetns, argv: &[&str]| {
+            String::from_utf8_lossy(&ns.exec(argv).map(|o| o.stdout).unwrap_or_default())
+                .into_owned()
+        };
+        let again = ping(&pods[2].2, chained_ip);
+        panic!(
+            "chained pod {chained_ip} unreachable from {} (again: {again})\nresult {result:?}\nnode1 neigh:\n{}\nnode1 routes:\n{}\nnode2 routes:\n{}\npod:\n{}{}\nnode1 links:\n{}\nqdisc:\n{}",
+            pods[2].3,
+            sh(&nodes[0].ns, &["ip", "neigh"]),
+            sh(&nodes[0].ns, &["ip", "route"]),
+            sh(&nodes[1].ns, &["ip", "route"]),
+            sh(&chained, &["ip", "addr"]),
+            sh(&chained, &["ip", "route"]),
+            sh(&nodes[0].ns, &["ip", "-br", "link"]),
+            sh(&nodes[0].ns, &["tc", "qdisc"]),
+        );
+    }
     let host_veth = result
         .interfaces
         .iter()
