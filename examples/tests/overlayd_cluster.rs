@@ -345,15 +345,15 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
         .unwrap();
     let chained_ip = result.ips[0].address.addr();
     assert!(!addresses.contains(&chained_ip));
-    if !ping_within(&pods[2].2, chained_ip, Duration::from_secs(10)) {
+    if !ping_within(&pods[0].2, chained_ip, Duration::from_secs(10)) {
         let sh = |ns: &TestNetns, argv: &[&str]| {
             String::from_utf8_lossy(&ns.exec(argv).map(|o| o.stdout).unwrap_or_default())
                 .into_owned()
         };
-        let again = ping(&pods[2].2, chained_ip);
+        let again = ping(&pods[0].2, chained_ip);
         panic!(
-            "chained pod {chained_ip} unreachable from {} (again: {again})\nresult {result:?}\nnode1 neigh:\n{}\nnode1 routes:\n{}\nnode2 routes:\n{}\npod:\n{}{}\nnode1 links:\n{}\nqdisc:\n{}",
-            pods[2].3,
+            "chained pod {chained_ip} unreachable from its node's pod {} (again: {again})\nresult {result:?}\nnode1 neigh:\n{}\nnode1 routes:\n{}\nnode2 routes:\n{}\npod:\n{}{}\nnode1 links:\n{}\nqdisc:\n{}",
+            pods[0].3,
             sh(&nodes[0].ns, &["ip", "neigh"]),
             sh(&nodes[0].ns, &["ip", "route"]),
             sh(&nodes[1].ns, &["ip", "route"]),

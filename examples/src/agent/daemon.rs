@@ -40,9 +40,7 @@ use overlay_ipam::agent::{
     AgentError, AgentRequest, AgentResponse, AllocatedIp, Allocation, AttachmentRecord,
     ProtocolError, decode_request, encode_response,
 };
-use overlay_ipam::ring::{
-    Anomaly, Delta, Identity, Message, Node, NodeConfig, Output, Ring, Tombstone,
-};
+use overlay_ipam::ring::{Anomaly, Identity, Message, Node, NodeConfig, Output, Ring, Tombstone};
 use overlay_netlink::node::{NodeConfig as DatapathConfig, NodeDatapath};
 use overlay_netlink::overlay::RemotePeer;
 use rand::rngs::StdRng;
@@ -231,7 +229,7 @@ impl Agent {
         for out in outputs {
             match out {
                 Output::Broadcast(delta) => {
-                    for part in split_delta(&delta) {
+                    for part in delta.split(RECORDS_PER_MESSAGE) {
                         let bytes = Message::Delta(part).encode();
                         if let Err(e) = self.gossip.broadcast(self.channel, bytes).await {
                             warn!(error = %e, "ring broadcast");
@@ -257,7 +255,8 @@ impl Agent {
 
     async fn send(&mut self, to: PeerId, message: Message) {
         let parts = match message {
-            Message::Delta(delta) => split_delta(&delta)
+            Message::Delta(delta) => delta
+                .split(RECORDS_PER_MESSAGE)
                 .into_iter()
                 .map(Message::Delta)
                 .collect(),
@@ -531,18 +530,17 @@ impl Agent {
 
     fn ring_message(&mut self, from: PeerId, message: Message) {
         let now = self.now();
-        if self.node.is_none() {
-            // A joiner learns the ring's genesis from the first write it
-            // sees, when it matches the genesis seed it expects.
+        // Before the ring is known (a joiner waits for the genesis seed's
+        // record, see `ensure_node`) there is nothing to apply a message to;
+        // anti-entropy repairs whatever was missed once it is.
+        let Some(node) = &mut self.node else {
             return;
-        }
-        if let Some(node) = &mut self.node {
-            match message {
-                Message::Delta(delta) => {
-                    node.handle_delta(now, &delta);
-                }
-                other => node.handle_message(now, from, other),
+        };
+        match message {
+            Message::Delta(delta) => {
+                node.handle_delta(now, &delta);
             }
+            other => node.handle_message(now, from, other),
         }
         self.datapath_dirty = true;
     }
@@ -606,7 +604,7 @@ impl Agent {
             }
             let mut peer = RemotePeer::new(underlay, r.vtep_mac, underlay);
             for e in ring.entries_of(r.id) {
-                if e.block.addr().is_ipv4() == family_v4 || !family_v4 {
+                if e.block.addr().is_ipv4() == family_v4 {
                     peer = peer.pod_cidr(e.block);
                     routes += 1;
                 }
@@ -631,10 +629,6 @@ impl Agent {
                 warn!(error = %e, "datapath reconcile");
                 self.last_reconcile_error = e.to_string();
             }
-        }
-        if self.datapath.recreated() > 0 && self.gateway.is_some() {
-            // A rebuilt bridge got its address back in ensure().
-            debug!(rebuilt = self.datapath.recreated(), "datapath rebuilt");
         }
     }
 
@@ -809,27 +803,6 @@ impl Agent {
             *s = status;
         }
     }
-}
-
-/// Split a delta into parts of at most [`RECORDS_PER_MESSAGE`] records
-/// (tombstones ride with the first).
-fn split_delta(delta: &Delta) -> Vec<Delta> {
-    if delta.records.len() <= RECORDS_PER_MESSAGE {
-        return vec![delta.clone()];
-    }
-    delta
-        .records
-        .chunks(RECORDS_PER_MESSAGE)
-        .enumerate()
-        .map(|(i, records)| {
-            let mut part = Delta::new(delta.genesis);
-            part.records = records.to_vec();
-            if i == 0 {
-                part.tombstones = delta.tombstones.clone();
-            }
-            part
-        })
-        .collect()
 }
 
 /// Bind a unix socket at `path`, mode 0600 (a stale socket file is

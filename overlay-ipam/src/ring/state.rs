@@ -325,6 +325,45 @@ impl Delta {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.tombstones.is_empty()
     }
+
+    /// The same writes as deltas of at most `max_records` records each (at
+    /// least one), the tombstones riding with the first: for a transport
+    /// with a frame limit. Applying the parts in any order has the effect
+    /// of applying the whole.
+    ///
+    /// ```
+    /// use overlay_ipam::ring::Ring;
+    /// use overlay_core::PeerId;
+    ///
+    /// let seeds: Vec<PeerId> = (1..=40).map(PeerId::from_u128).collect();
+    /// let ring = Ring::from_seeds("10.0.0.0/16".parse().unwrap(), 26, &seeds).unwrap();
+    /// let whole = ring.to_delta();
+    /// let parts = whole.split(16);
+    /// assert!(parts.iter().all(|p| p.records.len() <= 16));
+    /// assert_eq!(parts.iter().map(|p| p.records.len()).sum::<usize>(), whole.records.len());
+    /// let mut again = Ring::from_seeds("10.0.0.0/16".parse().unwrap(), 26, &seeds).unwrap();
+    /// for p in &parts { again.apply(p); }
+    /// assert_eq!(again, ring);
+    /// ```
+    pub fn split(&self, max_records: usize) -> Vec<Delta> {
+        let max = max_records.max(1);
+        if self.records.len() <= max {
+            return vec![self.clone()];
+        }
+        self.records
+            .chunks(max)
+            .enumerate()
+            .map(|(i, records)| Delta {
+                genesis: self.genesis,
+                records: records.to_vec(),
+                tombstones: if i == 0 {
+                    self.tombstones.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect()
+    }
 }
 
 /// One block of the ownership view ([`Ring::entries`]): tombstones
