@@ -4,3 +4,4 @@
 //! reusable lives in a crate.
 
 pub mod agent;
+pub mod cluster;
