@@ -177,14 +177,14 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
         qdisc.contains("tbf"),
         "bandwidth shaped the host veth {host_veth}: {qdisc}"
     );
-    let rules = nft_and_iptables(&cluster.nodes()[0].netns());
+    let rules = nft_and_iptables(cluster.nodes()[0].netns());
     assert!(rules.contains("18080"), "portmap mapped the port: {rules}");
     cluster.nodes()[0]
         .netns()
         .run_in(|| runtime.del_network_list(&list, &rt))
         .unwrap()
         .unwrap();
-    let rules = nft_and_iptables(&cluster.nodes()[0].netns());
+    let rules = nft_and_iptables(cluster.nodes()[0].netns());
     assert!(!rules.contains("18080"), "DEL removed the mapping: {rules}");
 
     // Teardown through the plugin: DEL is idempotent.
