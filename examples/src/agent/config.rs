@@ -23,6 +23,12 @@ pub struct Config {
     /// new cluster when it is the genesis seed.
     #[arg(long, env = "OVERLAY_PEERS", value_delimiter = ',', default_value = "")]
     pub peers: Vec<String>,
+    /// A file of more seed peers: addresses separated by commas, spaces or
+    /// lines, `#` starts a comment. Read whenever the agent looks for
+    /// seeds, so a sidecar (or a ConfigMap mount) can keep it current; a
+    /// file that does not exist (yet) lists no one.
+    #[arg(long, env = "OVERLAY_PEERS_FILE")]
+    pub peers_file: Option<PathBuf>,
     /// The cluster pod range that the IPAM ring divides among the nodes.
     #[arg(long, env = "OVERLAY_RANGE", default_value = "10.32.0.0/12")]
     pub range: IpNet,
@@ -128,21 +134,38 @@ impl Config {
     }
 
     /// The seed peers as socket addresses (the gossip port when none is
-    /// given); names are not resolved (the agent runs before cluster DNS).
+    /// given), from `--peers` and then `--peers-file`, without repeats;
+    /// names are not resolved (the agent runs before cluster DNS).
     pub fn seed_addrs(&self) -> Result<Vec<SocketAddr>, String> {
-        self.peers
-            .iter()
-            .map(|p| p.trim())
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                p.parse::<SocketAddr>()
-                    .or_else(|_| {
-                        p.parse::<IpAddr>()
-                            .map(|ip| SocketAddr::new(ip, self.gossip_port))
-                    })
-                    .map_err(|_| format!("peer {p:?} is not an address or address:port"))
-            })
-            .collect()
+        let mut words: Vec<String> = self.peers.clone();
+        if let Some(path) = &self.peers_file {
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(format!("peers file {}: {e}", path.display())),
+            };
+            for line in text.lines() {
+                let line = line.split('#').next().unwrap_or("");
+                words.extend(
+                    line.split(|c: char| c == ',' || c.is_whitespace())
+                        .map(str::to_owned),
+                );
+            }
+        }
+        let mut seeds = Vec::new();
+        for p in words.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            let addr = p
+                .parse::<SocketAddr>()
+                .or_else(|_| {
+                    p.parse::<IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, self.gossip_port))
+                })
+                .map_err(|_| format!("peer {p:?} is not an address or address:port"))?;
+            if !seeds.contains(&addr) {
+                seeds.push(addr);
+            }
+        }
+        Ok(seeds)
     }
 
     /// The block prefix length for the range's family.
@@ -217,5 +240,45 @@ mod tests {
         assert_eq!(c.password().expect("read").as_deref(), Some("s3cret"));
         let c = parse(&["--node-ip", "198.18.0.1", "--peers", "node-2"]);
         assert!(c.seed_addrs().is_err());
+    }
+
+    #[test]
+    fn seeds_from_a_file_add_to_the_flag_without_repeats() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("peers");
+        std::fs::write(
+            &file,
+            "# written by a sidecar\n198.18.0.2 198.18.0.4:7000\n198.18.0.5, # node-5\n\n",
+        )
+        .expect("write");
+        let path = file.to_str().expect("utf-8");
+        let c = parse(&[
+            "--node-ip",
+            "198.18.0.1",
+            "--peers",
+            "198.18.0.2,198.18.0.3",
+            "--peers-file",
+            path,
+        ]);
+        let want: Vec<SocketAddr> = [
+            "198.18.0.2:6783",
+            "198.18.0.3:6783",
+            "198.18.0.4:7000",
+            "198.18.0.5:6783",
+        ]
+        .iter()
+        .map(|a| a.parse().expect("addr"))
+        .collect();
+        assert_eq!(c.seed_addrs().expect("seeds"), want);
+        std::fs::write(&file, "198.18.0.2\nnot-an-address\n").expect("write");
+        let err = c.seed_addrs().expect_err("a bad line is refused");
+        assert!(err.contains("not-an-address"), "{err}");
+        // An optional ConfigMap not created yet: the flag's seeds only.
+        std::fs::remove_file(&file).expect("remove");
+        assert_eq!(c.seed_addrs().expect("seeds"), want[..2]);
+        // Unreadable is an error (a directory here).
+        std::fs::create_dir(&file).expect("mkdir");
+        let err = c.seed_addrs().expect_err("unreadable");
+        assert!(err.contains("peers file"), "{err}");
     }
 }
