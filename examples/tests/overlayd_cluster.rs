@@ -3,7 +3,9 @@
 //! per node attached by the real `overlay` CNI executable, and a pod-to-pod
 //! ping matrix across nodes. Then one agent is restarted: it keeps its
 //! identity, blocks and allocations (an ADD repeated for a live pod gets the
-//! same address, a new pod a new one), and the matrix still passes.
+//! same address, a new pod a new one), and the matrix still passes. Then
+//! a node's bridge and another's VXLAN device are deleted from under the
+//! agents, which rebuild them and re-attach the pods.
 // Helpers may unwrap: a panic in a test is a failing test.
 #![allow(clippy::unwrap_used)]
 
@@ -98,6 +100,21 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
             cluster.ping_within(from, to, Duration::from_secs(10)),
             "after the restart: {} -> {to}",
             cluster.pod_label(from)
+        );
+    }
+
+    // Someone deletes node 3's bridge and node 2's VXLAN device: the agents
+    // rebuild them, take the pods' veths back, and traffic flows again.
+    cluster.exec(2, &["ip", "link", "del", "ovtbr0"]).unwrap();
+    cluster.exec(1, &["ip", "link", "del", "ovtvx0"]).unwrap();
+    for (from, to) in [(0, 4), (4, 0), (5, 2), (2, 5)] {
+        let ip = cluster.pods()[to].ip;
+        assert!(
+            cluster.ping_within(from, ip, Duration::from_secs(15)),
+            "after the devices were deleted: {} -> {}\n{}",
+            cluster.pod_label(from),
+            cluster.pod_label(to),
+            cluster.describe_node(2)
         );
     }
 

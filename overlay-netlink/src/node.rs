@@ -92,6 +92,10 @@ pub struct NodeConfig {
     pub vtep_mac: MacAddr,
     /// A fixed overlay MTU instead of the derived one.
     pub mtu: Option<u32>,
+    /// The hairpin mode given to the bridge ports that
+    /// [`NodeDatapath::reconcile`] attaches again to a bridge it had to
+    /// create again (the plugin's `hairpinMode`).
+    pub hairpin: bool,
 }
 
 impl NodeConfig {
@@ -111,7 +115,15 @@ impl NodeConfig {
             underlay,
             vtep_mac,
             mtu: None,
+            hairpin: false,
         }
+    }
+
+    /// Give re-attached bridge ports this hairpin mode (see
+    /// [`NodeConfig::hairpin`]).
+    pub fn hairpin(mut self, on: bool) -> Self {
+        self.hairpin = on;
+        self
     }
 
     /// Use `port` for VXLAN.
@@ -144,6 +156,9 @@ pub struct NodeDatapath {
     mtu: Option<u32>,
     gateways: Vec<IpNet>,
     recreated: u64,
+    /// The bridge's ports as the last reconcile saw them (interface
+    /// indexes): what a rebuilt bridge takes back.
+    ports: Vec<u32>,
 }
 
 /// The underlay's MTU for `underlay` (an address of this node): the MTU of
@@ -213,6 +228,7 @@ impl NodeDatapath {
             mtu: None,
             gateways: Vec::new(),
             recreated: 0,
+            ports: Vec::new(),
         }
     }
 
@@ -354,9 +370,17 @@ impl NodeDatapath {
 
     /// Make the VXLAN device hold exactly `peers`; when the devices are
     /// gone, create them again (with the gateways) first.
+    ///
+    /// The bridge is looked up every time: when it was deleted, it is
+    /// created again with its gateway addresses, and the ports it had at
+    /// the previous reconcile (the pods' host veths, which outlive their
+    /// bridge) are attached to it again, with the configured hairpin mode.
     pub async fn reconcile(&mut self, peers: &[RemotePeer]) -> Result<ReconcileReport> {
         if self.devices.is_none() {
             self.ensure().await?;
+        }
+        if !self.bridge_ports_current().await? {
+            self.rebuild().await?;
         }
         if let Some(devices) = &self.devices {
             match devices.overlay.reconcile(peers).await {
@@ -365,9 +389,7 @@ impl NodeDatapath {
             }
         }
         // The device went away under us: start again.
-        self.devices = None;
-        self.recreated += 1;
-        self.ensure().await?;
+        self.rebuild().await?;
         match &self.devices {
             Some(devices) => devices.overlay.reconcile(peers).await,
             None => Err(Error::UnexpectedReply {
@@ -376,6 +398,58 @@ impl NodeDatapath {
                 detail: "the devices were not created",
             }),
         }
+    }
+
+    /// The bridge ports as the last reconcile saw them (interface indexes).
+    pub fn bridge_ports(&self) -> &[u32] {
+        &self.ports
+    }
+
+    /// Record the bridge's ports; `false` when the bridge is gone.
+    async fn bridge_ports_current(&mut self) -> Result<bool> {
+        let Some(devices) = &self.devices else {
+            return Ok(false);
+        };
+        let bridge = devices.bridge.index;
+        let links = self.handle.link().list().await?;
+        if !links.iter().any(|l| l.index == bridge) {
+            return Ok(false);
+        }
+        self.ports = links
+            .iter()
+            .filter(|l| l.master == Some(bridge))
+            .map(|l| l.index)
+            .collect();
+        Ok(true)
+    }
+
+    /// Create the devices again and give the new bridge the ports the old
+    /// one had that still exist and have no other master.
+    async fn rebuild(&mut self) -> Result<()> {
+        self.devices = None;
+        self.recreated += 1;
+        self.ensure().await?;
+        let Some(bridge) = self.devices.as_ref().map(|d| d.bridge.index) else {
+            return Ok(());
+        };
+        let link = self.handle.link();
+        let mut attached = Vec::new();
+        for index in std::mem::take(&mut self.ports) {
+            match link.find(index).await? {
+                Some(port) if port.master.is_none() || port.master == Some(bridge) => {
+                    if port.master.is_none() {
+                        link.set_master(index, bridge).await?;
+                    }
+                    if self.config.hairpin {
+                        link.set_hairpin(index, true).await?;
+                    }
+                    attached.push(index);
+                }
+                _ => {}
+            }
+        }
+        self.ports = attached;
+        Ok(())
     }
 
     /// Whether the devices are still there (a link lookup of each).

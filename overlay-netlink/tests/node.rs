@@ -1,8 +1,9 @@
 //! Privileged test of `overlay_netlink::node`: two nodes joined by a veth
 //! underlay with a smaller MTU, each with a NodeDatapath (VXLAN device and
 //! bridge with its block's gateway) and a pod; pods ping across the
-//! overlay, and after the VXLAN device and the bridge are deleted from
-//! under a node, its next reconcile rebuilds them and traffic flows again.
+//! overlay, and after the VXLAN device and the bridge (or the bridge alone)
+//! are deleted from under a node, its next reconcile rebuilds them, attaches
+//! the pod's veth again, and traffic flows again.
 // Helpers may unwrap: a panic in a test is a failing test.
 #![allow(clippy::unwrap_used)]
 
@@ -35,7 +36,9 @@ fn pod_ip(n: u8) -> IpAddr {
 async fn node(n: u8, ns: TestNetns, underlay: IpAddr) -> Node {
     let h = netns(&ns).handle().unwrap();
     let mac = MacAddr::new([2, 0, 0, 0, n, 1]);
-    let config = NodeConfig::new("ovtbr0", "ovtvx0", vni(7), underlay, mac).port(4790);
+    let config = NodeConfig::new("ovtbr0", "ovtvx0", vni(7), underlay, mac)
+        .port(4790)
+        .hairpin(true);
     let mut dp = NodeDatapath::new(h.clone(), config);
     dp.ensure().await.unwrap();
     dp.set_gateways(&[NodeDatapath::gateway_of(&block(n))])
@@ -123,6 +126,11 @@ async fn two_nodes_converge_derive_the_mtu_and_heal_after_their_devices_are_dele
     assert!(ping(&a.pod, pod_ip(2)), "pod a -> pod b across the overlay");
     assert!(ping(&b.pod, pod_ip(1)), "pod b -> pod a across the overlay");
 
+    // The last reconcile saw the pod's veth on the bridge.
+    let ha = netns(&a.ns).handle().unwrap();
+    let veth = ha.link().get("vethpod").await.unwrap();
+    assert_eq!(a.dp.bridge_ports(), [veth.index]);
+
     // Someone deletes a's devices; the pod's veth loses its master.
     a.ns.ip(["link", "del", "ovtvx0"]).unwrap();
     a.ns.ip(["link", "del", "ovtbr0"]).unwrap();
@@ -131,11 +139,14 @@ async fn two_nodes_converge_derive_the_mtu_and_heal_after_their_devices_are_dele
     assert!(!report.changes.is_empty());
     assert_eq!(a.dp.recreated(), 1);
     assert!(a.dp.devices_present().await.unwrap());
-    // Re-attach the pod (the CNI plugin's CHECK would find it detached).
+    // The pod's veth is on the new bridge again, with hairpin mode.
     let (_, bridge) = a.dp.indexes().unwrap();
-    let ha = netns(&a.ns).handle().unwrap();
     let veth = ha.link().get("vethpod").await.unwrap();
-    ha.link().set_master(veth.index, bridge).await.unwrap();
+    assert_eq!(veth.master, Some(bridge), "the pod re-attached");
+    let hairpin =
+        a.ns.exec(["cat", "/sys/class/net/vethpod/brport/hairpin_mode"])
+            .unwrap();
+    assert_eq!(String::from_utf8_lossy(&hairpin.stdout).trim(), "1");
     let gw = a.ns.ip(["-j", "addr", "show", "dev", "ovtbr0"]).unwrap();
     assert!(
         String::from_utf8_lossy(&gw.stdout).contains("203.0.113.1"),
@@ -145,6 +156,21 @@ async fn two_nodes_converge_derive_the_mtu_and_heal_after_their_devices_are_dele
         ping(&a.pod, pod_ip(2)),
         "traffic flows again after the rebuild"
     );
+
+    // Only b's bridge is deleted (its VXLAN device stays): the next
+    // reconcile notices, rebuilds it and takes the pod back.
+    b.ns.ip(["link", "del", "ovtbr0"]).unwrap();
+    b.dp.reconcile(std::slice::from_ref(&pa)).await.unwrap();
+    assert_eq!(b.dp.recreated(), 1);
+    assert!(
+        ping(&b.pod, pod_ip(1)),
+        "b's pod is back after a bridge rebuild"
+    );
+    assert!(ping(&a.pod, pod_ip(2)), "and reachable from a");
+    // Nothing left to do after that.
+    let report = b.dp.reconcile(std::slice::from_ref(&pa)).await.unwrap();
+    assert!(report.is_noop(), "{report:?}");
+    assert_eq!(b.dp.recreated(), 1);
 
     // Giving up the block removes its gateway.
     a.dp.set_gateways(&[]).await.unwrap();
