@@ -133,7 +133,6 @@ pub const CHANNEL: &str = "ipam-ring";
 
 /// Where a [`Transmit`] goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum Destination {
     /// One peer.
     Peer(PeerId),
