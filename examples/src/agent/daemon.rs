@@ -37,12 +37,13 @@ use overlay_ipam::agent::AgentRequest;
 use overlay_ipam::agent::AgentResponse;
 use overlay_ipam::agent::server::{self, LineLimits, Server};
 use overlay_ipam::agent::service::{
-    AllocationRecord, AllocationStore, AttachmentKey, Commit, NodeIpam,
+    AllocationRecord, AllocationStore, AttachmentKey, Commit, NodeIpam, ServiceError,
 };
 use overlay_ipam::ring::agent::{
-    self as ring_agent, Destination, RingAgent, RingAgentConfig, RingEvent, RingStore,
+    self as ring_agent, Destination, ReclaimRefused, RingAgent, RingAgentConfig, RingEvent,
+    RingStore,
 };
-use overlay_ipam::ring::{Identity, Ring, Tombstone};
+use overlay_ipam::ring::{Identity, Ring};
 use overlay_netlink::node::{NodeConfig as DatapathConfig, NodeDatapath};
 use overlay_netlink::overlay::RemotePeer;
 use rand::rngs::StdRng;
@@ -80,17 +81,23 @@ impl RingStore for Store {
     type Error = StoreError;
 
     fn save_ring(&mut self, ring: &[u8]) -> Result<(), StoreError> {
-        Store::commit(self, &Change {
-            ring: Some(ring.to_vec()),
-            ..Change::default()
-        })
+        Store::commit(
+            self,
+            &Change {
+                ring: Some(ring.to_vec()),
+                ..Change::default()
+            },
+        )
     }
 
     fn save_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
-        Store::commit(self, &Change {
-            identity: Some((identity.peer, identity.incarnation)),
-            ..Change::default()
-        })
+        Store::commit(
+            self,
+            &Change {
+                identity: Some((identity.peer, identity.incarnation)),
+                ..Change::default()
+            },
+        )
     }
 }
 
@@ -100,22 +107,25 @@ impl AllocationStore for Store {
 
     fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
         let key = |k: &AttachmentKey| StoredKey::new(&k.network, &k.container_id, &k.ifname);
-        Store::commit(self, &Change {
-            ring: c.ring.map(<[u8]>::to_vec),
-            put: c
-                .put
-                .map(|(k, r)| {
-                    let record = StoredRecord {
-                        ips: r.ips.clone(),
-                        gateways: r.gateways.clone(),
-                    };
-                    (key(k), record)
-                })
-                .into_iter()
-                .collect(),
-            remove: c.remove.map(key).into_iter().collect(),
-            identity: None,
-        })
+        Store::commit(
+            self,
+            &Change {
+                ring: c.ring.map(<[u8]>::to_vec),
+                put: c
+                    .put
+                    .map(|(k, r)| {
+                        let record = StoredRecord {
+                            ips: r.ips.clone(),
+                            gateways: r.gateways.clone(),
+                        };
+                        (key(k), record)
+                    })
+                    .into_iter()
+                    .collect(),
+                remove: c.remove.map(key).into_iter().collect(),
+                identity: None,
+            },
+        )
     }
 }
 
@@ -219,12 +229,10 @@ impl Agent {
         let now = self.now();
         match request {
             AdminRequest::Rmpeer { peer } => {
-                let me = self.peer_id();
-                let Some(node) = self.ring.node_mut() else {
-                    return AdminResponse::Error {
-                        msg: "this node has not joined the address ring yet".into(),
-                    };
-                };
+                let error = |msg: String| AdminResponse::Error { msg };
+                if !self.ring.is_ready() {
+                    return error(ReclaimRefused::NotJoined.to_string());
+                }
                 let found = self
                     .peers
                     .values()
@@ -232,42 +240,23 @@ impl Agent {
                     .map(|r| (r.id, r.incarnation))
                     .or_else(|| peer.parse::<PeerId>().ok().map(|id| (id, u64::MAX)));
                 let Some((dead, incarnation)) = found else {
-                    return AdminResponse::Error {
-                        msg: format!("no peer named {peer:?}"),
-                    };
+                    return error(format!("no peer named {peer:?}"));
                 };
-                if dead == me {
-                    return AdminResponse::Error {
-                        msg: "a node cannot reclaim itself".into(),
-                    };
-                }
-                if self.peers.contains_key(&dead) && !self.down.contains(&dead) {
-                    return AdminResponse::Error {
-                        msg: format!("{peer} is alive; stop it before declaring it dead"),
-                    };
-                }
-                let blocks: Vec<String> = node
-                    .ring()
-                    .entries_of(dead)
-                    .iter()
-                    .map(|e| e.block.to_string())
-                    .collect();
-                let tombstone = Tombstone {
-                    peer: dead,
-                    up_to_incarnation: incarnation,
-                    heir: me,
+                let blocks = match self.ring.reclaim_peer(now, dead, incarnation) {
+                    Ok(blocks) => blocks,
+                    Err(ReclaimRefused::Alive(_)) => {
+                        return error(format!("{peer} is alive; stop it before declaring it dead"));
+                    }
+                    Err(e) => return error(e.to_string()),
                 };
-                if let Err(e) = node.reclaim(now, tombstone) {
-                    return AdminResponse::Error { msg: e.to_string() };
-                }
                 info!(peer = %dead, blocks = blocks.len(), "reclaimed a dead peer's blocks");
                 if let Err(e) = self.flush().await {
-                    return AdminResponse::Error { msg: e.to_string() };
+                    return error(e.to_string());
                 }
                 self.datapath_dirty = true;
                 AdminResponse::Done {
-                    reclaimed: blocks,
-                    heir: me.to_string(),
+                    reclaimed: blocks.iter().map(ToString::to_string).collect(),
+                    heir: self.peer_id().to_string(),
                 }
             }
         }
@@ -443,49 +432,36 @@ impl Agent {
             anomalies: self.ring.anomalies().map(|a| format!("{a:?}")).collect(),
             ..IpamStatus::default()
         };
-        match self.ring.node() {
-            None => {
-                ipam.state = "no-space-yet".into();
-                ipam.reason = "waiting for the ring's genesis seed".into();
+        if let Some(node) = self.ring.node() {
+            ipam.genesis = format!("{:?}", node.ring().genesis().id());
+            for b in self.ipam.blocks(&self.ring) {
+                ipam.used += b.used;
+                ipam.free += b.free;
+                ipam.blocks.push(BlockStatus {
+                    cidr: b.block.to_string(),
+                    used: b.used,
+                    free: b.free,
+                    quarantined: b.adopted,
+                });
             }
-            Some(node) => {
-                ipam.genesis = format!("{:?}", node.ring().genesis().id());
-                let mut used = 0;
-                let mut free = 0;
-                for e in node.ring().entries_of(own_id) {
-                    let u = self.ipam.used_in(&e.block);
-                    let size = u64::try_from(e.size()).unwrap_or(u64::MAX);
-                    used += u;
-                    free += size.saturating_sub(u);
-                    ipam.blocks.push(BlockStatus {
-                        cidr: e.block.to_string(),
-                        used: u,
-                        free: size.saturating_sub(u),
-                        quarantined: e.is_adopted(),
-                    });
-                }
-                ipam.used = used;
-                ipam.free = free;
-                for e in node.ring().entries() {
-                    *ipam
-                        .owners
-                        .entry(name_of(e.owner, &self.peers))
-                        .or_default() += u64::try_from(e.size()).unwrap_or(u64::MAX);
-                }
-                let usable = node.usable_free(now);
-                (ipam.state, ipam.reason) = match (self.ipam.gateway(), usable) {
-                    (None, _) => (
-                        "no-space-yet".into(),
-                        "waiting for a block from a peer".into(),
-                    ),
-                    (Some(_), 0) => (
-                        "no-space-yet".into(),
-                        "blocks full; more space requested".into(),
-                    ),
-                    _ => ("ready".into(), String::new()),
-                };
+            for e in node.ring().entries() {
+                let size = u64::try_from(e.size()).unwrap_or(u64::MAX);
+                *ipam
+                    .owners
+                    .entry(name_of(e.owner, &self.peers))
+                    .or_default() += size;
             }
         }
+        let reason = match self.ipam.readiness(now, &self.ring) {
+            Ok(()) => None,
+            Err(ServiceError::NotJoined) => Some("waiting for the ring's genesis seed"),
+            Err(ServiceError::BlocksFull) => Some("blocks full; more space requested"),
+            Err(_) => Some("waiting for a block from a peer"),
+        };
+        (ipam.state, ipam.reason) = match reason {
+            Some(reason) => ("no-space-yet".into(), reason.into()),
+            None => ("ready".into(), String::new()),
+        };
         let mut rejected = BTreeMap::new();
         let s = &gossip.secure.rejected;
         for (k, v) in [
@@ -659,7 +635,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         .iter()
         .map(|(k, r)| {
             let key = AttachmentKey::new(&k.network, &k.container_id, &k.ifname);
-            (key, AllocationRecord::new(r.ips.clone(), r.gateways.clone()))
+            (
+                key,
+                AllocationRecord::new(r.ips.clone(), r.gateways.clone()),
+            )
         })
         .collect();
     let ipam = NodeIpam::new(config.range, records);

@@ -246,6 +246,21 @@ impl ServiceError {
     }
 }
 
+/// One block this node owns, and how much of it is used (for status and
+/// metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlockUsage {
+    /// The block.
+    pub block: IpNet,
+    /// Recorded addresses in it (the gateway's included).
+    pub used: u64,
+    /// The rest of it.
+    pub free: u64,
+    /// Whether it was adopted from a dead peer (quarantined for a while).
+    pub adopted: bool,
+}
+
 /// A node agent's IPAM service (see the [module docs](self)).
 #[derive(Debug, Clone)]
 pub struct NodeIpam {
@@ -288,6 +303,44 @@ impl NodeIpam {
             .flat_map(|r| r.ips.iter())
             .filter(|ip| block.contains(&ip.addr()))
             .count() as u64
+    }
+
+    /// The blocks this node owns with their use, empty before the ring is
+    /// known.
+    pub fn blocks(&self, ring: &RingAgent<AttachmentKey>) -> Vec<BlockUsage> {
+        let Some(node) = ring.node() else {
+            return Vec::new();
+        };
+        node.ring()
+            .entries_of(ring.identity().peer)
+            .iter()
+            .map(|e| {
+                let used = self.used_in(&e.block);
+                let size = u64::try_from(e.size()).unwrap_or(u64::MAX);
+                BlockUsage {
+                    block: e.block,
+                    used,
+                    free: size.saturating_sub(used),
+                    adopted: e.is_adopted(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether an allocation can succeed now (what a `STATUS` request
+    /// answers): the ring known, the bridge address programmed, usable
+    /// free space.
+    pub fn readiness(
+        &self,
+        now: Duration,
+        ring: &RingAgent<AttachmentKey>,
+    ) -> Result<(), ServiceError> {
+        match (ring.node(), self.gateway) {
+            (None, _) => Err(ServiceError::NotJoined),
+            (Some(_), None) => Err(ServiceError::WaitingForBlock),
+            (Some(node), Some(_)) if node.usable_free(now) == 0 => Err(ServiceError::BlocksFull),
+            _ => Ok(()),
+        }
     }
 
     /// The node's bridge address, once programmed.
@@ -397,14 +450,9 @@ impl NodeIpam {
                     ifname: a.ifname,
                 }),
             },
-            AgentRequest::Status(_) => match (ring.node(), self.gateway) {
-                (None, _) => Err(ServiceError::NotJoined),
-                (Some(_), None) => Err(ServiceError::WaitingForBlock),
-                (Some(node), Some(_)) if node.usable_free(now) == 0 => {
-                    Err(ServiceError::BlocksFull)
-                }
-                _ => Ok(AgentResponse::Done),
-            },
+            AgentRequest::Status(_) => self
+                .readiness(now, ring)
+                .map(|()| AgentResponse::Done),
             AgentRequest::List(n) => Ok(AgentResponse::Attachments {
                 attachments: self
                     .records
@@ -638,6 +686,9 @@ mod tests {
             }
         );
         assert_eq!(ipam.used_in(&"198.18.0.0/24".parse().expect("net")), 3);
+        let blocks = ipam.blocks(&ring);
+        assert_eq!(blocks.len(), 1);
+        assert_eq!((blocks[0].used, blocks[0].free, blocks[0].adopted), (3, 253, false));
         let free = ring.node().expect("ready").usable_free(T);
         for _ in 0..2 {
             assert_eq!(

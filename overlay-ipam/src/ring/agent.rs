@@ -125,7 +125,7 @@ use overlay_core::PeerId;
 use rand::{Rng, RngExt};
 
 use super::codec::DecodeError;
-use super::state::{Anomaly, GenesisError, GenesisId, Ring};
+use super::state::{Anomaly, GenesisError, GenesisId, ReclaimError, Ring, Tombstone};
 use super::{Identity, Message, Node, NodeConfig, Output};
 
 /// The gossip channel name the ring's messages travel on.
@@ -197,6 +197,24 @@ pub enum RingAgentError<E> {
     /// The store refused a commit; nothing that depends on it was sent.
     #[error("store: {0}")]
     Store(E),
+}
+
+/// Why [`RingAgent::reclaim_peer`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReclaimRefused {
+    /// The ring is not known yet.
+    #[error("this node has not joined the address ring yet")]
+    NotJoined,
+    /// The peer named is this node.
+    #[error("a node cannot reclaim itself")]
+    Itself,
+    /// The membership layer shows the peer alive.
+    #[error("{0} is alive; stop it before declaring it dead")]
+    Alive(PeerId),
+    /// The ring refused the tombstone.
+    #[error(transparent)]
+    Ring(#[from] ReclaimError),
 }
 
 /// How a [`RingAgent`] runs. [`RingAgentConfig::new`] gives the defaults
@@ -584,6 +602,63 @@ impl<K: Clone + Eq + Hash + Ord> RingAgent<K> {
     /// The most recent anomalies, oldest first.
     pub fn anomalies(&self) -> impl ExactSizeIterator<Item = &Anomaly> {
         self.anomalies.iter()
+    }
+
+    /// Declare `peer` dead (an operator's `rmpeer`): a tombstone for its
+    /// incarnations up to `up_to_incarnation` naming this node as heir, so
+    /// its blocks become this node's (quarantined, see
+    /// [`NodeConfig::quarantine`]). Refused for this node itself and for a
+    /// peer the membership layer shows alive. Returns the blocks the peer
+    /// owned; the tombstone goes out with the next [`flush`](Self::flush).
+    ///
+    /// ```
+    /// use overlay_core::PeerId;
+    /// use overlay_ipam::ring::agent::{ReclaimRefused, RingAgent, RingAgentConfig, RingStore};
+    /// use overlay_ipam::ring::{Identity, Ring};
+    /// use std::time::Duration;
+    ///
+    /// # struct Nowhere;
+    /// # impl RingStore for Nowhere {
+    /// #     type Error = std::convert::Infallible;
+    /// #     fn save_ring(&mut self, _: &[u8]) -> Result<(), Self::Error> { Ok(()) }
+    /// #     fn save_identity(&mut self, _: Identity) -> Result<(), Self::Error> { Ok(()) }
+    /// # }
+    /// let (me, gone) = (PeerId::from_u128(1), PeerId::from_u128(2));
+    /// let (universe, ip) = ("10.32.0.0/16".parse().unwrap(), "192.0.2.1".parse().unwrap());
+    /// let mut agent = RingAgent::<u32>::new(RingAgentConfig::new(universe, 24, ip, ip), Identity::new(me, 1), []);
+    /// let t = Duration::ZERO;
+    /// agent.start(t, Ring::from_seeds(universe, 24, &[me, gone]).unwrap(), &mut Nowhere).unwrap();
+    /// agent.peer_up(t, gone, 1, None);
+    /// assert_eq!(agent.reclaim_peer(t, gone, 1), Err(ReclaimRefused::Alive(gone)));
+    /// agent.peer_down(gone);
+    /// assert_eq!(agent.reclaim_peer(t, gone, 1).unwrap(), ["10.32.128.0/17".parse().unwrap()]);
+    /// assert_eq!(agent.reclaim_peer(t, me, 1), Err(ReclaimRefused::Itself));
+    /// ```
+    pub fn reclaim_peer(
+        &mut self,
+        now: Duration,
+        peer: PeerId,
+        up_to_incarnation: u64,
+    ) -> Result<Vec<IpNet>, ReclaimRefused> {
+        let me = self.identity.peer;
+        let alive = self.peers.contains_key(&peer) && !self.down.contains(&peer);
+        let Some(node) = &mut self.node else {
+            return Err(ReclaimRefused::NotJoined);
+        };
+        if peer == me {
+            return Err(ReclaimRefused::Itself);
+        }
+        if alive {
+            return Err(ReclaimRefused::Alive(peer));
+        }
+        let blocks = node.ring().entries_of(peer).iter().map(|e| e.block).collect();
+        let tombstone = Tombstone {
+            peer,
+            up_to_incarnation,
+            heir: me,
+        };
+        node.reclaim(now, tombstone)?;
+        Ok(blocks)
     }
 
     /// The blocks this node owns (at most `max`), when they differ from
