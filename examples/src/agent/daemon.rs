@@ -5,12 +5,15 @@
 //!
 //! - the **gossip** driver (`overlay_gossip::driver`): peers, their underlay
 //!   address and VTEP MAC, and the `ipam-ring` channel;
-//! - the **IPAM ring** node (`overlay_ipam::ring::Node`): this node's blocks
-//!   and its pods' addresses; allocation answers at once from owned space or
-//!   fails with a typed reason (code 11 "no space yet", 50 exhausted);
-//! - the **store** (`redb`): identity, ring and allocations, one durable
-//!   transaction per change, committed before a CNI `ADD` is answered and
-//!   before a donation is sent;
+//! - the **IPAM ring** (`overlay_ipam::ring::agent::RingAgent` around a
+//!   `ring::Node`): genesis discovery, the ring's messages on the gossip
+//!   channel, anti-entropy, the ring committed before anything is sent;
+//! - the **IPAM service** (`overlay_ipam::agent::service::NodeIpam`): the
+//!   plugin's requests answered at once from owned space or with a typed
+//!   reason (code 11 "no space yet", 50 exhausted), and the bridge address;
+//! - the **store** (`redb`, `super::store`): identity, ring and
+//!   allocations, one durable transaction per change, committed before a
+//!   CNI `ADD` is answered and before a donation is sent;
 //! - the **datapath** (`overlay_netlink::node`): the bridge and the VXLAN
 //!   device with the MTU derived from the underlay, reconciled against the
 //!   gossiped peers and the ring's owners, rebuilt when deleted.
@@ -20,8 +23,9 @@
 //! range's prefix, so the node reaches its pods on the bridge and every
 //! remote block through the more specific routes on the VXLAN device.
 //!
-//! Side tasks serve the CNI plugin's unix socket, the admin socket and the
-//! HTTP status API; they talk to the main loop through bounded channels.
+//! Side tasks serve the CNI plugin's unix socket (`overlay_ipam::agent::server`),
+//! the admin socket and the HTTP status API (`super::report`); they talk to
+//! the main loop through bounded channels.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -36,12 +40,9 @@ use overlay_gossip::{ChannelId, Config as GossipConfig, Event, PeerRecord};
 use overlay_ipam::agent::AgentRequest;
 use overlay_ipam::agent::AgentResponse;
 use overlay_ipam::agent::server::{self, LineLimits, Server};
-use overlay_ipam::agent::service::{
-    AllocationRecord, AllocationStore, AttachmentKey, Commit, NodeIpam, ServiceError,
-};
+use overlay_ipam::agent::service::{AttachmentKey, NodeIpam};
 use overlay_ipam::ring::agent::{
     self as ring_agent, Destination, ReclaimRefused, RingAgent, RingAgentConfig, RingEvent,
-    RingStore,
 };
 use overlay_ipam::ring::{Identity, Ring};
 use overlay_netlink::node::{NodeConfig as DatapathConfig, NodeDatapath};
@@ -53,15 +54,11 @@ use tracing::{debug, info, warn};
 
 use super::client::{AdminRequest, AdminResponse};
 use super::config::Config;
-use super::http::{self, Handler, Response};
+use super::http;
 use super::metrics::Metrics;
-use super::status::{
-    BlockStatus, ConnectionStatus, DatapathStatus, Encryption, GossipCounters, IpamStatus,
-    PeerStatus, Status,
-};
-use super::store::{
-    AllocationRecord as StoredRecord, AttachmentKey as StoredKey, Change, Store, StoreError,
-};
+use super::report;
+use super::status::{DatapathStatus, Status};
+use super::store::Store;
 
 /// How often the main loop runs the ring's timers and refreshes status.
 const TICK: Duration = Duration::from_millis(250);
@@ -74,59 +71,6 @@ type AdminCall = (AdminRequest, oneshot::Sender<AdminResponse>);
 fn vtep_mac(id: PeerId) -> MacAddr {
     let b = id.to_bytes();
     MacAddr::new([0x02, b[11], b[12], b[13], b[14], b[15]])
-}
-
-/// The ring agent commits the ring and a new identity in the store.
-impl RingStore for Store {
-    type Error = StoreError;
-
-    fn save_ring(&mut self, ring: &[u8]) -> Result<(), StoreError> {
-        Store::commit(
-            self,
-            &Change {
-                ring: Some(ring.to_vec()),
-                ..Change::default()
-            },
-        )
-    }
-
-    fn save_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
-        Store::commit(
-            self,
-            &Change {
-                identity: Some((identity.peer, identity.incarnation)),
-                ..Change::default()
-            },
-        )
-    }
-}
-
-/// The IPAM service commits an allocation or a release with the ring.
-impl AllocationStore for Store {
-    type Error = StoreError;
-
-    fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
-        let key = |k: &AttachmentKey| StoredKey::new(&k.network, &k.container_id, &k.ifname);
-        Store::commit(
-            self,
-            &Change {
-                ring: c.ring.map(<[u8]>::to_vec),
-                put: c
-                    .put
-                    .map(|(k, r)| {
-                        let record = StoredRecord {
-                            ips: r.ips.clone(),
-                            gateways: r.gateways.clone(),
-                        };
-                        (key(k), record)
-                    })
-                    .into_iter()
-                    .collect(),
-                remove: c.remove.map(key).into_iter().collect(),
-                identity: None,
-            },
-        )
-    }
 }
 
 /// Everything the main loop owns.
@@ -364,137 +308,18 @@ impl Agent {
     }
 
     async fn refresh_status(&mut self) {
-        let now = self.now();
         let Ok(gossip) = self.gossip.status().await else {
             return;
         };
-        let own_name = gossip.local.name.clone();
-        let own_id = self.peer_id();
-        let name_of = |id: PeerId, peers: &BTreeMap<PeerId, PeerRecord>| match id == own_id {
-            true => own_name.clone(),
-            false => peers
-                .get(&id)
-                .map_or_else(|| id.to_string(), |r| r.name.clone()),
-        };
-        let ring_blocks = |id: PeerId| -> Vec<String> {
-            self.ring
-                .node()
-                .map(|n| {
-                    n.ring()
-                        .entries_of(id)
-                        .iter()
-                        .map(|e| e.block.to_string())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let peer_status = |r: &PeerRecord, state: &str| PeerStatus {
-            id: r.id.to_string(),
-            name: r.name.clone(),
-            incarnation: r.incarnation,
-            underlay: r
-                .underlay
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            vtep_mac: r.vtep_mac.to_string(),
-            blocks: ring_blocks(r.id),
-            state: state.to_owned(),
-            unreachable: r.unreachable.iter().map(ToString::to_string).collect(),
-        };
-        let local = gossip.local.clone();
-        let mut peers = Vec::new();
-        let mut connections = Vec::new();
-        for r in self.peers.values().filter(|r| r.id != own_id) {
-            let state = if self.down.contains(&r.id) {
-                "down"
-            } else {
-                "alive"
-            };
-            peers.push(peer_status(r, state));
-            connections.push(ConnectionStatus {
-                peer: r.id.to_string(),
-                address: r
-                    .underlay
-                    .first()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                state: if state == "alive" {
-                    "established".into()
-                } else {
-                    "failed".into()
-                },
-                last_seen_ms: None,
-            });
-        }
-        let mut ipam = IpamStatus {
-            range: self.config.range.to_string(),
-            anomalies: self.ring.anomalies().map(|a| format!("{a:?}")).collect(),
-            ..IpamStatus::default()
-        };
-        if let Some(node) = self.ring.node() {
-            ipam.genesis = format!("{:?}", node.ring().genesis().id());
-            for b in self.ipam.blocks(&self.ring) {
-                ipam.used += b.used;
-                ipam.free += b.free;
-                ipam.blocks.push(BlockStatus {
-                    cidr: b.block.to_string(),
-                    used: b.used,
-                    free: b.free,
-                    quarantined: b.adopted,
-                });
-            }
-            for e in node.ring().entries() {
-                let size = u64::try_from(e.size()).unwrap_or(u64::MAX);
-                *ipam
-                    .owners
-                    .entry(name_of(e.owner, &self.peers))
-                    .or_default() += size;
-            }
-        }
-        let reason = match self.ipam.readiness(now, &self.ring) {
-            Ok(()) => None,
-            Err(ServiceError::NotJoined) => Some("waiting for the ring's genesis seed"),
-            Err(ServiceError::BlocksFull) => Some("blocks full; more space requested"),
-            Err(_) => Some("waiting for a block from a peer"),
-        };
-        (ipam.state, ipam.reason) = match reason {
-            Some(reason) => ("no-space-yet".into(), reason.into()),
-            None => ("ready".into(), String::new()),
-        };
-        let mut rejected = BTreeMap::new();
-        let s = &gossip.secure.rejected;
-        for (k, v) in [
-            ("malformed", s.malformed),
-            ("security_mismatch", s.security_mismatch),
-            ("unknown_session", s.unknown_session),
-            ("replayed", s.replayed),
-            ("too_old", s.too_old),
-            ("bad_mac", s.bad_mac),
-            ("handshake_failed", s.handshake_failed),
-            ("rate_limited", s.rate_limited),
-        ] {
-            rejected.insert(k.to_owned(), v);
-        }
-        let status = Status {
-            version: env!("CARGO_PKG_VERSION").into(),
-            node: PeerStatus {
-                id: own_id.to_string(),
-                name: local.name.clone(),
-                incarnation: self.ring.identity().incarnation,
-                underlay: gossip.local_addr.to_string(),
-                vtep_mac: local.vtep_mac.to_string(),
-                blocks: ring_blocks(own_id),
-                state: "alive".into(),
-                unreachable: vec![],
-            },
-            encryption: match self.security {
-                Security::Unencrypted => Encryption::Unencrypted,
-                _ => Encryption::Encrypted,
-            },
-            peers,
-            connections,
-            ipam,
+        let status = report::status(&report::Inputs {
+            now: self.now(),
+            config: &self.config,
+            gossip: &gossip,
+            encrypted: !matches!(self.security, Security::Unencrypted),
+            peers: &self.peers,
+            down: &self.down,
+            ring: &self.ring,
+            ipam: &self.ipam,
             datapath: DatapathStatus {
                 bridge: self.config.bridge.clone(),
                 vxlan: self.config.vxlan.clone(),
@@ -504,12 +329,7 @@ impl Agent {
                 reconciles: self.reconciles,
                 last_error: self.last_reconcile_error.clone(),
             },
-            gossip: GossipCounters {
-                bytes_sent: gossip.gossip.bytes_out,
-                bytes_received: gossip.gossip.bytes_in,
-                rejected,
-            },
-        };
+        });
         if let Ok(mut s) = self.status.write() {
             *s = status;
         }
@@ -526,32 +346,6 @@ fn encode_admin(response: &AdminResponse) -> Vec<u8> {
     let mut out = serde_json::to_vec(response).unwrap_or_default();
     out.push(b'\n');
     out
-}
-
-/// The status API's handler.
-fn status_handler(status: Arc<RwLock<Status>>, metrics: Arc<Metrics>) -> Handler {
-    Arc::new(move |path: &str| {
-        let Ok(s) = status.read() else {
-            return Response::text(500, "status unavailable\n");
-        };
-        match path {
-            "/status" => Response::json(serde_json::to_vec(&*s).unwrap_or_default()),
-            "/healthz" => Response::text(200, "ok\n"),
-            "/ready" => match s.ipam.state.as_str() {
-                "ready" => Response::text(200, "ready\n"),
-                other => Response::text(503, format!("{other}: {}\n", s.ipam.reason)),
-            },
-            "/metrics" => {
-                metrics.observe(&s);
-                Response {
-                    status: 200,
-                    content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    body: metrics.encode().into_bytes(),
-                }
-            }
-            _ => Response::text(404, "not found\n"),
-        }
-    })
 }
 
 /// Run the agent until `shutdown` resolves.
@@ -630,18 +424,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
 
     // The ring and the IPAM service, from the store.
-    let records = snapshot
-        .allocations
-        .iter()
-        .map(|(k, r)| {
-            let key = AttachmentKey::new(&k.network, &k.container_id, &k.ifname);
-            (
-                key,
-                AllocationRecord::new(r.ips.clone(), r.gateways.clone()),
-            )
-        })
-        .collect();
-    let ipam = NodeIpam::new(config.range, records);
+    let ipam = NodeIpam::new(config.range, snapshot.records());
     let genesis = match config.genesis {
         Some(g) => g,
         None => ring_agent::lowest_address(seeds.iter().map(SocketAddr::ip), config.node_ip),
@@ -700,7 +483,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             decode_admin,
             encode_admin,
         )),
-        tokio::spawn(http::serve(http_listener, status_handler(status, metrics))),
+        tokio::spawn(http::serve(http_listener, report::handler(status, metrics))),
     ];
     info!(socket = %config.socket.display(), status = %config.status_addr, "serving");
 
