@@ -111,7 +111,7 @@ pub fn status(i: &Inputs<'_>) -> Status {
     };
     if let Some(node) = i.ring.node() {
         ipam.genesis = format!("{:?}", node.ring().genesis().id());
-        for b in i.ipam.blocks(&i.ring) {
+        for b in i.ipam.blocks(i.ring) {
             ipam.used += b.used;
             ipam.free += b.free;
             ipam.blocks.push(BlockStatus {
@@ -126,7 +126,7 @@ pub fn status(i: &Inputs<'_>) -> Status {
             *ipam.owners.entry(name_of(e.owner, i.peers)).or_default() += size;
         }
     }
-    let reason = match i.ipam.readiness(now, &i.ring) {
+    let reason = match i.ipam.readiness(now, i.ring) {
         Ok(()) => None,
         Err(ServiceError::NotJoined) => Some("waiting for the ring's genesis seed"),
         Err(ServiceError::BlocksFull) => Some("blocks full; more space requested"),

@@ -3,7 +3,7 @@
 //! before they are handed out.
 //!
 //! [`NodeIpam`] answers each [`AgentRequest`] from a
-//! [`RingAgent`](crate::ring::agent::RingAgent)'s node and the
+//! [`RingAgent`]'s node and the
 //! allocation records it keeps:
 //!
 //! - **Allocate** is idempotent: an attachment that holds addresses gets the
@@ -450,9 +450,7 @@ impl NodeIpam {
                     ifname: a.ifname,
                 }),
             },
-            AgentRequest::Status(_) => self
-                .readiness(now, ring)
-                .map(|()| AgentResponse::Done),
+            AgentRequest::Status(_) => self.readiness(now, ring).map(|()| AgentResponse::Done),
             AgentRequest::List(n) => Ok(AgentResponse::Attachments {
                 attachments: self
                     .records
@@ -688,7 +686,10 @@ mod tests {
         assert_eq!(ipam.used_in(&"198.18.0.0/24".parse().expect("net")), 3);
         let blocks = ipam.blocks(&ring);
         assert_eq!(blocks.len(), 1);
-        assert_eq!((blocks[0].used, blocks[0].free, blocks[0].adopted), (3, 253, false));
+        assert_eq!(
+            (blocks[0].used, blocks[0].free, blocks[0].adopted),
+            (3, 253, false)
+        );
         let free = ring.node().expect("ready").usable_free(T);
         for _ in 0..2 {
             assert_eq!(

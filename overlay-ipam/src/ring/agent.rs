@@ -651,7 +651,12 @@ impl<K: Clone + Eq + Hash + Ord> RingAgent<K> {
         if alive {
             return Err(ReclaimRefused::Alive(peer));
         }
-        let blocks = node.ring().entries_of(peer).iter().map(|e| e.block).collect();
+        let blocks = node
+            .ring()
+            .entries_of(peer)
+            .iter()
+            .map(|e| e.block)
+            .collect();
         let tombstone = Tombstone {
             peer,
             up_to_incarnation,
