@@ -475,23 +475,20 @@ mod tests {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         drop(std::os::unix::net::UnixListener::bind(&path).expect("stale bind"));
         assert!(path.exists());
-        let (path, _) = {
-            let server = Server::bind(&path).expect("rebinds over the stale file");
-            assert_eq!(server.path(), path);
-            let mode = std::fs::metadata(&path)
-                .expect("socket")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
-            let (calls, mut requests) = mpsc::channel::<Call>(1);
-            tokio::spawn(server.serve(calls));
-            tokio::spawn(async move {
-                while let Some((_, reply)) = requests.recv().await {
-                    let _ = reply.send(AgentResponse::Done);
-                }
-            });
-            (path, ())
-        };
+        let server = Server::bind(&path).expect("rebinds over the stale file");
+        assert_eq!(server.path(), path);
+        let mode = std::fs::metadata(&path)
+            .expect("socket")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+        let (calls, mut requests) = mpsc::channel::<Call>(1);
+        tokio::spawn(server.serve(calls));
+        tokio::spawn(async move {
+            while let Some((_, reply)) = requests.recv().await {
+                let _ = reply.send(AgentResponse::Done);
+            }
+        });
         let client = AgentIpam::new(&path);
         let answer = blocking(move || client.call(&AgentRequest::Status(Network::new("n")))).await;
         assert_eq!(answer.expect("served"), AgentResponse::Done);

@@ -1012,4 +1012,39 @@ mod tests {
         a.blocks_published(blocks);
         assert_eq!(a.blocks_to_publish(4), None);
     }
+
+    #[test]
+    fn a_tombstoned_node_commits_its_new_identity_before_using_it() {
+        let (pa, pb) = (PeerId::from_u128(1), PeerId::from_u128(2));
+        let mut a: RingAgent<u32> = RingAgent::new(config(1), Identity::new(pa, 1), []);
+        let mut b: RingAgent<u32> = RingAgent::new(config(2), Identity::new(pb, 1), []);
+        let (mut sa, mut sb) = (Memory::default(), Memory::default());
+        let ring = Ring::from_seeds(a.config.universe, 24, &[pa, pb]).expect("ring");
+        a.start(Duration::ZERO, ring.clone(), &mut sa)
+            .expect("start");
+        b.start(Duration::ZERO, ring, &mut sb).expect("start");
+        b.peer_up(Duration::ZERO, pa, 1, Some(ip(1)));
+        assert_eq!(
+            b.reclaim_peer(Duration::ZERO, pa, 1),
+            Err(ReclaimRefused::Alive(pa))
+        );
+        b.peer_down(pa);
+        let blocks = b.reclaim_peer(Duration::ZERO, pa, 1).expect("reclaimed");
+        assert_eq!(blocks, ["10.32.0.0/17".parse::<IpNet>().expect("net")]);
+        b.flush(&mut sb).expect("store");
+        assert_eq!(sb.ring, Some(b.node().expect("ready").ring().encode()));
+        // a hears of its own tombstone, steps down, and re-identifies.
+        while let Some(t) = b.poll_transmit() {
+            a.handle_bytes(Duration::ZERO, pb, &t.bytes)
+                .expect("decodes");
+        }
+        let mut rng = StdRng::seed_from_u64(9);
+        a.handle_timeout(Duration::from_secs(1), &mut rng, &mut sa)
+            .expect("store");
+        let new = a.identity();
+        assert_ne!(new, Identity::new(pa, 1));
+        assert_eq!(sa.identity, Some(new));
+        let mut events = std::iter::from_fn(|| a.poll_event());
+        assert!(events.any(|e| matches!(e, RingEvent::Reidentified { new: n, .. } if n == new)));
+    }
 }
