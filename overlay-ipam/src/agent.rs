@@ -704,6 +704,13 @@ impl Ipam for AgentIpam {
     }
 }
 
+// The agent's side: the node-side service (sans-IO) and its socket server.
+
+#[cfg(feature = "agent-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "agent-server")))]
+pub mod server;
+pub mod service;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,14 @@
 //! on `overlay-cni` only through its default features `host-local` and `agent` (the
 //! `host_local` module speaks CNI: its configuration, `CNI_ARGS`, results
 //! and the [`overlay_cni::ipam::Ipam`] trait plugins call). It does no I/O
-//! except through its store and the agent client's socket, and never depends on `overlay-netlink`:
+//! except through its store, the agent client's socket and (feature
+//! `agent-server`) the agent's socket server, and never depends on
+//! `overlay-netlink` or `overlay-gossip`:
 //!
 //! ```text
 //! examples -> overlay-plugin -> { overlay-cni, overlay-netlink, overlay-ipam } -> overlay-core
 //!                                 overlay-ipam -> overlay-cni  (features host-local, agent)
+//!                                 overlay-ipam -> tokio        (feature agent-server)
 //! ```
 //!
 //! - [`alloc`]: in-memory allocators of addresses (IPv4 and IPv6) and
@@ -23,8 +26,11 @@
 //!   genesis without consensus, owner-initiated donation, fencing reclaim
 //!   by tombstone, a node-level allocator on top of [`alloc`] that never
 //!   waits on the network, compact delta/digest/store encodings, and a
-//!   deterministic cluster simulator. Pure state machines: time and
-//!   randomness are passed in.
+//!   deterministic cluster simulator, and [`ring::agent`], the node
+//!   agent's sans-IO driver of a ring over any gossip layer (genesis
+//!   discovery, frame-sized messages, anti-entropy, the ring durable before
+//!   anything is sent). Pure state machines: time and randomness are passed
+//!   in.
 //! - [`range`]: validated address ranges and range sets with the reference
 //!   `host-local` plugin's rules and round-robin allocation order, IPv4 and
 //!   IPv6 alike.
@@ -37,7 +43,10 @@
 //! - [`agent`]: addresses served by a node agent (a cluster allocator)
 //!   over a unix socket: the protocol the agent speaks and the plugin's
 //!   client [`agent::AgentIpam`], which never waits past its deadline
-//!   (feature `agent`, on by default).
+//!   (feature `agent`, on by default); the agent's side of it,
+//!   [`agent::service::NodeIpam`] (answers from the ring, durable before
+//!   the answer, sans-IO), and the socket server `agent::server` (feature
+//!   `agent-server`, on tokio).
 //!
 //! ```
 //! # #[cfg(feature = "host-local")] {

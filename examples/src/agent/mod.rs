@@ -8,5 +8,6 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod metrics;
+pub mod report;
 pub mod status;
 pub mod store;

@@ -19,6 +19,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use overlay_core::PeerId;
+use overlay_ipam::agent::service::{self, AllocationStore, Commit};
+use overlay_ipam::ring::{self, agent::RingStore};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -272,6 +274,76 @@ fn corrupt(what: &str, why: &str) -> StoreError {
     StoreError::Corrupt {
         what: what.to_owned(),
         why: why.to_owned(),
+    }
+}
+
+// The persistence hooks of `overlay_ipam`'s ring agent and IPAM service:
+// each commit is one `Change`, durable before it returns.
+
+impl From<&service::AttachmentKey> for AttachmentKey {
+    fn from(k: &service::AttachmentKey) -> Self {
+        AttachmentKey::new(&k.network, &k.container_id, &k.ifname)
+    }
+}
+
+impl Snapshot {
+    /// The allocations as the IPAM service keeps them.
+    pub fn records(&self) -> BTreeMap<service::AttachmentKey, service::AllocationRecord> {
+        self.allocations
+            .iter()
+            .map(|(k, r)| {
+                let key = service::AttachmentKey::new(&k.network, &k.container_id, &k.ifname);
+                let record = service::AllocationRecord::new(r.ips.clone(), r.gateways.clone());
+                (key, record)
+            })
+            .collect()
+    }
+}
+
+impl RingStore for Store {
+    type Error = StoreError;
+
+    fn save_ring(&mut self, ring: &[u8]) -> Result<(), StoreError> {
+        Store::commit(
+            self,
+            &Change {
+                ring: Some(ring.to_vec()),
+                ..Change::default()
+            },
+        )
+    }
+
+    fn save_identity(&mut self, identity: ring::Identity) -> Result<(), StoreError> {
+        Store::commit(
+            self,
+            &Change {
+                identity: Some((identity.peer, identity.incarnation)),
+                ..Change::default()
+            },
+        )
+    }
+}
+
+impl AllocationStore for Store {
+    type Error = StoreError;
+
+    fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
+        let put = c.put.map(|(k, r)| {
+            let record = AllocationRecord {
+                ips: r.ips.clone(),
+                gateways: r.gateways.clone(),
+            };
+            (AttachmentKey::from(k), record)
+        });
+        Store::commit(
+            self,
+            &Change {
+                ring: c.ring.map(<[u8]>::to_vec),
+                put: put.into_iter().collect(),
+                remove: c.remove.map(AttachmentKey::from).into_iter().collect(),
+                identity: None,
+            },
+        )
     }
 }
 

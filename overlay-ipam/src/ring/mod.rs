@@ -87,6 +87,7 @@
 //! assert_eq!(node.release(now, &"pod-1"), vec![ip]);
 //! ```
 
+pub mod agent;
 pub mod codec;
 pub mod message;
 mod node;
