@@ -378,7 +378,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         config.node_ip,
         vtep_mac(identity.peer_id),
     )
-    .port(config.vxlan_port);
+    .port(config.vxlan_port)
+    // Pods re-attached to a rebuilt bridge get the hairpin mode the
+    // deploy/ conflist gives them.
+    .hairpin(true);
     if let Some(mtu) = config.fixed_mtu() {
         dp_config = dp_config.mtu(mtu);
     }
