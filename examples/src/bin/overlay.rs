@@ -199,6 +199,13 @@ impl AsyncPlugin for Overlay {
     }
 }
 
+/// A plugin process lives a few milliseconds: allocations come from a
+/// bump arena instead of the C library's allocator (which, in the static
+/// musl build that `scripts/build-plugin.sh` makes, maps and unmaps memory
+/// for most of them); see `overlay_plugin::alloc`.
+#[global_allocator]
+static ALLOC: overlay_plugin::alloc::Arena<{ 1 << 20 }> = overlay_plugin::alloc::Arena::new();
+
 fn main() {
     overlay_plugin::run_async(&Overlay)
 }
