@@ -49,8 +49,19 @@ struct Step {
     request: Request,
 }
 
-/// Changes sent to the kernel in one exchange; see [`Handle::batch`] and
-/// the [module docs](self).
+/// Changes sent to the kernel in one exchange; see [`Handle::batch`].
+///
+/// Configuring an interface is a short chain of changes (bring it up, add
+/// its addresses, add its routes), each normally its own round trip. A
+/// batch writes all of them back to back, each with its own sequence
+/// number, and then collects one acknowledgement per change. The kernel
+/// handles them in order, so a change may rely on the ones before it (a
+/// route through an address added earlier in the batch). Unlike separate
+/// calls, the kernel does not stop at a failed change: the changes after
+/// it are still made (or fail in turn). [`Batch::send`] reports the first
+/// failure, [`Batch::send_each`] every change's outcome; a caller that must
+/// leave nothing behind undoes the batch as a whole (deleting the link
+/// removes its addresses and routes).
 ///
 /// Each change is checked as it is added, as the single operation
 /// ([`LinkOps::set_up`](crate::LinkOps::set_up),
@@ -161,8 +172,8 @@ impl<'h> Batch<'h> {
     }
 
     /// Send the changes in one exchange; the first failure, if any (the
-    /// kernel still made the changes after it, see the
-    /// [module docs](self)). An empty batch sends nothing.
+    /// kernel still made the changes after it, see [`Batch`]). An empty
+    /// batch sends nothing.
     pub async fn send(self) -> Result<()> {
         self.send_each().await?.into_iter().collect()
     }
