@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Build the overlay-bridge CNI plugin as it ships: the `dist` profile (LTO,
-# one codegen unit, stripped), a static executable, so that the binary can
-# be copied into /opt/cni/bin of any node, like the reference plugins, and
-# skips the dynamic loader at every pod operation.
+# Build the overlay-bridge CNI plugin (or others, see below) as it ships:
+# the `dist` profile (LTO, one codegen unit, stripped), a static
+# executable, so that the binary can be copied into /opt/cni/bin of any
+# node, like the reference plugins, and skips the dynamic loader at every
+# pod operation.
 #
 #   scripts/build-plugin.sh            # prints the path of the binary
 #   install -m 0755 "$(scripts/build-plugin.sh)" /opt/cni/bin/overlay-bridge
+#   scripts/build-plugin.sh overlay overlay-bridge   # one path a line
+#
+# The arguments name the plugin binaries of overlay-examples to build
+# (default: overlay-bridge); their paths are printed in that order.
 #
 # It links against musl (the `<arch>-unknown-linux-musl` target, added with
 # rustup when missing): a static glibc spends about 0.3 ms of every plugin
@@ -35,7 +40,15 @@ if ! has_target "$target"; then
 fi
 # An explicit --target keeps the flag off build scripts and proc macros,
 # which must stay dynamic. (musl targets link statically by default.)
+bins=("$@")
+((${#bins[@]})) || bins=(overlay-bridge)
+bin_args=()
+for bin in "${bins[@]}"; do
+    bin_args+=(--bin "$bin")
+done
 CARGO_ENCODED_RUSTFLAGS="-Ctarget-feature=+crt-static" \
     "$cargo" build --quiet --profile dist --target "$target" \
-    -p overlay-examples --bin overlay-bridge >&2
-echo "${CARGO_TARGET_DIR:-$PWD/target}/$target/dist/overlay-bridge"
+    -p overlay-examples "${bin_args[@]}" >&2
+for bin in "${bins[@]}"; do
+    echo "${CARGO_TARGET_DIR:-$PWD/target}/$target/dist/$bin"
+done

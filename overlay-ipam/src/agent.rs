@@ -527,38 +527,50 @@ impl AgentIpam {
     /// unreachable or silent agent is code 11; an error response is the
     /// agent's code.
     pub fn call(&self, request: &AgentRequest) -> Result<AgentResponse, CniError> {
+        self.send(request)?.response()
+    }
+
+    /// Send one request and return at once, without waiting for the
+    /// response: the plugin works on while the agent answers, and reads the
+    /// answer with [`PendingCall::response`]. [`call`](Self::call) is both
+    /// at once; the deadline counts from here. An unreachable agent is code
+    /// 11.
+    ///
+    /// ```no_run
+    /// use overlay_ipam::agent::{AgentIpam, AgentRequest, Attachment};
+    ///
+    /// # fn f(req: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
+    /// let agent = AgentIpam::from_request(req)?;
+    /// let pending = agent.send(&AgentRequest::Allocate(Attachment::of(req)))?;
+    /// // ... create the links while the agent allocates ...
+    /// let response = pending.response()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send(&self, request: &AgentRequest) -> Result<PendingCall<'_>, CniError> {
         let deadline = Instant::now() + self.timeout;
-        let unreachable = |what: &str, e: &dyn std::fmt::Display| {
-            CniError::new(
-                ErrorCode::TryAgainLater,
-                format!("the node agent at {} {what}: {e}", self.socket.display()),
-            )
-        };
         let stream = connect(&self.socket, deadline)
-            .map_err(|e| unreachable("is not reachable (is overlayd running?)", &e))?;
-        let left = || {
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
+            .map_err(|e| self.unreachable("is not reachable (is overlayd running?)", &e))?;
+        let pending = PendingCall {
+            agent: self,
+            stream,
+            deadline,
         };
-        let io = |e: std::io::Error| {
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
-                unreachable(&format!("did not answer within {:?}", self.timeout), &e)
-            } else {
-                unreachable("failed", &e)
-            }
-        };
-        stream.set_write_timeout(Some(left())).map_err(io)?;
-        (&stream).write_all(&encode_request(request)).map_err(io)?;
-        stream.set_read_timeout(Some(left())).map_err(io)?;
-        let line = read_line(&stream).map_err(|e| match e {
-            ProtocolError::Io(e) => io(e),
-            other => unreachable("sent an unreadable answer", &other),
-        })?;
-        decode_response(&line).map_err(|e| unreachable("sent an unreadable answer", &e))
+        pending
+            .stream
+            .set_write_timeout(Some(pending.left()))
+            .map_err(|e| pending.io(e))?;
+        (&pending.stream)
+            .write_all(&encode_request(request))
+            .map_err(|e| pending.io(e))?;
+        Ok(pending)
+    }
+
+    /// Code 11: the agent cannot be reached or did not answer.
+    fn unreachable(&self, what: &str, e: &dyn std::fmt::Display) -> CniError {
+        CniError::new(
+            ErrorCode::TryAgainLater,
+            format!("the node agent at {} {what}: {e}", self.socket.display()),
+        )
     }
 
     /// [`call`](Self::call), with an error response as an error.
@@ -580,9 +592,76 @@ impl AgentIpam {
     }
 
     fn expect_done(&self, op: &str, request: &AgentRequest) -> Result<(), CniError> {
-        match self.call_ok(request)? {
+        self.send(request)?.done(op)
+    }
+}
+
+/// A request sent to the agent whose response has not been read yet; see
+/// [`AgentIpam::send`]. Dropping it abandons the response (the agent still
+/// carries out the request).
+#[derive(Debug)]
+pub struct PendingCall<'a> {
+    agent: &'a AgentIpam,
+    stream: UnixStream,
+    deadline: Instant,
+}
+
+impl PendingCall<'_> {
+    /// Wait for the response, until the deadline set when the request was
+    /// sent. A silent agent is code 11; an error response is returned as
+    /// the agent sent it ([`AgentResponse::Error`]).
+    pub fn response(self) -> Result<AgentResponse, CniError> {
+        self.stream
+            .set_read_timeout(Some(self.left()))
+            .map_err(|e| self.io(e))?;
+        let line = read_line(&self.stream).map_err(|e| match e {
+            ProtocolError::Io(e) => self.io(e),
+            other => self.agent.unreachable("sent an unreadable answer", &other),
+        })?;
+        decode_response(&line).map_err(|e| self.agent.unreachable("sent an unreadable answer", &e))
+    }
+
+    /// The response to an `allocate`: the allocation; the agent's error
+    /// response as that error, anything else code 999.
+    pub fn allocated(self) -> Result<Allocation, CniError> {
+        let agent = self.agent;
+        match self.response()? {
+            AgentResponse::Allocated(a) => Ok(a),
+            AgentResponse::Error(e) => Err(e.into()),
+            other => Err(agent.unexpected("allocate", &other)),
+        }
+    }
+
+    /// The response to a request answered with `done` (`release`,
+    /// `check`, named `op` in errors); the agent's error response as that
+    /// error, anything else code 999.
+    pub fn done(self, op: &str) -> Result<(), CniError> {
+        let agent = self.agent;
+        match self.response()? {
             AgentResponse::Done => Ok(()),
-            other => Err(self.unexpected(op, &other)),
+            AgentResponse::Error(e) => Err(e.into()),
+            other => Err(agent.unexpected(op, &other)),
+        }
+    }
+
+    /// The time left until the deadline (at least a millisecond: a zero
+    /// timeout would mean none).
+    fn left(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    }
+
+    /// An I/O failure of the exchange: code 11, naming a timeout as such.
+    fn io(&self, e: std::io::Error) -> CniError {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            let what = format!("did not answer within {:?}", self.agent.timeout);
+            self.agent.unreachable(&what, &e)
+        } else {
+            self.agent.unreachable("failed", &e)
         }
     }
 }
@@ -604,10 +683,9 @@ fn connect(path: &Path, deadline: Instant) -> std::io::Result<UnixStream> {
 impl Ipam for AgentIpam {
     fn add(&self, req: &Request) -> Result<Lease, CniError> {
         let attachment = Attachment::of(req);
-        let allocation = match self.call_ok(&AgentRequest::Allocate(attachment.clone()))? {
-            AgentResponse::Allocated(a) => a,
-            other => return Err(self.unexpected("allocate", &other)),
-        };
+        let allocation = self
+            .send(&AgentRequest::Allocate(attachment.clone()))?
+            .allocated()?;
         let mut result = CniResult::new(req.version);
         result.ips = allocation
             .ips
@@ -820,6 +898,33 @@ mod tests {
         assert!(err.msg.contains("is overlayd running"), "{}", err.msg);
         let err = ipam.status(&req).expect_err("not available");
         assert_eq!(err.code, ErrorCode::PluginNotAvailable);
+    }
+
+    #[test]
+    fn a_sent_request_reaches_the_agent_before_its_response_is_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (socket, seen) = agent(dir.path(), |_| AgentResponse::Done);
+        let ipam = AgentIpam::new(&socket);
+        let attachment = Attachment::new("n", "c1", "eth0");
+        let pending = ipam
+            .send(&AgentRequest::Release(attachment.clone()))
+            .expect("sent");
+        // The agent gets and handles the request while the response waits.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.lock().expect("log").is_empty() {
+            assert!(Instant::now() < deadline, "the agent never got the request");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(pending.response().expect("answer"), AgentResponse::Done);
+        assert_eq!(
+            *seen.lock().expect("log"),
+            [AgentRequest::Release(attachment)]
+        );
+        // An absent agent fails the send, not the response.
+        let err = AgentIpam::new(dir.path().join("absent.sock"))
+            .send(&AgentRequest::Status(Network::new("n")))
+            .expect_err("unreachable");
+        assert_eq!(err.code, ErrorCode::TryAgainLater);
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl Address {
         self
     }
 
-    fn message(&self) -> AddressMessage {
+    pub(crate) fn message(&self) -> AddressMessage {
         let mut msg = AddressMessage::default();
         msg.header.family = if self.addr.addr().is_ipv4() {
             netlink_packet_route::AddressFamily::Inet

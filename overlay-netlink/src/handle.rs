@@ -6,6 +6,7 @@ use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::address::AddressOps;
+use crate::batch::Batch;
 use crate::error::{Error, ErrorKind, Result, TransportError};
 use crate::fdb::FdbOps;
 use crate::link::LinkOps;
@@ -99,6 +100,19 @@ impl Handle {
     /// Bridge forwarding database operations (also VXLAN remote entries).
     pub fn fdb(&self) -> FdbOps<'_> {
         FdbOps::new(self)
+    }
+
+    /// Several changes (link up, addresses, routes) sent in one exchange,
+    /// each acknowledged on its own: one round trip instead of one per
+    /// change. See [`Batch`].
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: overlay_netlink::Handle) -> overlay_netlink::Result<()> {
+    /// handle.batch().set_up(4).add_address((4, "10.244.1.5/24".parse().unwrap())).send().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn batch(&self) -> Batch<'_> {
+        Batch::new(self)
     }
 
     /// Send a batch of requests (every change asks for an ACK); map a

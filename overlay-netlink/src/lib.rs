@@ -76,6 +76,7 @@
 #![warn(missing_docs)]
 
 mod address;
+mod batch;
 mod error;
 mod events;
 mod fdb;
@@ -94,6 +95,7 @@ pub mod transport;
 mod validate;
 
 pub use address::{Address, AddressOps};
+pub use batch::Batch;
 pub use error::{Error, ErrorKind, InvalidInput, IpFamily, KernelError, Result, TransportError};
 pub use events::{LinkEvent, LinkEvents};
 pub use fdb::{FdbEntry, FdbOps};

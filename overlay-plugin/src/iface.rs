@@ -7,8 +7,9 @@
 //! gateway when asked for one, the IPAM's routes (through the gateway of
 //! the same family when they name none), and the result's `ips` and
 //! `routes` as the plugin reports them. [`Plan::apply`] installs it:
-//! IPv6 enabled first where a sysctl disables it, then the addresses, then
-//! the routes (which need them). [`check_addresses`] is `CHECK`'s half:
+//! IPv6 enabled first where a sysctl disables it, then in one netlink
+//! exchange the interface up (when asked, [`Plan::link_up`]), the
+//! addresses, and the routes (which need them). [`check_addresses`] is `CHECK`'s half:
 //! the interface exists and holds the result's addresses.
 //!
 //! ```
@@ -57,6 +58,11 @@ pub struct Plan {
     /// `disable_ipv6` of `lo` and the interface when an IPv6 address is
     /// configured.
     pub sysctls: Vec<String>,
+    /// Whether [`Plan::apply`] also brings the interface up, in the same
+    /// exchange as its addresses and routes (see [`Plan::link_up`]).
+    pub up: bool,
+    /// The interface's kernel index in the container's namespace.
+    pub index: u32,
 }
 
 impl Plan {
@@ -95,6 +101,8 @@ impl Plan {
             addresses: Vec::new(),
             kernel_routes: Vec::new(),
             sysctls: Vec::new(),
+            up: false,
+            index,
         };
         for ip in &ipam.ips {
             let gateway = ip.gateway_or_first_host();
@@ -175,10 +183,32 @@ impl Plan {
         self
     }
 
+    /// The same plan bringing the interface up as well, before its
+    /// addresses, in the one exchange [`Plan::apply`] makes: for an
+    /// interface created down (`veth::Port::defer_pod_up`), one netlink
+    /// round trip instead of two.
+    ///
+    /// ```
+    /// use overlay_cni::result::CniResult;
+    /// use overlay_plugin::iface::Plan;
+    ///
+    /// let plan = Plan::new(&CniResult::new(overlay_cni::Version::V1_0_0), 9, 2, true).link_up();
+    /// assert!(plan.up && plan.index == 9);
+    /// ```
+    pub fn link_up(mut self) -> Plan {
+        self.up = true;
+        self
+    }
+
     /// Install the plan through `pod` (a handle in the container's
     /// namespace); `netns` is that namespace, for [`Plan::sysctls`] (set
     /// with `Netns::sysctl_set`; a sysctl that is absent is skipped, as Go
-    /// does). Kernel failures are [`CODE_NETLINK`] naming the step.
+    /// does). Then the interface up (with [`Plan::link_up`]), the addresses
+    /// and the routes go to the kernel in one exchange
+    /// ([`Handle::batch`]), in that order. Kernel failures are
+    /// [`CODE_NETLINK`] naming the first step that failed (the kernel still
+    /// makes the later ones; a failed `ADD` deletes the interface, which
+    /// takes them with it).
     pub async fn apply(&self, pod: &Handle, netns: Option<&Netns>) -> Result<(), CniError> {
         if let Some(netns) = netns {
             for key in &self.sysctls {
@@ -190,14 +220,24 @@ impl Plan {
                 }
             }
         }
+        let mut batch = pod.batch();
+        let mut steps = Vec::new();
+        if self.up {
+            batch = batch.set_up(self.index);
+            steps.push("set container veth up");
+        }
         for address in &self.addresses {
-            pod.address()
-                .add(address.clone())
-                .await
-                .or_cni(CODE_NETLINK, "add address to container interface")?;
+            batch = batch.add_address(address.clone());
+            steps.push("add address to container interface");
         }
         for (what, route) in &self.kernel_routes {
-            pod.route().add(route).await.or_cni(CODE_NETLINK, what)?;
+            batch = batch.add_route(route);
+            steps.push(what);
+        }
+        let outcomes = batch.send_each().await;
+        let outcomes = outcomes.or_cni(CODE_NETLINK, "configure container interface")?;
+        for (outcome, what) in outcomes.into_iter().zip(steps) {
+            outcome.or_cni(CODE_NETLINK, what)?;
         }
         Ok(())
     }

@@ -38,6 +38,8 @@ pub struct Port {
     pub mtu: Option<u32>,
     /// Hairpin mode on the bridge port.
     pub hairpin: bool,
+    /// Leave the container end down (see [`Port::defer_pod_up`]).
+    pub defer_pod_up: bool,
 }
 
 impl Port {
@@ -61,6 +63,18 @@ impl Port {
     /// Set hairpin mode on the bridge port.
     pub fn hairpin(mut self, on: bool) -> Self {
         self.hairpin = on;
+        self
+    }
+
+    /// Leave the container end down: the caller brings it up in the one
+    /// exchange that also configures it (`iface::Plan::link_up`), saving a
+    /// netlink round trip in the container's namespace.
+    ///
+    /// ```
+    /// assert!(overlay_plugin::veth::Port::new().defer_pod_up().defer_pod_up);
+    /// ```
+    pub fn defer_pod_up(mut self) -> Self {
+        self.defer_pod_up = true;
         self
     }
 }
@@ -99,7 +113,8 @@ impl VethPair {
 
 /// Create the attachment's veth pair: the host end in `host`'s namespace,
 /// the container end as `CNI_IFNAME` in `pod` (its namespace and a handle
-/// in it), both up. A taken `CNI_IFNAME` is [`CODE_IFNAME_TAKEN`]; other
+/// in it), both up (the container end left down with
+/// [`Port::defer_pod_up`]). A taken `CNI_IFNAME` is [`CODE_IFNAME_TAKEN`]; other
 /// kernel failures are [`CODE_NETLINK`]. On failure nothing is left.
 pub async fn create(
     req: &Request,
@@ -160,7 +175,12 @@ pub async fn create(
                 false => Ok(()),
             }
         };
-        let up = async { pod.link().set_up(pod_index).await };
+        let up = async {
+            match port.defer_pod_up {
+                true => Ok(()),
+                false => pod.link().set_up(pod_index).await,
+            }
+        };
         let (hairpin, up) = tokio::join!(hairpin, up);
         hairpin.or_cni(CODE_NETLINK, "set hairpin mode")?;
         up.or_cni(CODE_NETLINK, "set container veth up")?;

@@ -188,7 +188,11 @@ impl OverlayBridge {
         pod: (&Netns, &Handle),
     ) -> Result<Links, CniError> {
         let (bridge, created) = bridge::ensure(host, &conf.bridge, conf.mtu).await?;
-        let mut port = Port::new().master(bridge.index).hairpin(conf.hairpin_mode);
+        // The pod end goes up with its addresses and routes (`configure`).
+        let mut port = Port::new()
+            .master(bridge.index)
+            .hairpin(conf.hairpin_mode)
+            .defer_pod_up();
         port.mtu = conf.mtu;
         let veth = async {
             if !bridge.up {
@@ -250,7 +254,8 @@ impl OverlayBridge {
             2,
             conf.is_default_gateway,
             Some(req.ifname()),
-        );
+        )
+        .link_up();
         let gateways = match conf.is_gateway {
             true => &plan.ips[..],
             false => &[],

@@ -6,13 +6,15 @@
 //! network: it gets an address from the node's own space at once, or fails
 //! fast with code 11 ("no space yet", kubelet retries) or 50.
 //!
-//! - `ADD`: asks `overlayd` for the address first (its answer carries the
-//!   overlay MTU), then creates the veth pair with the pod end directly in
-//!   `CNI_NETNS` as `CNI_IFNAME` (MAC derived from the attachment), attaches
-//!   the host end to the bridge with hairpin mode (`hairpinMode`, default
-//!   on), and configures the pod: its host address (`/32` or `/128`) and a
-//!   default route through the bridge address, on-link. A failure after the
-//!   allocation releases it and removes the veth pair.
+//! - `ADD`: asks `overlayd` for the address and, while the agent allocates,
+//!   creates the veth pair (at the bridge's MTU, which the agent keeps at
+//!   the overlay MTU; its answer carries that MTU, applied to the pair when
+//!   it differs) with the pod end directly in `CNI_NETNS` as `CNI_IFNAME`
+//!   (MAC derived from the attachment), attaches the host end to the bridge
+//!   with hairpin mode (`hairpinMode`, default on), and configures the pod
+//!   in one netlink exchange: the interface up, its host address (`/32` or
+//!   `/128`) and a default route through the bridge address, on-link. A
+//!   failure releases the allocation and removes the veth pair.
 //! - `DEL`: deletes the veth pair (absent is success) while `overlayd`
 //!   releases the address.
 //! - `CHECK`: `overlayd` holds the address; the pod interface has the
@@ -35,7 +37,7 @@ use std::sync::Arc;
 use overlay_cni::config::GcAttachment;
 use overlay_cni::ipam::Ipam;
 use overlay_cni::{CniError, CniResult, ErrorCode, Request};
-use overlay_ipam::agent::{AgentIpam, AgentRequest, AgentResponse, Attachment};
+use overlay_ipam::agent::{AgentIpam, AgentRequest, Attachment};
 use overlay_plugin::error::{CODE_NETLINK, host_handle, open_netns, pod_handle};
 use overlay_plugin::veth::{self, Port};
 use overlay_plugin::{AsyncPlugin, NetlinkResultExt, gc, iface};
@@ -102,51 +104,74 @@ impl AsyncPlugin for Overlay {
                     ),
                 )
             })?;
-        // The address first: its answer carries the overlay MTU. The
-        // agent answers at once (never waits on the network).
+        // The address request goes out first and the agent allocates (and
+        // commits) while this process creates the veth pair; its answer is
+        // read after. The agent keeps the bridge at the overlay MTU, so the
+        // pair is created with the bridge's; when the answer carries
+        // another, the pair is set to that.
         let attachment = Attachment::of(req);
-        let allocation = match agent.call(&AgentRequest::Allocate(attachment.clone()))? {
-            AgentResponse::Allocated(a) => a,
-            AgentResponse::Error(e) => return Err(e.into()),
-            other => {
-                return Err(CniError::new(
-                    ErrorCode::Internal,
-                    format!("overlayd answered allocate with {other:?}"),
-                ));
-            }
-        };
+        let pending = agent.send(&AgentRequest::Allocate(attachment.clone()))?;
         let release = || {
             let _ = agent.call(&AgentRequest::Release(attachment.clone()));
         };
-        let mut port = Port::new().master(bridge.index).hairpin(conf.hairpin_mode);
-        port.mtu = allocation.mtu;
-        let pair = match veth::create(req, &host, (&pod_ns, &pod), &port).await {
-            Ok(pair) => pair,
-            Err(e) => {
+        // The pod end goes up with its address and route (`plan.apply`).
+        let mut port = Port::new()
+            .master(bridge.index)
+            .hairpin(conf.hairpin_mode)
+            .defer_pod_up();
+        port.mtu = bridge.mtu;
+        let created = veth::create(req, &host, (&pod_ns, &pod), &port).await;
+        // A failed allocation is the error (as when it ran first), and
+        // leaves no veth pair; a failed creation gives the address back.
+        let (pair, allocation) = match (created, pending.allocated()) {
+            (Ok(pair), Ok(allocation)) => (pair, allocation),
+            (created, Err(e)) => {
+                if let Ok(pair) = created {
+                    let _ = host.link().delete(pair.host_end.index).await;
+                }
+                return Err(e);
+            }
+            (Err(e), Ok(_)) => {
                 release();
                 return Err(e);
             }
         };
-        let mut ipam = CniResult::new(req.version);
-        ipam.ips = allocation
-            .ips
-            .iter()
-            .map(|ip| {
-                let c = overlay_cni::result::IpConfig::new(ip.address);
-                match ip.gateway {
-                    Some(gw) => c.with_gateway(gw),
-                    None => c,
-                }
-            })
-            .collect();
-        ipam.routes = allocation.routes.clone();
-        let plan = iface::Plan::with_ifname(&ipam, pair.pod_index, 2, true, Some(req.ifname()))
-            .gateways_on_link();
-        if let Err(e) = plan.apply(&pod, Some(&pod_ns)).await {
-            let _ = host.link().delete(pair.host_end.index).await;
-            release();
-            return Err(e);
-        }
+        let configured = async {
+            if let Some(mtu) = allocation.mtu.filter(|m| Some(*m) != bridge.mtu) {
+                let (host_links, pod_links) = (host.link(), pod.link());
+                let (host_end, pod_end) = tokio::join!(
+                    host_links.set_mtu(pair.host_end.index, mtu),
+                    pod_links.set_mtu(pair.pod_index, mtu)
+                );
+                host_end.or_cni(CODE_NETLINK, "set host veth MTU")?;
+                pod_end.or_cni(CODE_NETLINK, "set container veth MTU")?;
+            }
+            let mut ipam = CniResult::new(req.version);
+            ipam.ips = allocation
+                .ips
+                .iter()
+                .map(|ip| {
+                    let c = overlay_cni::result::IpConfig::new(ip.address);
+                    match ip.gateway {
+                        Some(gw) => c.with_gateway(gw),
+                        None => c,
+                    }
+                })
+                .collect();
+            ipam.routes = allocation.routes.clone();
+            let plan = iface::Plan::with_ifname(&ipam, pair.pod_index, 2, true, Some(req.ifname()))
+                .gateways_on_link()
+                .link_up();
+            plan.apply(&pod, Some(&pod_ns)).await.map(|()| plan)
+        };
+        let plan = match configured.await {
+            Ok(plan) => plan,
+            Err(e) => {
+                let _ = host.link().delete(pair.host_end.index).await;
+                release();
+                return Err(e);
+            }
+        };
         let mut result = CniResult::new(req.version);
         result.interfaces = pair.interfaces(req, Some(&bridge));
         result.ips = plan.ips;
@@ -154,12 +179,15 @@ impl AsyncPlugin for Overlay {
         Ok(result)
     }
 
+    /// The release goes out first; the agent commits it while this process
+    /// deletes the veth pair.
     async fn del(&self, req: &Request) -> Result<(), CniError> {
         let (_, agent) = Conf::from_request(req)?;
         let host = host_handle()?;
         let veth = req.host_veth_name();
+        let pending = agent.send(&AgentRequest::Release(Attachment::of(req)));
         let links = host.link().delete_detached(veth.as_str()).await;
-        let released = agent.del(req);
+        let released = pending.and_then(|p| p.done("release"));
         links.or_cni(CODE_NETLINK, "delete veth pair")?;
         released
     }
@@ -198,6 +226,13 @@ impl AsyncPlugin for Overlay {
         Conf::from_request(req)?.1.status(req)
     }
 }
+
+/// A plugin process lives a few milliseconds: allocations come from a
+/// bump arena instead of the C library's allocator (which, in the static
+/// musl build that `scripts/build-plugin.sh` makes, maps and unmaps memory
+/// for most of them); see `overlay_plugin::alloc`.
+#[global_allocator]
+static ALLOC: overlay_plugin::alloc::Arena<{ 1 << 20 }> = overlay_plugin::alloc::Arena::new();
 
 fn main() {
     overlay_plugin::run_async(&Overlay)

@@ -233,7 +233,7 @@ pub struct LinkOps<'h> {
 }
 
 /// A link message addressed to `id` (by index, or by name with index 0).
-fn addressed(id: &LinkId) -> LinkMessage {
+pub(crate) fn addressed(id: &LinkId) -> LinkMessage {
     let mut msg = LinkMessage::default();
     match id {
         LinkId::Index(i) => msg.header.index = *i,
@@ -254,7 +254,7 @@ fn echoed(replies: &[RouteNetlinkMessage], name: &str) -> Option<Link> {
     })
 }
 
-fn check_id(operation: &'static str, id: &LinkId) -> Result<()> {
+pub(crate) fn check_id(operation: &'static str, id: &LinkId) -> Result<()> {
     match id {
         LinkId::Name(n) => validate::ifname(operation, n),
         LinkId::Index(_) => Ok(()),
