@@ -77,16 +77,11 @@ struct Args {
     /// Pods attached to each node.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=50))]
     pods: u16,
-    /// The cluster's pod range, which the agents divide into blocks.
-    /// Default: 198.19.0.0/16 (IPv4) or 2001:db8:ffff::/112 (`--ipv6`),
-    /// inside ranges reserved for documentation and testing; overlayd's own
-    /// default is 10.32.0.0/12.
-    #[arg(long)]
-    range: Option<IpNet>,
-    /// An IPv6 underlay (2001:db8::/64) and, unless `--range` says
-    /// otherwise, IPv6 pods.
-    #[arg(long)]
-    ipv6: bool,
+    /// The cluster's pod range, which the agents divide into blocks. The
+    /// default is inside 198.18.0.0/15, reserved for testing (the underlay
+    /// is 198.18.0.0/24); overlayd's own default is 10.32.0.0/12.
+    #[arg(long, default_value = "198.19.0.0/16")]
+    range: IpNet,
     /// Leave the cluster running at the end (agents, pods, namespaces) for a
     /// look with overlayctl, and print how to delete it. Ignored when the
     /// demo is interrupted.
@@ -94,12 +89,8 @@ struct Args {
     keep: bool,
 }
 
-/// The pod ranges used when `--range` is not given.
-const RANGE_V4: &str = "198.19.0.0/16";
-const RANGE_V6: &str = "2001:db8:ffff::/112";
-/// The underlays: node `k` gets host address `k`.
-const UNDERLAY_V4: &str = "198.18.0.0/24";
-const UNDERLAY_V6: &str = "2001:db8::/64";
+/// The underlay: node `k` gets host address `k`.
+const UNDERLAY: &str = "198.18.0.0/24";
 /// The pods' bridge and the VXLAN device on every node.
 const BRIDGE: &str = "ovdbr0";
 const VXLAN: &str = "ovdvx0";
@@ -368,30 +359,34 @@ fn run(args: &Args, prefix: &str, registry: NetnsRegistry, work_dir: &Path) -> R
             );
         }
     }
-    let range: IpNet = match args.range {
-        Some(range) => range,
-        None if args.ipv6 => RANGE_V6.parse()?,
-        None => RANGE_V4.parse()?,
-    };
+    let underlay: IpNet = UNDERLAY.parse()?;
+    // The agents program pod blocks of the underlay's family only.
+    if args.range.addr().is_ipv4() != underlay.addr().is_ipv4() {
+        bail!("--range {}: the underlay is {underlay}, pods must be IPv4", args.range);
+    }
+    if args.range.contains(&underlay.network()) || underlay.contains(&args.range.network()) {
+        bail!("--range {} overlaps the underlay {underlay}", args.range);
+    }
     let mut config = ClusterConfig::new(&bin_dir, work_dir);
     config.nodes = usize::from(args.nodes);
-    config.range = range;
-    config.underlay = if args.ipv6 { UNDERLAY_V6 } else { UNDERLAY_V4 }.parse()?;
+    config.range = args.range;
+    config.underlay = underlay;
     config.netns_prefix = Some(prefix.to_owned());
     config.bridge = BRIDGE.into();
     config.vxlan = VXLAN.into();
     config.registry = registry;
 
     println!(
-        "overlay {} demo: {} nodes running overlayd, {} pods on each, pods from {}",
+        "overlay {} demo: {} running overlayd, {} on each, pods from {}",
         env!("CARGO_PKG_VERSION"),
-        args.nodes,
-        args.pods,
+        plural(args.nodes.into(), "node"),
+        plural(args.pods.into(), "pod"),
         config.range
     );
     say(format!(
-        "creating the underlay switch ({prefix}-sw, {}) and {} node namespaces; starting overlayd on each (encrypted mesh)",
-        config.underlay, args.nodes
+        "creating the underlay switch ({prefix}-sw, {}) and {} namespaces; starting overlayd on each (encrypted mesh)",
+        config.underlay,
+        plural(args.nodes.into(), "node")
     ));
     let mut cluster = Cluster::start(config)?;
     let outcome = demo(&mut cluster, args, &bin_dir, work_dir);
@@ -408,7 +403,9 @@ fn run(args: &Args, prefix: &str, registry: NetnsRegistry, work_dir: &Path) -> R
     }
     let (pods, nodes) = (cluster.pods().len(), cluster.nodes().len());
     say(format!(
-        "tearing down: CNI DEL of {pods} pods through the plugin, stopping {nodes} agents, deleting the namespaces"
+        "tearing down: CNI DEL of {} through the plugin, stopping {}, deleting the namespaces",
+        plural(pods, "pod"),
+        plural(nodes, "agent")
     ));
     let failed = cluster.teardown();
     if !failed.is_empty() {
@@ -436,8 +433,8 @@ fn demo(
     wait_ready(cluster)?;
 
     say(format!(
-        "attaching {} pods per node with the overlay CNI plugin ({}), run as a container runtime runs it",
-        args.pods,
+        "attaching {} per node with the overlay CNI plugin ({}), run as a container runtime runs it",
+        plural(args.pods.into(), "pod"),
         bin_dir.join("overlay").display()
     ));
     let mut n = 0;
@@ -535,10 +532,10 @@ fn wait_ready(cluster: &mut Cluster) -> Result<()> {
             if s.ipam.state == "ready" && s.datapath.peers_programmed + 1 == nodes {
                 ready[i] = true;
                 say(format!(
-                    "{}: overlayd ready after {:.1}s: {} peers, encryption {}, owns {}",
+                    "{}: overlayd ready after {:.1}s: {}, encryption {}, owns {}",
                     s.node.name,
                     start.elapsed().as_secs_f64(),
-                    s.peers.len(),
+                    plural(s.peers.len(), "peer"),
                     match s.encryption {
                         Encryption::Encrypted => "on",
                         Encryption::Unencrypted => "off",
@@ -561,6 +558,15 @@ fn wait_ready(cluster: &mut Cluster) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// `1 pod`, `2 pods`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 fn blocks_or_none(blocks: &[String]) -> String {
@@ -815,7 +821,7 @@ fn decode(cluster: &Cluster, frame: &[u8], vni: Vni, port: u16) -> Result<String
         Ok(eth) => match eth.ethertype() {
             EtherType::Ipv4 => match ipv4::Packet::new_checked(eth.payload()) {
                 Ok(ip) => format!(
-                    "inner IPv4 {} -> {} {:?}",
+                    "inner IPv4 {} -> {} {}",
                     pod(ip.src_addr().into()),
                     pod(ip.dst_addr().into()),
                     ip.protocol()
@@ -824,7 +830,7 @@ fn decode(cluster: &Cluster, frame: &[u8], vni: Vni, port: u16) -> Result<String
             },
             EtherType::Ipv6 => match ipv6::Packet::new_checked(eth.payload()) {
                 Ok(ip) => format!(
-                    "inner IPv6 {} -> {} {:?}",
+                    "inner IPv6 {} -> {} {}",
                     pod(ip.src_addr().into()),
                     pod(ip.dst_addr().into()),
                     ip.next_header()
