@@ -302,10 +302,12 @@ fn main() -> ExitCode {
             // this only catches what a failed step left.
             registry.delete_all_with_prefix(&prefix);
             eprintln!("overlay-demo: {e:#}");
-            eprintln!(
-                "overlay-demo: agent logs kept in {}/node-*/overlayd.log",
-                work_dir.display()
-            );
+            if work_dir.join("node-1").exists() {
+                eprintln!(
+                    "overlay-demo: agent logs kept in {}/node-*/overlayd.log",
+                    work_dir.display()
+                );
+            }
             ExitCode::FAILURE
         }
         Ok(Event::Signal(sig)) => {
