@@ -399,8 +399,13 @@ fn run(args: &Args, prefix: &str, registry: NetnsRegistry, work_dir: &Path) -> R
     }
     outcome?;
     if args.keep {
+        // A pod to ping from, and one on another node to ping.
+        let ping = match (cluster.pods().first(), cluster.pods().last()) {
+            (Some(from), Some(to)) => Some((from.netns().name().to_owned(), to.ip)),
+            _ => None,
+        };
         let names = cluster.keep();
-        print_keep_help(&names, prefix, &bin_dir, work_dir);
+        print_keep_help(&names, prefix, &bin_dir, work_dir, ping);
         return Ok(Finished::Kept);
     }
     let (pods, nodes) = (cluster.pods().len(), cluster.nodes().len());
@@ -471,7 +476,7 @@ fn demo(
     let capture = Capture::start(cluster, work_dir, port);
     let pairs = cluster.pods().len() * cluster.pods().len().saturating_sub(1);
     say(format!(
-        "ping matrix: every pod pings every other pod, across nodes ({pairs} pairs)"
+        "ping matrix: every pod pings every other pod, on its node and across nodes ({pairs} pairs)"
     ));
     let matrix = cluster.ping_matrix();
     checkpoint()?;
@@ -855,7 +860,13 @@ fn decode(cluster: &Cluster, frame: &[u8], vni: Vni, port: u16) -> Result<String
 }
 
 /// With `--keep`: what is left running and how to look at it and delete it.
-fn print_keep_help(names: &[String], prefix: &str, bin_dir: &Path, work_dir: &Path) {
+fn print_keep_help(
+    names: &[String],
+    prefix: &str,
+    bin_dir: &Path,
+    work_dir: &Path,
+    ping: Option<(String, IpAddr)>,
+) {
     let ctl = bin_dir.join("overlayctl");
     let node1 = format!("{prefix}-n1");
     let admin = work_dir.join("node-1").join("admin.sock");
@@ -869,16 +880,19 @@ fn print_keep_help(names: &[String], prefix: &str, bin_dir: &Path, work_dir: &Pa
     println!("    ip netns exec {node1} {} status", ctl.display());
     println!("    ip netns exec {node1} {} status ipam", ctl.display());
     println!("    ip netns exec {node1} {} topology", ctl.display());
+    if let Some((from, to)) = ping {
+        println!("pods are namespaces too:");
+        println!("    ip netns exec {from} ping {to}");
+    }
     println!("admin commands go to the agent's admin socket, e.g. declaring a node dead:");
     println!(
         "    ip netns exec {node1} {} --admin-socket {} rmpeer node-2",
         ctl.display(),
         admin.display()
     );
-    println!("    ip netns exec {prefix}-n1p1 ping <another pod's address>");
     println!("delete it (kills the agents, deletes every namespace and link):");
     println!(
-        "    for ns in $(ip netns list | awk '/^{prefix}-/ {{print $1}}'); do ip netns pids $ns | xargs -r kill -9; ip netns del $ns; done; rm -rf {}",
+        "    for ns in $(cd /run/netns && ls -d {prefix}-*); do ip netns pids $ns | xargs -r kill -9; ip netns del $ns; done; rm -rf {}",
         work_dir.display()
     );
 }
