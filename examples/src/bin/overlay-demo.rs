@@ -364,7 +364,10 @@ fn run(args: &Args, prefix: &str, registry: NetnsRegistry, work_dir: &Path) -> R
     let underlay: IpNet = UNDERLAY.parse()?;
     // The agents program pod blocks of the underlay's family only.
     if args.range.addr().is_ipv4() != underlay.addr().is_ipv4() {
-        bail!("--range {}: the underlay is {underlay}, pods must be IPv4", args.range);
+        bail!(
+            "--range {}: the underlay is {underlay}, pods must be IPv4",
+            args.range
+        );
     }
     if args.range.contains(&underlay.network()) || underlay.contains(&args.range.network()) {
         bail!("--range {} overlaps the underlay {underlay}", args.range);
@@ -423,12 +426,7 @@ fn run(args: &Args, prefix: &str, registry: NetnsRegistry, work_dir: &Path) -> R
 }
 
 /// The steps between start and teardown.
-fn demo(
-    cluster: &mut Cluster,
-    args: &Args,
-    bin_dir: &Path,
-    work_dir: &Path,
-) -> Result<()> {
+fn demo(cluster: &mut Cluster, args: &Args, bin_dir: &Path, work_dir: &Path) -> Result<()> {
     for node in cluster.nodes() {
         say(format!(
             "{}: namespace {}, underlay {}, overlayd started",
@@ -524,8 +522,8 @@ fn wait_ready(cluster: &mut Cluster) -> Result<()> {
     while ready.contains(&false) {
         checkpoint()?;
         let running = cluster.running();
-        for i in 0..nodes {
-            if ready[i] {
+        for (i, ready) in ready.iter_mut().enumerate() {
+            if *ready {
                 continue;
             }
             if !running.contains(&i) {
@@ -537,7 +535,7 @@ fn wait_ready(cluster: &mut Cluster) -> Result<()> {
             }
             let Ok(s) = cluster.status(i) else { continue };
             if s.ipam.state == "ready" && s.datapath.peers_programmed + 1 == nodes {
-                ready[i] = true;
+                *ready = true;
                 say(format!(
                     "{}: overlayd ready after {:.1}s: {}, encryption {}, owns {}",
                     s.node.name,
@@ -709,7 +707,10 @@ fn ipam_table(cluster: &Cluster) -> Result<String> {
 /// The VNI and UDP port of node 1's VXLAN device, as the kernel reports
 /// them (`ip -details -json link show`).
 fn vxlan_params(cluster: &Cluster) -> Result<(Vni, u16)> {
-    let out = cluster.exec(0, &["ip", "-details", "-json", "link", "show", "dev", VXLAN])?;
+    let out = cluster.exec(
+        0,
+        &["ip", "-details", "-json", "link", "show", "dev", VXLAN],
+    )?;
     let json: serde_json::Value = serde_json::from_str(&out).context("ip -json output")?;
     let data = &json[0]["linkinfo"]["info_data"];
     let vni = data["id"]
@@ -783,8 +784,8 @@ impl Capture {
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let pcap = std::fs::read(&self.file)
-            .with_context(|| format!("read {}", self.file.display()))?;
+        let pcap =
+            std::fs::read(&self.file).with_context(|| format!("read {}", self.file.display()))?;
         let mut reader = PcapReader::new(pcap.as_slice()).context("pcap header")?;
         Ok(match reader.next_packet() {
             Some(packet) => Some(packet.context("pcap record")?.data.into_owned()),
@@ -805,8 +806,8 @@ impl Drop for Capture {
 fn decode(cluster: &Cluster, frame: &[u8], vni: Vni, port: u16) -> Result<String> {
     // Captured as it leaves node 1, the outer UDP checksum may still be left
     // to the NIC (veth completes it lazily), so it is not verified here.
-    let vxlan = VxlanEncap::new(vni)
-        .with_config(TunnelConfig::new(port).with_verify_udp_checksum(false));
+    let vxlan =
+        VxlanEncap::new(vni).with_config(TunnelConfig::new(port).with_verify_udp_checksum(false));
     let d = vxlan
         .decapsulate(frame)
         .context("decode the captured packet")?;
@@ -876,7 +877,9 @@ fn print_keep_help(
         names.join(" "),
         work_dir.display()
     );
-    println!("look at it with overlayctl in a node's namespace (the status API is on its loopback):");
+    println!(
+        "look at it with overlayctl in a node's namespace (the status API is on its loopback):"
+    );
     println!("    ip netns exec {node1} {} status", ctl.display());
     println!("    ip netns exec {node1} {} status ipam", ctl.display());
     println!("    ip netns exec {node1} {} topology", ctl.display());
