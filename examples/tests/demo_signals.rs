@@ -127,6 +127,36 @@ fn held_net_namespaces() -> BTreeSet<u64> {
     held
 }
 
+/// Who holds the network namespace with inode `ino`: processes in it
+/// (pid, command line) and this mount namespace's mounts of it.
+fn holders(ino: u64) -> Vec<String> {
+    let want = format!("net:[{ino}]");
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            if std::fs::read_link(entry.path().join("ns/net"))
+                .is_ok_and(|l| l.to_str() == Some(want.as_str()))
+            {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                out.push(format!(
+                    "process {}: {}",
+                    entry.file_name().to_string_lossy(),
+                    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                ));
+            }
+        }
+    }
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+        out.extend(
+            mounts
+                .lines()
+                .filter(|l| l.contains(&want))
+                .map(|l| format!("mount: {l}")),
+        );
+    }
+    out
+}
+
 /// Names of the links in the root network namespace.
 fn root_links() -> Vec<String> {
     let out = Command::new("ip")
@@ -369,6 +399,7 @@ fn interrupt_mid_run_and_check_cleanup(sig: libc::c_int, target: Target, args: &
                 inodes
                     .iter()
                     .filter(|(_, i)| held.contains(i))
+                    .map(|(n, i)| (n, holders(*i)))
                     .collect::<Vec<_>>(),
             )
         },

@@ -45,8 +45,10 @@
 //! It only wires the library crates and the example binaries together; the
 //! logic lives in them.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::OnceLock;
@@ -321,6 +323,7 @@ fn main() -> ExitCode {
             );
             // Kill everything in the namespaces and delete them: the step
             // under way fails at once.
+            let mut inodes = netns_inodes(&prefix);
             registry.delete_all_with_prefix(&prefix);
             // Let the step give up, so that it creates nothing after the
             // final sweep; the process exits after it regardless.
@@ -332,7 +335,12 @@ fn main() -> ExitCode {
                     Ok(Event::Signal(_)) => {}
                 }
             }
+            inodes.extend(netns_inodes(&prefix));
             registry.delete_all_with_prefix(&prefix);
+            // A process that entered a namespace after its processes were
+            // listed (`ip netns exec` racing the deletion) keeps it alive
+            // without a name: find it by the namespace's inode.
+            kill_processes_in(&inodes);
             let _ = std::fs::remove_dir_all(&work_dir);
             // 128 + signal number, as a shell reports a process killed by it.
             ExitCode::from(u8::try_from(128 + sig).unwrap_or(1))
@@ -340,6 +348,65 @@ fn main() -> ExitCode {
         Err(_) => {
             eprintln!("overlay-demo: the demo thread vanished");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The inodes of the network namespaces named `<prefix>-*`.
+fn netns_inodes(prefix: &str) -> BTreeSet<u64> {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return BTreeSet::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('-'))
+        })
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .map(|m| m.ino())
+        .collect()
+}
+
+/// SIGKILL every child of this process whose network namespace is one of
+/// `inodes` (children only: a namespace inode may be reused as soon as the
+/// namespace is destroyed, by anyone).
+fn kill_processes_in(inodes: &BTreeSet<u64>) {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let held = std::fs::read_link(entry.path().join("ns/net"))
+            .ok()
+            .and_then(|l| {
+                l.to_str()?
+                    .strip_prefix("net:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .is_some_and(|ino| inodes.contains(&ino));
+        // The parent pid: the 2nd field after the command, which is in
+        // parentheses and may hold spaces.
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let child = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            == Some(me.as_str());
+        if held && child {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
     }
 }
