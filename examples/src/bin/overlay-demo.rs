@@ -456,7 +456,7 @@ fn run(args: &Args, prefix: &str, registry: NetnsRegistry, work_dir: &Path) -> R
         config.range
     );
     say(format!(
-        "creating the underlay switch ({prefix}-sw, {}) and {} namespaces; starting overlayd on each (encrypted mesh)",
+        "creating the underlay switch ({prefix}-sw, {}) and {}, a namespace each; starting overlayd on each (encrypted mesh)",
         config.underlay,
         plural(args.nodes.into(), "node")
     ));
