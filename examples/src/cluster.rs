@@ -909,3 +909,44 @@ pub fn ping(from: &TestNetns, to: IpAddr) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// Access to the underlay, for a capture of what the nodes send each other
+/// (`overlay-demo` decodes a VXLAN packet it captured there).
+impl Cluster {
+    /// The underlay switch's namespace (the bridge every node's underlay
+    /// veth is plugged into); `None` once torn down.
+    pub fn switch_netns(&self) -> Option<&TestNetns> {
+        self.switch.as_ref()
+    }
+
+    /// The switch-side end of node `i`'s underlay veth, in
+    /// [`Cluster::switch_netns`]: a capture on it sees every frame node `i`
+    /// sends or receives on the underlay, as the wire would. `None` if
+    /// there is no node `i`.
+    pub fn underlay_port(&self, i: usize) -> Option<String> {
+        (i < self.nodes.len()).then(|| format!("ovtd{i}"))
+    }
+}
+
+impl NetnsRegistry {
+    /// [`NetnsRegistry::delete_all`], then the same for every namespace
+    /// named `<prefix>-*` that is not recorded: one a step still under way
+    /// created after the names were taken (a signal handler cleaning up
+    /// while the cluster is busy on another thread).
+    pub fn delete_all_with_prefix(&self, prefix: &str) {
+        self.delete_all();
+        let stray = NetnsRegistry::default();
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('-'))
+                {
+                    stray.add(&name);
+                }
+            }
+        }
+        stray.delete_all();
+    }
+}

@@ -2,11 +2,12 @@
 //! root when it is not run as root.
 //!
 //! Each interrupt test starts the demo binary, waits until it is mid-run
-//! (it announced the ping, and `ping` runs in its pod namespace while
-//! `tcpdump` runs in its node namespace), sends the signal, and then checks
-//! that nothing is left: no `ovd-<pid>-*` namespace, no process it started,
-//! and no reference to its namespaces (no process in one, no mount of one),
-//! so the kernel has destroyed them together with every link inside.
+//! (it announced the ping matrix, `overlayd` runs in every node namespace,
+//! `ping` in a pod namespace and `tcpdump` in the underlay switch's), sends
+//! the signal, and then checks that nothing is left: no `ovd-<pid>-*`
+//! namespace, no process that ran in one, and no reference to its
+//! namespaces (no process in one, no mount of one), so the kernel has
+//! destroyed them together with every link inside.
 //!
 //! The demo runs in the root namespace and creates `ovd-` namespaces of its
 //! own (it is the program under test); a guard kills it and deletes its
@@ -29,15 +30,26 @@ use overlay_testsupport::{SKIP_MESSAGE, has_net_admin, privileged_required, priv
 
 const DEMO: &str = env!("CARGO_BIN_EXE_overlay-demo");
 
-/// The namespaces the demo creates, as `ovd-<pid>-<role>`.
-const ROLES: [&str; 4] = ["node1", "node2", "pod1", "pod2"];
+/// The node namespaces of a default run (three nodes), as `ovd-<pid>-<role>`;
+/// the underlay switch is `sw`, pods are `n<k>p<j>`.
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const SWITCH: &str = "sw";
 
-/// What the demo prints right before it starts `ping`.
-const PING_LINE: &str = "pod1 pings pod2";
+/// What the demo prints right before the pods start pinging.
+const PING_LINE: &str = "ping matrix:";
 
-/// Link names the demo gives inside its namespaces; none may show up in the
-/// root namespace.
-const DEMO_LINKS: [&str; 4] = ["under0", "vethpod", "ovl0", "vxlan.42"];
+/// Link names the demo gives inside its namespaces (the pods' bridge, the
+/// VXLAN device, the underlay switch); none may show up in the root
+/// namespace, nor may the underlay veths (`ovtu<i>`, `ovtd<i>`).
+const DEMO_LINKS: [&str; 3] = ["ovdbr0", "ovdvx0", "ovtsw0"];
+
+fn is_demo_link(name: &str) -> bool {
+    DEMO_LINKS.contains(&name)
+        || ["ovtu", "ovtd"].iter().any(|p| {
+            name.strip_prefix(p)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
 
 /// How long the demo may take to reach a step (a debug build on a busy machine).
 const STEP_DEADLINE: Duration = Duration::from_secs(90);
@@ -115,6 +127,36 @@ fn held_net_namespaces() -> BTreeSet<u64> {
     held
 }
 
+/// Who holds the network namespace with inode `ino`: processes in it
+/// (pid, command line) and this mount namespace's mounts of it.
+fn holders(ino: u64) -> Vec<String> {
+    let want = format!("net:[{ino}]");
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            if std::fs::read_link(entry.path().join("ns/net"))
+                .is_ok_and(|l| l.to_str() == Some(want.as_str()))
+            {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                out.push(format!(
+                    "process {}: {}",
+                    entry.file_name().to_string_lossy(),
+                    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                ));
+            }
+        }
+    }
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+        out.extend(
+            mounts
+                .lines()
+                .filter(|l| l.contains(&want))
+                .map(|l| format!("mount: {l}")),
+        );
+    }
+    out
+}
+
 /// Names of the links in the root network namespace.
 fn root_links() -> Vec<String> {
     let out = Command::new("ip")
@@ -177,6 +219,21 @@ impl DemoRun {
         format!("ovd-{}-{role}", self.pid)
     }
 
+    /// The demo's namespaces that exist now.
+    fn namespaces(&self) -> Vec<String> {
+        let prefix = format!("ovd-{}-", self.pid);
+        let mut names: Vec<String> = std::fs::read_dir("/run/netns")
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// Wait until the demo printed a line containing `needle`.
     fn wait_for_line(&mut self, needle: &str) {
         let deadline = Instant::now() + STEP_DEADLINE;
@@ -218,11 +275,7 @@ impl Drop for DemoRun {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        for role in ROLES {
-            let name = self.netns(role);
-            if !Path::new("/run/netns").join(&name).exists() {
-                continue;
-            }
+        for name in self.namespaces() {
             eprintln!("demo_signals: removing leftover namespace {name}");
             for pid in netns_pids(&name) {
                 // SAFETY: kill(2) has no memory-safety preconditions.
@@ -242,7 +295,7 @@ enum Target {
     /// get it, so the demo must stop them.
     Process,
     /// To the demo's process group, as Ctrl-C in a terminal does: the demo,
-    /// `ping` and `tcpdump` all get it.
+    /// `overlayd`, `ping` and `tcpdump` all get it.
     Group,
 }
 
@@ -252,17 +305,32 @@ fn interrupt_mid_run_and_check_cleanup(sig: libc::c_int, target: Target, args: &
     let mut demo = DemoRun::start(args, matches!(target, Target::Group));
     demo.wait_for_line(PING_LINE);
 
-    // Mid-run: ping runs in pod1 and tcpdump in node1.
-    let (pod1, node1) = (demo.netns("pod1"), demo.netns("node1"));
+    // Mid-run: overlayd runs in every node, ping in a pod, tcpdump in the
+    // underlay switch.
     let children = poll(
         STEP_DEADLINE,
-        "ping in pod1 and tcpdump in node1",
+        "overlayd in every node, ping in a pod and tcpdump in the switch",
         || {
-            let ping = netns_pids(&pod1);
-            let tcpdump = netns_pids(&node1);
-            let is =
-                |pids: &[u32], name: &str| pids.iter().any(|&p| comm(p).as_deref() == Some(name));
-            (is(&ping, "ping") && is(&tcpdump, "tcpdump")).then(|| [ping, tcpdump].concat())
+            let running: Vec<(String, Vec<u32>)> = demo
+                .namespaces()
+                .into_iter()
+                .map(|ns| {
+                    let pids = netns_pids(&ns);
+                    (ns, pids)
+                })
+                .collect();
+            let runs = |ns: &str, name: &str| {
+                running.iter().any(|(n, pids)| {
+                    n == ns && pids.iter().any(|&p| comm(p).as_deref() == Some(name))
+                })
+            };
+            let ping = running.iter().any(|(n, pids)| {
+                n.rsplit('-').next().is_some_and(|role| role.contains('p'))
+                    && pids.iter().any(|&p| comm(p).as_deref() == Some("ping"))
+            });
+            let agents = NODES.iter().all(|n| runs(&demo.netns(n), "overlayd"));
+            (agents && ping && runs(&demo.netns(SWITCH), "tcpdump"))
+                .then(|| running.into_iter().flat_map(|(_, p)| p).collect::<Vec<_>>())
         },
         || format!("demo output:\n{}", demo.stdout.join("\n")),
     );
@@ -270,16 +338,20 @@ fn interrupt_mid_run_and_check_cleanup(sig: libc::c_int, target: Target, args: &
         .into_iter()
         .filter_map(|p| Some((p, comm(p)?)))
         .collect();
-    let inodes: Vec<(String, u64)> = ROLES
-        .iter()
-        .map(|role| {
-            let name = demo.netns(role);
+    let inodes: Vec<(String, u64)> = demo
+        .namespaces()
+        .into_iter()
+        .map(|name| {
             let ino = std::fs::metadata(Path::new("/run/netns").join(&name))
                 .unwrap_or_else(|e| panic!("namespace {name} missing mid-run: {e}"))
                 .ino();
             (name, ino)
         })
         .collect();
+    assert!(
+        inodes.len() >= 1 + NODES.len() + 2 * NODES.len(),
+        "the switch, three nodes and six pods: {inodes:?}"
+    );
 
     let to = match target {
         Target::Process => demo.pid as libc::pid_t,
@@ -309,7 +381,8 @@ fn interrupt_mid_run_and_check_cleanup(sig: libc::c_int, target: Target, args: &
                 .any(|(pid, name)| comm(*pid).as_ref() == Some(name));
             let held = held_net_namespaces();
             let namespaces_held = inodes.iter().any(|(_, ino)| held.contains(ino));
-            (!names_left && !children_left && !namespaces_held).then_some(())
+            let stray_names = !demo.namespaces().is_empty();
+            (!names_left && !stray_names && !children_left && !namespaces_held).then_some(())
         },
         || {
             let held = held_net_namespaces();
@@ -326,13 +399,14 @@ fn interrupt_mid_run_and_check_cleanup(sig: libc::c_int, target: Target, args: &
                 inodes
                     .iter()
                     .filter(|(_, i)| held.contains(i))
+                    .map(|(n, i)| (n, holders(*i)))
                     .collect::<Vec<_>>(),
             )
         },
     );
     let stray: Vec<String> = root_links()
         .into_iter()
-        .filter(|l| DEMO_LINKS.contains(&l.as_str()))
+        .filter(|l| is_demo_link(l))
         .collect();
     assert!(
         stray.is_empty(),

@@ -1,263 +1,157 @@
-//! The local demo of the overlay SDK: a two-node VXLAN overlay in network
-//! namespaces on this machine, built with `overlay-netlink` and checked with
-//! `overlay-core`.
+//! The local demo of the overlay SDK: a cluster of nodes in network
+//! namespaces on this machine, each running the real `overlayd`, with pods
+//! attached by the real `overlay` CNI plugin, pinging each other across
+//! nodes through VXLAN.
 //!
-//! What it does (as root, `scripts/demo.sh`):
+//! What it does (as root, `scripts/demo.sh`), on
+//! [`overlay_examples::cluster`]:
 //!
-//! 1. creates two "node" namespaces joined by a veth underlay
-//!    (192.0.2.1 and 192.0.2.2) and a "pod" namespace behind each node;
-//! 2. on each node: a bridge with the pod gateway, a veth into the pod, and a
-//!    VXLAN device whose MTU is computed from the underlay (minus 50 bytes);
-//! 3. programs each node's remote peer the flannel way (neighbour, FDB entry,
-//!    on-link route) with [`overlay_netlink::overlay::Overlay::reconcile`],
-//!    then reconciles again to show that nothing changes;
-//! 4. pings pod to pod across the overlay while capturing one packet on the
-//!    underlay, and decodes it with [`overlay_core::encap::VxlanEncap`];
-//! 5. deletes everything it created (pass `--keep` to leave it for a look).
+//! 1. creates an underlay switch (a bridge in a namespace of its own) and
+//!    `--nodes` node namespaces plugged into it (`198.18.0.1`, `.2`, ...),
+//!    and starts `overlayd` in each, with an encrypted gossip mesh;
+//! 2. waits until every agent has joined the mesh, claimed address space in
+//!    the pod range (`--range`) and programmed every other node as a VXLAN
+//!    peer;
+//! 3. attaches `--pods` pods to each node by running the `overlay` CNI
+//!    executable through `overlay-cni`'s runtime side, as a container
+//!    runtime does, and waits until every node routes every other node's
+//!    address blocks;
+//! 4. prints the topology (`overlayctl topology` on node 1) and the IPAM
+//!    view of every node;
+//! 5. runs a ping matrix (every pod pings every other pod) while `tcpdump`
+//!    captures node 1's underlay port, and decodes one captured VXLAN packet
+//!    with [`overlay_core::encap::VxlanEncap`];
+//! 6. tears everything down through the plugin (`DEL`), stops the agents and
+//!    deletes the namespaces, or with `--keep` leaves it running for a look
+//!    with `overlayctl` and says how to delete it.
 //!
-//! Interrupted by SIGINT (Ctrl-C) or SIGTERM at any point, it stops what it is
-//! doing, kills the processes it started (`ping`, `tcpdump`) and whatever else
-//! runs in its namespaces, deletes the namespaces (and with them every link
-//! it made) and exits with status 128 + the signal number. `--keep` applies
-//! only to a demo that runs to the end: an interrupted demo always cleans up,
-//! since a half-built overlay is no use for a look. A second signal during
-//! the cleanup does not cut it short.
+//! The binaries `overlayd`, `overlay` and `overlayctl` are taken from the
+//! directory of the demo's own executable (`cargo build --bins` puts them
+//! there). Namespaces are named `ovd-<pid>-<role>`: `sw` (the switch),
+//! `n<k>` (node k), `n<k>p<j>` (pod j, on node k); state, sockets, logs and
+//! the capture go to `$TMPDIR/ovd-<pid>`.
+//!
+//! Interrupted by SIGINT (Ctrl-C) or SIGTERM at any point, it stops, kills
+//! every process in its namespaces (`overlayd`, `ping`, `tcpdump`, a
+//! plugin), deletes the namespaces (and with them every link it made) and
+//! exits with status 128 + the signal number. `--keep` applies only to a demo
+//! that runs to the end: an interrupted demo always cleans up, since a
+//! half-built cluster is no use for a look. A second signal during the
+//! cleanup does not cut it short.
 //!
 //! Without root (`CAP_SYS_ADMIN` and `CAP_NET_ADMIN`) it says so and exits
 //! with status 1 before it touches anything.
 //!
-//! It only wires the library crates together; the logic lives in them.
+//! It only wires the library crates and the example binaries together; the
+//! logic lives in them.
 
-use std::io::{BufRead, BufReader, Read};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::process::{Child, ChildStderr, Command, ExitCode, Stdio};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
 use ipnet::IpNet;
 use overlay_core::encap::{Encapsulation, TunnelConfig, VxlanEncap};
-use overlay_core::mtu::{IpFamily, overlay_mtu};
-use overlay_core::wire::Vni;
-use overlay_netlink::overlay::{Overlay, RemotePeer};
-use overlay_netlink::{Handle, MacAddr, Netns, Route, VethConfig, VxlanConfig};
-use overlay_testsupport::{CAP_NET_ADMIN, CAP_SYS_ADMIN, TestNetns, effective_capabilities};
+use overlay_core::wire::ethernet::{self, EtherType};
+use overlay_core::wire::{Vni, ipv4, ipv6};
+use overlay_examples::agent::status::{Encryption, Status};
+use overlay_examples::cluster::{Cluster, ClusterConfig, NetnsRegistry};
+use overlay_testsupport::{CAP_NET_ADMIN, CAP_SYS_ADMIN, effective_capabilities};
 use pcap_file::pcap::PcapReader;
-use tokio::sync::oneshot;
 
-/// The VXLAN network identifier and UDP port of the demo overlay.
-const VNI: u32 = 42;
-const VXLAN_PORT: u16 = overlay_core::wire::vxlan::DEFAULT_PORT;
-
-/// Namespaces created by the demo (`ovd-<pid>-<role>`), each held by
-/// overlay-testsupport's guard, which kills the processes left inside and
-/// deletes the namespace when dropped. Dropped in reverse order of creation,
-/// unless kept.
-struct Namespaces {
-    guards: Vec<TestNetns>,
+/// A local overlay cluster in network namespaces: nodes running overlayd,
+/// pods attached by the overlay CNI plugin, a pod-to-pod ping matrix across
+/// nodes. Needs root; deletes everything it made when done or interrupted.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Nodes: network namespaces on a shared underlay, each running overlayd.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    nodes: u16,
+    /// Pods attached to each node.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pods: u16,
+    /// The cluster's pod range, which the agents divide into blocks. The
+    /// default is inside 198.18.0.0/15, reserved for testing (the underlay
+    /// is 198.18.0.0/24); overlayd's own default is 10.32.0.0/12.
+    #[arg(long, default_value = "198.19.0.0/16")]
+    range: IpNet,
+    /// Leave the cluster running at the end (agents, pods, namespaces) for a
+    /// look with overlayctl, and print how to delete it. Ignored when the
+    /// demo is interrupted.
+    #[arg(long)]
     keep: bool,
 }
 
-impl Namespaces {
-    fn create(&mut self, role: &str) -> Result<Netns> {
-        let name = format!("ovd-{}-{role}", std::process::id());
-        let guard =
-            TestNetns::named(name.as_str()).with_context(|| format!("create namespace {name}"))?;
-        let ns = Netns::open(guard.name()).with_context(|| format!("open namespace {name}"))?;
-        self.guards.push(guard);
-        Ok(ns)
+/// The underlay: node `k` gets host address `k`.
+const UNDERLAY: &str = "198.18.0.0/24";
+/// The pods' bridge and the VXLAN device on every node.
+const BRIDGE: &str = "ovdbr0";
+const VXLAN: &str = "ovdvx0";
+
+/// How long the agents may take to become ready, and the routes to converge.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const ROUTES_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the cleanup after a signal waits for the demo's step under way
+/// to give up (everything it uses is gone by then, so it fails fast).
+const WORKER_GRACE: Duration = Duration::from_secs(5);
+
+/// Set when a signal stopped the demo: the demo's thread prints nothing more
+/// and leaves the cleanup to the main thread.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+/// Fail if a signal stopped the demo; called between steps.
+fn checkpoint() -> Result<()> {
+    if stopping() {
+        bail!("stopped by a signal");
+    }
+    Ok(())
+}
+
+/// When the demo started, for the progress lines' timestamps.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// A progress line, with the time since the start.
+fn say(msg: impl AsRef<str>) {
+    if !stopping() {
+        let t = STARTED.get_or_init(Instant::now).elapsed().as_secs_f64();
+        println!("[{t:5.1}s] {}", msg.as_ref());
     }
 }
 
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        if self.keep {
-            let kept: Vec<String> = self.guards.drain(..).map(TestNetns::keep).collect();
-            println!("kept namespaces: {}", kept.join(" "));
-            return;
-        }
-        while let Some(guard) = self.guards.pop() {
-            drop(guard);
-        }
-    }
-}
-
-struct Node {
-    ns: Netns,
-    pod: Netns,
-    handle: Handle,
-    vxlan: u32,
-    peer: RemotePeer,
-    pod_ip: IpAddr,
-}
-
-/// Build node `n`: bridge `ovl0` with 198.18.n.1/24, a pod at 198.18.n.2, and
-/// VXLAN device `vxlan.42` with VTEP address 198.18.n.0/32.
-async fn build_node(
-    n: u8,
-    ns: Netns,
-    pod: Netns,
-    underlay: &str,
-    underlay_ip: IpAddr,
-) -> Result<Node> {
-    ns.sysctl_set("net.ipv4.ip_forward", "1")?;
-    let h = ns.handle()?;
-    let link = h.link();
-    let under = link.get(underlay).await?;
-    let underlay_mtu = under.mtu.context("underlay has no MTU")?;
-    // The overlay MTU is the underlay's minus what encapsulation adds in
-    // front of a frame (50 bytes over IPv4, 70 over IPv6): overlay-core's
-    // one definition.
-    let vxlan = VxlanEncap::new(Vni::new(VNI)?);
-    let overlay_mtu = overlay_mtu(
-        underlay_mtu,
-        IpFamily::of(underlay_ip),
-        IpFamily::V4,
-        &vxlan,
-    )
-    .with_context(|| format!("overlay MTU from the underlay's {underlay_mtu}"))?;
-
-    let br = link.ensure_bridge("ovl0").await?;
-    link.set_mtu(br.index, overlay_mtu).await?;
-    h.address()
-        .add((br.index, net(&format!("198.18.{n}.1/24"))?))
-        .await?;
-    link.set_up(br.index).await?;
-
-    let veth = link
-        .add_veth(
-            &VethConfig::new("vethpod", "eth0")
-                .peer_netns(&pod)
-                .mtu(overlay_mtu),
-        )
-        .await?;
-    link.set_master(veth.index, br.index).await?;
-    link.set_up(veth.index).await?;
-    let pod_ip: IpAddr = format!("198.18.{n}.2").parse()?;
-    {
-        let ph = pod.handle()?;
-        let eth0 = ph.link().get("eth0").await?;
-        ph.address()
-            .add((eth0.index, net(&format!("{pod_ip}/24"))?))
-            .await?;
-        ph.link().set_up(eth0.index).await?;
-        ph.link().set_up("lo").await?;
-        ph.route()
-            .replace(&Route::new(net("0.0.0.0/0")?).gateway(format!("198.18.{n}.1").parse()?))
-            .await?;
-    }
-
-    let mac = MacAddr::from([0x02, 0, 0, 0, n, 0]);
-    let (vx, _) = link
-        .ensure_vxlan(
-            &VxlanConfig::new(format!("vxlan.{VNI}"), Vni::new(VNI)?)
-                .local(underlay_ip)
-                .underlay(under.index)
-                .port(VXLAN_PORT)
-                .learning(false)
-                .mtu(overlay_mtu)
-                .mac(mac),
-        )
-        .await?;
-    // No IPv6 autoconfiguration on the VXLAN device (a key with '/' is a path,
-    // so the dot in the device name stays).
-    ns.sysctl_set(&format!("net/ipv6/conf/vxlan.{VNI}/disable_ipv6"), "1")?;
-    h.address()
-        .add((vx.index, net(&format!("198.18.{n}.0/32"))?))
-        .await?;
-    link.set_up(vx.index).await?;
-    println!(
-        "node{n}: underlay {underlay_ip} (mtu {underlay_mtu}), vxlan.{VNI} mtu {overlay_mtu}, pods 198.18.{n}.0/24, pod at {pod_ip}"
-    );
-    let peer = RemotePeer::new(underlay_ip, mac, format!("198.18.{n}.0").parse()?)
-        .pod_cidr(net(&format!("198.18.{n}.0/24"))?);
-    Ok(Node {
-        ns,
-        pod,
-        handle: h,
-        vxlan: vx.index,
-        peer,
-        pod_ip,
-    })
-}
-
-fn net(s: &str) -> Result<IpNet> {
-    s.parse().with_context(|| format!("parse {s}"))
-}
-
-/// A child process (`ping`, `tcpdump`), killed and reaped when dropped, so
-/// that an error or a signal never leaves one running.
-struct KillOnDrop(Child);
-
-impl KillOnDrop {
-    /// Wait for the process to exit without blocking the runtime, so that a
-    /// signal can interrupt the wait; `None` if `limit` passes first.
-    async fn exited_within(&mut self, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+/// A block of text (a table), indented.
+fn show(text: &str) {
+    if !stopping() {
+        for line in text.lines() {
+            println!("    {line}");
         }
     }
-
-    /// Everything the process wrote to its (piped) standard output. Call it
-    /// once the process has exited.
-    fn stdout(&mut self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        if let Some(mut stdout) = self.0.stdout.take() {
-            stdout.read_to_end(&mut out)?;
-        }
-        Ok(out)
-    }
 }
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// How the demo ended when nobody interrupted it.
+enum Finished {
+    /// Everything was deleted.
+    TornDown,
+    /// Left running (`--keep`).
+    Kept,
 }
 
-/// The first line a child writes to `stderr`, or what it wrote before EOF.
-/// Read on a thread of its own, so the wait can be interrupted by a signal;
-/// the thread ends when the child exits or is killed.
-async fn first_line(stderr: ChildStderr) -> String {
-    let (tx, rx) = oneshot::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stderr).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    rx.await.unwrap_or_default()
-}
-
-/// Start `tcpdump -c 1 -w -` in namespace `ns` and wait until it listens (it
-/// says so on standard error before it captures anything).
-async fn start_capture(ns: &str, interface: &str, filter: &str) -> Result<KillOnDrop> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "tcpdump", "-i", interface])
-        .args(["-c", "1", "-U", "-w", "-", filter])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)?;
-    if let Some(stderr) = child.0.stderr.take() {
-        // One line ("listening on ..."), or EOF if tcpdump failed.
-        first_line(stderr).await;
-    }
-    Ok(child)
-}
-
-/// The first packet of a pcap stream (what `tcpdump -w -` writes), read with
-/// the `pcap-file` crate; `None` if the stream holds no complete packet.
-fn first_pcap_record(pcap: &[u8]) -> Option<Vec<u8>> {
-    let mut reader = PcapReader::new(pcap).ok()?;
-    let packet = reader.next_packet()?.ok()?;
-    Some(packet.data.into_owned())
+/// What the main thread waits for.
+enum Event {
+    Signal(libc::c_int),
+    Done(Result<Finished>),
 }
 
 /// Whether this process may create namespaces and links: `CAP_SYS_ADMIN`
@@ -274,53 +168,88 @@ fn has_privileges() -> Option<bool> {
 /// The signals that stop the demo.
 const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
-/// Block SIGINT and SIGTERM in this thread, and so in every thread started
-/// from it later (the runtime's, the netlink helpers'), and take them on a
-/// thread of their own with sigwait(2): the first one is sent on the returned
-/// channel, later ones only print that the cleanup is under way. Call it
-/// before any other thread exists. Child processes start with an empty
-/// signal mask (`std::process::Command` resets it), so `ping` and `tcpdump`
-/// still react to Ctrl-C as usual.
+/// The write end of the pipe [`on_signal`] writes the signal number to.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// The handler of SIGINT and SIGTERM: it only writes the signal number to
+/// [`SIGNAL_PIPE`] (write(2) is async-signal-safe), for the signal thread.
+extern "C" fn on_signal(sig: libc::c_int) {
+    // SAFETY: errno is thread-local; write(2) gets a valid one-byte buffer.
+    unsafe {
+        let errno = *libc::__errno_location();
+        let byte = u8::try_from(sig).unwrap_or(0);
+        libc::write(
+            SIGNAL_PIPE.load(Ordering::SeqCst),
+            std::ptr::from_ref(&byte).cast(),
+            1,
+        );
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// Catch SIGINT and SIGTERM with [`on_signal`] and take them on a thread of
+/// their own: the first one is sent on `events`, later ones only print that
+/// the cleanup is under way.
 ///
-/// A signal that is ignored when the demo starts (a background job of a
-/// shell without job control) stays ignored.
-fn take_stop_signals() -> Result<oneshot::Receiver<libc::c_int>> {
-    // SAFETY: sigset_t is plain data that sigemptyset initialises; the
-    // calls get valid pointers and have no other preconditions.
-    let set = unsafe {
-        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
-        libc::sigemptyset(set.as_mut_ptr());
-        for sig in STOP_SIGNALS {
-            libc::sigaddset(set.as_mut_ptr(), sig);
-        }
-        let set = set.assume_init();
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc)).context("block SIGINT and SIGTERM");
-        }
-        set
-    };
-    let (tx, rx) = oneshot::channel();
+/// The signals are caught, not blocked: a blocked signal stays blocked in
+/// the processes the demo starts (`std::process::Command` keeps the signal
+/// mask), and `overlayd` must stop on SIGTERM. A caught signal is reset to
+/// its default action by exec(2), so `overlayd`, `ping` and `tcpdump` react
+/// to Ctrl-C as usual. A signal that is ignored when the demo starts (a
+/// background job of a shell without job control) stays ignored.
+fn take_stop_signals(events: mpsc::Sender<Event>) -> Result<()> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2(2) gets a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("signal pipe");
+    }
+    let [read_end, write_end] = fds;
+    SIGNAL_PIPE.store(write_end, Ordering::SeqCst);
     std::thread::Builder::new()
         .name("stop-signals".into())
         .spawn(move || {
-            let mut tx = Some(tx);
+            let mut first = true;
             loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: valid pointers to an initialised set and an int.
-                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                let mut byte = 0u8;
+                // SAFETY: read(2) into a valid one-byte buffer.
+                let n = unsafe { libc::read(read_end, std::ptr::from_mut(&mut byte).cast(), 1) };
+                if n != 1 {
+                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
                     return;
                 }
-                match tx.take() {
-                    Some(tx) => {
-                        let _ = tx.send(sig);
-                    }
-                    None => eprintln!("{}: still cleaning up", signal_name(sig)),
+                let sig = libc::c_int::from(byte);
+                if first {
+                    first = false;
+                    let _ = events.send(Event::Signal(sig));
+                } else {
+                    eprintln!("{}: still cleaning up", signal_name(sig));
                 }
             }
         })
         .context("start the signal thread")?;
-    Ok(rx)
+    for sig in STOP_SIGNALS {
+        // SAFETY: sigaction(2) with zero-initialised (valid) structures, a
+        // handler of the right type and an initialised mask.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                return Err(std::io::Error::last_os_error()).context("read a signal's action");
+            }
+            if old.sa_sigaction == libc::SIG_IGN {
+                continue;
+            }
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut act.sa_mask);
+            act.sa_flags = libc::SA_RESTART;
+            if libc::sigaction(sig, &act, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error()).context("catch SIGINT and SIGTERM");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn signal_name(sig: libc::c_int) -> &'static str {
@@ -332,7 +261,7 @@ fn signal_name(sig: libc::c_int) -> &'static str {
 }
 
 fn main() -> ExitCode {
-    let keep = std::env::args().any(|a| a == "--keep");
+    let args = Args::parse();
     if has_privileges() == Some(false) {
         eprintln!(
             "overlay-demo needs root: it creates network namespaces, links and routes \
@@ -340,167 +269,700 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let stop = match take_stop_signals() {
-        Ok(stop) => stop,
-        Err(e) => {
-            eprintln!("overlay-demo: {e:#}");
-            return ExitCode::FAILURE;
-        }
+    let (events, done) = mpsc::channel();
+    if let Err(e) = take_stop_signals(events.clone()) {
+        eprintln!("overlay-demo: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    STARTED.get_or_init(Instant::now);
+    let prefix = format!("ovd-{}", std::process::id());
+    let work_dir = std::env::temp_dir().join(&prefix);
+    let registry = NetnsRegistry::default();
+    let keep = args.keep;
+    let worker = {
+        let (registry, work_dir, prefix) = (registry.clone(), work_dir.clone(), prefix.clone());
+        std::thread::Builder::new()
+            .name("demo".into())
+            .spawn(move || {
+                let outcome = run(&args, &prefix, registry, &work_dir);
+                let _ = events.send(Event::Done(outcome));
+            })
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("overlay-demo: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut spaces = Namespaces {
-        guards: Vec::new(),
-        keep,
-    };
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            // A signal wins over a demo step that ends in the same poll.
-            biased;
-            Ok(sig) = stop => Err(sig),
-            result = run(&mut spaces, keep) => Ok(result),
-        }
-    });
-    // The demo's future is gone: its child processes are killed and its
-    // netlink sockets closed. Dropping `spaces` deletes the namespaces.
-    match outcome {
-        Ok(Ok(())) => {
-            drop(spaces);
+    if let Err(e) = worker {
+        eprintln!("overlay-demo: cannot start the demo thread: {e}");
+        return ExitCode::FAILURE;
+    }
+    match done.recv() {
+        Ok(Event::Done(Ok(Finished::Kept))) => ExitCode::SUCCESS,
+        Ok(Event::Done(Ok(Finished::TornDown))) => {
+            registry.delete_all_with_prefix(&prefix);
+            let _ = std::fs::remove_dir_all(&work_dir);
             ExitCode::SUCCESS
         }
-        Ok(Err(e)) => {
-            drop(spaces);
+        Ok(Event::Done(Err(e))) => {
+            // The cluster was torn down when the demo's thread dropped it;
+            // this only catches what a failed step left.
+            registry.delete_all_with_prefix(&prefix);
             eprintln!("overlay-demo: {e:#}");
+            if work_dir.join("node-1").exists() {
+                eprintln!(
+                    "overlay-demo: agent logs kept in {}/node-*/overlayd.log",
+                    work_dir.display()
+                );
+            }
             ExitCode::FAILURE
         }
-        Err(sig) => {
+        Ok(Event::Signal(sig)) => {
+            STOPPING.store(true, Ordering::SeqCst);
             if keep {
                 eprintln!("{}: not keeping a half-built demo", signal_name(sig));
             }
-            eprintln!("{}: cleaning up", signal_name(sig));
-            spaces.keep = false;
-            drop(spaces);
+            eprintln!(
+                "{}: cleaning up: killing the demo's processes, deleting its namespaces",
+                signal_name(sig)
+            );
+            // Kill everything in the namespaces and delete them: the step
+            // under way fails at once.
+            let mut inodes = netns_inodes(&prefix);
+            registry.delete_all_with_prefix(&prefix);
+            // Let the step give up, so that it creates nothing after the
+            // final sweep; the process exits after it regardless.
+            let deadline = Instant::now() + WORKER_GRACE;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match done.recv_timeout(left) {
+                    Ok(Event::Done(_)) | Err(_) => break,
+                    Ok(Event::Signal(_)) => {}
+                }
+            }
+            inodes.extend(netns_inodes(&prefix));
+            registry.delete_all_with_prefix(&prefix);
+            // A process that entered a namespace after its processes were
+            // listed (`ip netns exec` racing the deletion) keeps it alive
+            // without a name: find it by the namespace's inode.
+            kill_processes_in(&inodes);
+            let _ = std::fs::remove_dir_all(&work_dir);
             // 128 + signal number, as a shell reports a process killed by it.
             ExitCode::from(u8::try_from(128 + sig).unwrap_or(1))
+        }
+        Err(_) => {
+            eprintln!("overlay-demo: the demo thread vanished");
+            ExitCode::FAILURE
         }
     }
 }
 
-/// The demo itself; the namespaces it creates are recorded in `spaces`,
-/// which the caller deletes however this ends.
-async fn run(spaces: &mut Namespaces, keep: bool) -> Result<()> {
-    println!(
-        "overlay {} - local two-node VXLAN demo",
-        env!("CARGO_PKG_VERSION")
-    );
-    let ns1 = spaces.create("node1")?;
-    let ns2 = spaces.create("node2")?;
-    let pod1 = spaces.create("pod1")?;
-    let pod2 = spaces.create("pod2")?;
+/// The inodes of the network namespaces named `<prefix>-*`.
+fn netns_inodes(prefix: &str) -> BTreeSet<u64> {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return BTreeSet::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('-'))
+        })
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .map(|m| m.ino())
+        .collect()
+}
 
-    // The underlay: one veth pair between the node namespaces.
-    {
-        let h1 = ns1.handle()?;
-        h1.link()
-            .add_veth(&VethConfig::new("under0", "under0").peer_netns(&ns2))
-            .await?;
-    }
-    for (ns, addr) in [(&ns1, "192.0.2.1/24"), (&ns2, "192.0.2.2/24")] {
-        let h = ns.handle()?;
-        let under = h.link().get("under0").await?;
-        h.address().add((under.index, net(addr)?)).await?;
-        h.link().set_up(under.index).await?;
-    }
-
-    let node1 = build_node(1, ns1, pod1, "under0", "192.0.2.1".parse()?).await?;
-    let node2 = build_node(2, ns2, pod2, "under0", "192.0.2.2".parse()?).await?;
-
-    for (me, other) in [(&node1, &node2), (&node2, &node1)] {
-        let overlay = Overlay::new(&me.handle, me.vxlan);
-        let first = overlay.reconcile(std::slice::from_ref(&other.peer)).await?;
-        let again = overlay.reconcile(std::slice::from_ref(&other.peer)).await?;
-        println!(
-            "{}: reconcile added {:?} with {} changes; again: no-op = {}",
-            me.ns.name().unwrap_or("?"),
-            first.added,
-            first.changes.len(),
-            again.is_noop()
-        );
-        if !first.is_complete() {
-            bail!("peer programming failed: {:?}", first.failures);
-        }
-    }
-
-    // Capture one encapsulated packet on node1's underlay while pod1 pings pod2.
-    let node1_name = node1.ns.name().context("node1 has a name")?.to_string();
-    let filter = format!("udp dst port {VXLAN_PORT}");
-    let tcpdump = start_capture(&node1_name, "under0", &filter).await;
-    let pod1_name = node1.pod.name().context("pod1 has a name")?;
-    println!(
-        "pod1 pings pod2 ({}) across the overlay; tcpdump captures on node1's underlay",
-        node2.pod_ip
-    );
-    let mut ping = Command::new("ip")
-        .args(["netns", "exec", pod1_name, "ping", "-c", "3", "-W", "2"])
-        .arg(node2.pod_ip.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)
-        .context("start ping")?;
-    // Three echoes a second apart, each waiting at most two seconds.
-    let ping_status = ping
-        .exited_within(Duration::from_secs(10))
-        .await?
-        .context("ping did not finish")?;
-    print!("{}", String::from_utf8_lossy(&ping.stdout()?));
-    if !ping_status.success() {
-        // Dropping the capture kills tcpdump.
-        bail!("pod1 cannot reach pod2 across the overlay");
-    }
-
-    match tcpdump {
-        Ok(mut capture) => {
-            // tcpdump exits after one packet; a capture that saw none is
-            // killed after the wait (and reported below).
-            capture.exited_within(Duration::from_secs(2)).await?;
-            let _ = capture.0.kill();
-            match first_pcap_record(&capture.stdout()?) {
-                Some(frame) => {
-                    // Captured on the sending side, the outer UDP checksum is
-                    // still left to the NIC (veth completes it lazily), so it
-                    // is not verified here.
-                    let vxlan = VxlanEncap::new(Vni::new(VNI)?)
-                        .with_config(TunnelConfig::new(VXLAN_PORT).with_verify_udp_checksum(false));
-                    let d = vxlan.decapsulate(&frame)?;
-                    let ip = d.ip();
-                    let udp = d.udp();
-                    let vni = d.vni().get();
-                    println!(
-                        "captured on the underlay and decoded by overlay-core: {} -> {} udp {} -> {} vni {} inner frame {} bytes",
-                        ip.src_addr(),
-                        ip.dst_addr(),
-                        udp.src_port,
-                        udp.dst_port,
-                        vni,
-                        d.inner().len()
-                    );
-                }
-                None => println!("(no packet captured; is tcpdump installed?)"),
+/// SIGKILL every child of this process whose network namespace is one of
+/// `inodes` (children only: a namespace inode may be reused as soon as the
+/// namespace is destroyed, by anyone).
+fn kill_processes_in(inodes: &BTreeSet<u64>) {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let held = std::fs::read_link(entry.path().join("ns/net"))
+            .ok()
+            .and_then(|l| {
+                l.to_str()?
+                    .strip_prefix("net:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .is_some_and(|ino| inodes.contains(&ino));
+        // The parent pid: the 2nd field after the command, which is in
+        // parentheses and may hold spaces.
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let child = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            == Some(me.as_str());
+        if held && child {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
             }
         }
-        Err(e) => println!("(tcpdump not available: {e})"),
+    }
+}
+
+/// The demo. Namespaces it creates are recorded in `registry`, which the
+/// main thread uses to clean up after a signal.
+fn run(args: &Args, prefix: &str, registry: NetnsRegistry, work_dir: &Path) -> Result<Finished> {
+    let bin_dir = std::env::current_exe()
+        .context("the demo's own path")?
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("the demo's executable has no directory"))?;
+    for bin in ["overlayd", "overlay", "overlayctl"] {
+        if !bin_dir.join(bin).is_file() {
+            bail!(
+                "{bin} is not next to overlay-demo in {}: build the example binaries first \
+                 (cargo build -p overlay-examples --bins, as scripts/demo.sh does)",
+                bin_dir.display()
+            );
+        }
+    }
+    let underlay: IpNet = UNDERLAY.parse()?;
+    // The agents program pod blocks of the underlay's family only.
+    if args.range.addr().is_ipv4() != underlay.addr().is_ipv4() {
+        bail!(
+            "--range {}: the underlay is {underlay}, pods must be IPv4",
+            args.range
+        );
+    }
+    if args.range.contains(&underlay.network()) || underlay.contains(&args.range.network()) {
+        bail!("--range {} overlaps the underlay {underlay}", args.range);
+    }
+    let mut config = ClusterConfig::new(&bin_dir, work_dir);
+    config.nodes = usize::from(args.nodes);
+    config.range = args.range;
+    config.underlay = underlay;
+    config.netns_prefix = Some(prefix.to_owned());
+    config.bridge = BRIDGE.into();
+    config.vxlan = VXLAN.into();
+    config.registry = registry;
+
+    println!(
+        "overlay {} demo: {} running overlayd, {} on each, pods from {}",
+        env!("CARGO_PKG_VERSION"),
+        plural(args.nodes.into(), "node"),
+        plural(args.pods.into(), "pod"),
+        config.range
+    );
+    say(format!(
+        "creating the underlay switch ({prefix}-sw, {}) and {}, a namespace each; starting overlayd on each (encrypted mesh)",
+        config.underlay,
+        plural(args.nodes.into(), "node")
+    ));
+    let mut cluster = Cluster::start(config)?;
+    let outcome = demo(&mut cluster, args, &bin_dir, work_dir);
+    if stopping() {
+        // The main thread deletes everything: leave it alone here.
+        let _ = cluster.keep();
+        bail!("stopped by a signal");
+    }
+    outcome?;
+    if args.keep {
+        // A pod to ping from, and one on another node to ping.
+        let ping = match (cluster.pods().first(), cluster.pods().last()) {
+            (Some(from), Some(to)) => Some((from.netns().name().to_owned(), to.ip)),
+            _ => None,
+        };
+        let names = cluster.keep();
+        print_keep_help(&names, prefix, &bin_dir, work_dir, ping);
+        return Ok(Finished::Kept);
+    }
+    let (pods, nodes) = (cluster.pods().len(), cluster.nodes().len());
+    say(format!(
+        "tearing down: CNI DEL of {} through the plugin, stopping {}, deleting the namespaces",
+        plural(pods, "pod"),
+        plural(nodes, "agent")
+    ));
+    let failed = cluster.teardown();
+    if !failed.is_empty() {
+        bail!("teardown: {}", failed.join("; "));
+    }
+    say("done: everything the demo created is gone");
+    Ok(Finished::TornDown)
+}
+
+/// The steps between start and teardown.
+fn demo(cluster: &mut Cluster, args: &Args, bin_dir: &Path, work_dir: &Path) -> Result<()> {
+    for node in cluster.nodes() {
+        say(format!(
+            "{}: namespace {}, underlay {}, overlayd started",
+            node.name,
+            node.netns().name(),
+            node.ip
+        ));
+    }
+    wait_ready(cluster)?;
+
+    say(format!(
+        "attaching {} per node with the overlay CNI plugin ({}), run as a container runtime runs it",
+        plural(args.pods.into(), "pod"),
+        bin_dir.join("overlay").display()
+    ));
+    let mut n = 0;
+    for i in 0..cluster.nodes().len() {
+        for _ in 0..args.pods {
+            checkpoint()?;
+            n += 1;
+            let p = cluster.attach(i, &format!("pod{n}"))?;
+            let pod = &cluster.pods()[p];
+            let ip = pod.result.ips.first();
+            say(format!(
+                "pod{n} on {}: {} gateway {} (namespace {})",
+                cluster.nodes()[i].name,
+                ip.map_or_else(|| pod.ip.to_string(), |c| c.address.to_string()),
+                ip.and_then(|c| c.gateway)
+                    .map_or_else(|| "none".to_owned(), |g| g.to_string()),
+                pod.netns().name(),
+            ));
+        }
+    }
+    cluster.distinct_addresses()?;
+    wait_routes(cluster)?;
+
+    checkpoint()?;
+    say("topology (overlayctl topology on node-1):");
+    show(&cluster.overlayctl(0, &["topology"])?);
+    say("IPAM: the blocks each node owns and the addresses used in them:");
+    show(&ipam_table(cluster)?);
+
+    checkpoint()?;
+    let (vni, port) = vxlan_params(cluster)?;
+    let capture = Capture::start(cluster, work_dir, port);
+    let pairs = cluster.pods().len() * cluster.pods().len().saturating_sub(1);
+    say(format!(
+        "ping matrix: every pod pings every other pod, on its node and across nodes ({pairs} pairs)"
+    ));
+    let matrix = cluster.ping_matrix();
+    checkpoint()?;
+    show(&matrix.to_string());
+    let failures = matrix.failures();
+    let captured = capture.map(Capture::finish);
+    if !failures.is_empty() {
+        let mut msg = format!("{} of {pairs} pairs did not answer:", failures.len());
+        for f in &failures {
+            msg.push_str(&format!("\n  {f}"));
+        }
+        for i in 0..cluster.nodes().len() {
+            msg.push_str(&format!(
+                "\n--- {}:\n{}",
+                cluster.nodes()[i].name,
+                cluster.describe_node(i)
+            ));
+        }
+        bail!(msg);
+    }
+    say(format!(
+        "all {pairs} pairs answered: pod traffic crosses the nodes through VXLAN"
+    ));
+    match captured {
+        Ok(Ok(Some(frame))) => say(decode(cluster, &frame, vni, port)?),
+        Ok(Ok(None)) => say("(tcpdump captured no VXLAN packet)"),
+        Ok(Err(e)) | Err(e) => say(format!("(no capture: {e:#})")),
+    }
+    if args.keep {
+        say(format!(
+            "the capture stays in {}",
+            work_dir.join("underlay.pcap").display()
+        ));
+    }
+    Ok(())
+}
+
+/// Wait until every agent is ready (IPAM `ready`, every other node
+/// programmed as a peer), saying so per node.
+fn wait_ready(cluster: &mut Cluster) -> Result<()> {
+    say("waiting for the agents to join the mesh, claim address space and program their peers");
+    let nodes = cluster.nodes().len();
+    let start = Instant::now();
+    let mut ready = vec![false; nodes];
+    while ready.contains(&false) {
+        checkpoint()?;
+        let running = cluster.running();
+        for (i, ready) in ready.iter_mut().enumerate() {
+            if *ready {
+                continue;
+            }
+            if !running.contains(&i) {
+                bail!(
+                    "overlayd on {} exited:\n{}",
+                    cluster.nodes()[i].name,
+                    cluster.log_tail(i, 20)
+                );
+            }
+            let Ok(s) = cluster.status(i) else { continue };
+            if s.ipam.state == "ready" && s.datapath.peers_programmed + 1 == nodes {
+                *ready = true;
+                say(format!(
+                    "{}: overlayd ready after {:.1}s: {}, encryption {}, owns {}",
+                    s.node.name,
+                    start.elapsed().as_secs_f64(),
+                    plural(s.peers.len(), "peer"),
+                    match s.encryption {
+                        Encryption::Encrypted => "on",
+                        Encryption::Unencrypted => "off",
+                    },
+                    blocks_or_none(&s.node.blocks),
+                ));
+            }
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            let mut msg = format!("agents not ready after {READY_TIMEOUT:?}:");
+            for i in (0..nodes).filter(|i| !ready[*i]) {
+                msg.push_str(&format!(
+                    "\n--- {}:\n{}",
+                    cluster.nodes()[i].name,
+                    cluster.log_tail(i, 15)
+                ));
+            }
+            bail!(msg);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// `1 pod`, `2 pods`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn blocks_or_none(blocks: &[String]) -> String {
+    if blocks.is_empty() {
+        "no block yet".into()
+    } else {
+        blocks.join(" ")
+    }
+}
+
+/// Every node's status.
+fn statuses(cluster: &Cluster) -> Result<Vec<Status>> {
+    (0..cluster.nodes().len())
+        .map(|i| cluster.status(i))
+        .collect()
+}
+
+/// Wait until every node routes every block the other nodes own (what each
+/// node says it owns), and has programmed that many routes.
+fn wait_routes(cluster: &Cluster) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        checkpoint()?;
+        let all = statuses(cluster)?;
+        let converged = all.iter().all(|s| {
+            let remote: usize = all
+                .iter()
+                .filter(|o| o.node.id != s.node.id)
+                .map(|o| o.node.blocks.len())
+                .sum();
+            let views_agree = all.iter().filter(|o| o.node.id != s.node.id).all(|o| {
+                s.peers
+                    .iter()
+                    .any(|p| p.id == o.node.id && sorted(&p.blocks) == sorted(&o.node.blocks))
+            });
+            views_agree && s.datapath.routes == remote
+        });
+        if converged {
+            say(format!(
+                "routes converged after {:.1}s: every node routes every other node's blocks through its VXLAN device",
+                start.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        if start.elapsed() > ROUTES_TIMEOUT {
+            let mut msg = format!("routes not converged after {ROUTES_TIMEOUT:?}:");
+            for s in &all {
+                msg.push_str(&format!(
+                    "\n{}: owns {:?}, {} routes; sees {:?}",
+                    s.node.name,
+                    s.node.blocks,
+                    s.datapath.routes,
+                    s.peers
+                        .iter()
+                        .map(|p| (&p.name, &p.blocks))
+                        .collect::<Vec<_>>()
+                ));
+            }
+            bail!(msg);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sorted(v: &[String]) -> Vec<&String> {
+    let mut v: Vec<&String> = v.iter().collect();
+    v.sort();
+    v
+}
+
+/// One row per node: its blocks, the addresses used and free in them, and
+/// its pods.
+fn ipam_table(cluster: &Cluster) -> Result<String> {
+    let all = statuses(cluster)?;
+    let mut rows = vec![[
+        "NODE".to_owned(),
+        "UNDERLAY".into(),
+        "BLOCKS".into(),
+        "USED".into(),
+        "FREE".into(),
+        "PODS".into(),
+    ]];
+    for (i, s) in all.iter().enumerate() {
+        let pods: Vec<String> = cluster
+            .pods()
+            .iter()
+            .filter(|p| p.node == i)
+            .map(|p| format!("{} {}", p.container_id, p.ip))
+            .collect();
+        rows.push([
+            s.node.name.clone(),
+            cluster.nodes()[i].ip.to_string(),
+            s.ipam
+                .blocks
+                .iter()
+                .map(|b| b.cidr.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            s.ipam.used.to_string(),
+            s.ipam.free.to_string(),
+            pods.join(", "),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(c, (cell, w))| match c {
+                3 | 4 => format!("{cell:>w$}"),
+                5 => cell.clone(),
+                _ => format!("{cell:<w$}"),
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "range {} (state {} on every node; `overlayctl status ipam` shows one node's full view)",
+        all.first().map_or("", |s| s.ipam.range.as_str()),
+        all.first().map_or("", |s| s.ipam.state.as_str()),
+    ));
+    Ok(out)
+}
+
+/// The VNI and UDP port of node 1's VXLAN device, as the kernel reports
+/// them (`ip -details -json link show`).
+fn vxlan_params(cluster: &Cluster) -> Result<(Vni, u16)> {
+    let out = cluster.exec(
+        0,
+        &["ip", "-details", "-json", "link", "show", "dev", VXLAN],
+    )?;
+    let json: serde_json::Value = serde_json::from_str(&out).context("ip -json output")?;
+    let data = &json[0]["linkinfo"]["info_data"];
+    let vni = data["id"]
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| anyhow!("no VNI on {VXLAN}: {out}"))?;
+    let port = data["port"]
+        .as_u64()
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| anyhow!("no UDP port on {VXLAN}: {out}"))?;
+    Ok((Vni::new(vni)?, port))
+}
+
+/// `tcpdump` on node 1's underlay port in the switch namespace, writing
+/// VXLAN packets to a pcap file until stopped. Killed if dropped.
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Start it and wait until it listens (it says so on standard error
+    /// before it captures anything).
+    fn start(cluster: &Cluster, work_dir: &Path, port: u16) -> Result<Capture> {
+        let switch = cluster
+            .switch_netns()
+            .ok_or_else(|| anyhow!("no underlay switch"))?;
+        let interface = cluster
+            .underlay_port(0)
+            .ok_or_else(|| anyhow!("no node 1"))?;
+        let file = work_dir.join("underlay.pcap");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", switch.name(), "tcpdump", "-i", &interface])
+            .args(["-s", "256", "-U", "-w"])
+            .arg(&file)
+            .args(["udp", "dst", "port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start tcpdump")?;
+        let stderr = child.stderr.take().context("tcpdump's standard error")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stderr).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut capture = Capture { child, file };
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        if !line.contains("listening") {
+            let _ = capture.child.kill();
+            bail!("tcpdump: {}", line.trim());
+        }
+        say(format!(
+            "tcpdump captures VXLAN (udp port {port}) on node-1's underlay port {interface} in {}",
+            switch.name()
+        ));
+        Ok(capture)
     }
 
-    drop(node1);
-    drop(node2);
-    println!("demo complete{}", if keep { "" } else { "; cleaning up" });
-    Ok(())
+    /// Stop it (SIGTERM: it flushes the file) and return the first packet.
+    fn finish(mut self) -> Result<Option<Vec<u8>>> {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pcap =
+            std::fs::read(&self.file).with_context(|| format!("read {}", self.file.display()))?;
+        let mut reader = PcapReader::new(pcap.as_slice()).context("pcap header")?;
+        Ok(match reader.next_packet() {
+            Some(packet) => Some(packet.context("pcap record")?.data.into_owned()),
+            None => None,
+        })
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One captured underlay frame, decoded by overlay-core: the outer
+/// addresses (with the nodes they belong to), the VNI and the inner packet.
+fn decode(cluster: &Cluster, frame: &[u8], vni: Vni, port: u16) -> Result<String> {
+    // Captured as it leaves node 1, the outer UDP checksum may still be left
+    // to the NIC (veth completes it lazily), so it is not verified here.
+    let vxlan =
+        VxlanEncap::new(vni).with_config(TunnelConfig::new(port).with_verify_udp_checksum(false));
+    let d = vxlan
+        .decapsulate(frame)
+        .context("decode the captured packet")?;
+    let who = |ip: IpAddr| {
+        cluster
+            .nodes()
+            .iter()
+            .find(|n| n.ip == ip)
+            .map_or_else(|| ip.to_string(), |n| format!("{ip} ({})", n.name))
+    };
+    let pod = |ip: IpAddr| {
+        cluster
+            .pods()
+            .iter()
+            .find(|p| p.ip == ip)
+            .map_or_else(|| ip.to_string(), |p| format!("{ip} ({})", p.container_id))
+    };
+    let inner = match ethernet::Packet::new_checked(d.inner()) {
+        Ok(eth) => match eth.ethertype() {
+            EtherType::Ipv4 => match ipv4::Packet::new_checked(eth.payload()) {
+                Ok(ip) => format!(
+                    "inner IPv4 {} -> {} {}",
+                    pod(ip.src_addr().into()),
+                    pod(ip.dst_addr().into()),
+                    ip.protocol()
+                ),
+                Err(e) => format!("inner IPv4 ({e})"),
+            },
+            EtherType::Ipv6 => match ipv6::Packet::new_checked(eth.payload()) {
+                Ok(ip) => format!(
+                    "inner IPv6 {} -> {} {}",
+                    pod(ip.src_addr().into()),
+                    pod(ip.dst_addr().into()),
+                    ip.next_header()
+                ),
+                Err(e) => format!("inner IPv6 ({e})"),
+            },
+            other => format!("inner ethertype {other:?}"),
+        },
+        Err(e) => format!("inner frame ({e})"),
+    };
+    Ok(format!(
+        "captured on the underlay and decoded by overlay-core: {} -> {} udp {} -> {} VXLAN vni {}, {inner}, inner frame {} bytes",
+        who(d.outer_src_addr()),
+        who(d.outer_dst_addr()),
+        d.udp().src_port,
+        d.udp().dst_port,
+        d.vni().get(),
+        d.inner().len()
+    ))
+}
+
+/// With `--keep`: what is left running and how to look at it and delete it.
+fn print_keep_help(
+    names: &[String],
+    prefix: &str,
+    bin_dir: &Path,
+    work_dir: &Path,
+    ping: Option<(String, IpAddr)>,
+) {
+    let ctl = bin_dir.join("overlayctl");
+    let node1 = format!("{prefix}-n1");
+    let admin = work_dir.join("node-1").join("admin.sock");
+    println!(
+        "\nkept running: {} namespaces ({}), the agents' state and logs in {}",
+        names.len(),
+        names.join(" "),
+        work_dir.display()
+    );
+    println!(
+        "look at it with overlayctl in a node's namespace (the status API is on its loopback):"
+    );
+    println!("    ip netns exec {node1} {} status", ctl.display());
+    println!("    ip netns exec {node1} {} status ipam", ctl.display());
+    println!("    ip netns exec {node1} {} topology", ctl.display());
+    if let Some((from, to)) = ping {
+        println!("pods are namespaces too:");
+        println!("    ip netns exec {from} ping {to}");
+    }
+    println!("admin commands go to the agent's admin socket, e.g. declaring a node dead:");
+    println!(
+        "    ip netns exec {node1} {} --admin-socket {} rmpeer node-2",
+        ctl.display(),
+        admin.display()
+    );
+    println!("delete it (kills the agents, deletes every namespace and link):");
+    println!(
+        "    for ns in $(cd /run/netns && ls -d {prefix}-*); do ip netns pids $ns | xargs -r kill -9; ip netns del $ns; done; rm -rf {}",
+        work_dir.display()
+    );
 }
