@@ -16,7 +16,13 @@
 //! * `kernel_vxlan`: a plain kernel VXLAN device made by hand with
 //!   `ip link add ... type vxlan` (another VNI and port, same MTU as
 //!   ours) between the two node namespaces: the kernel VXLAN ceiling,
-//!   which separates our configuration's cost from the kernel's.
+//!   which separates our configuration's cost from the kernel's;
+//! * `kernel_vxlan_pods`: that hand-made VXLAN with hand-made pods behind
+//!   it, the same topology as the overlay's (a pod namespace on a veth into
+//!   a bridge with the gateway address, routed onto the VXLAN device),
+//!   made with `ip` alone: the ceiling of a pod-to-pod VXLAN overlay, so
+//!   `overlay / kernel_vxlan_pods` is what `overlayd`'s configuration
+//!   costs and `kernel_vxlan_pods / kernel_vxlan` what the pod hop costs.
 //!
 //! Methodology for a shared, noisy 2-core machine: `ROUNDS` rounds of
 //! every subject, `SECS` seconds each, the subjects' order rotated every
@@ -48,7 +54,8 @@ use std::time::Duration;
 use overlay_benches::cluster::{
     Iperf, Spawned, env_u32, have, iperf3, median, release_bins, run_in, wait_listening,
 };
-use overlay_examples::cluster::{Cluster, ClusterConfig};
+use overlay_examples::cluster::{Cluster, ClusterConfig, ping_within};
+use overlay_testsupport::TestNetns;
 
 /// The `iperf3` server port.
 const PORT: u16 = 5201;
@@ -57,6 +64,13 @@ const KVX: &str = "ovtkvx0";
 /// Its VNI and UDP port: distinct from `overlayd`'s.
 const KVX_VNI: &str = "4242";
 const KVX_PORT: &str = "4790";
+/// The hand-made pods' bridge and the node end of their veth.
+const HBR: &str = "ovthbr0";
+const HVETH: &str = "ovthv0";
+/// The hand-made pods' subnets (one per node), gateways and addresses.
+const HPOD_NET: [&str; 2] = ["192.0.2.0/25", "192.0.2.128/25"];
+const HPOD_GW: [&str; 2] = ["192.0.2.1/25", "192.0.2.129/25"];
+const HPOD_IP: [&str; 2] = ["192.0.2.2/25", "192.0.2.130/25"];
 
 /// One subject: where the client runs and whom it talks to.
 struct Subject {
@@ -128,8 +142,8 @@ fn main() {
         .collect();
 
     let bin_dir = release_bins().unwrap();
-    let work = std::env::temp_dir().join(format!("ovt-tput-{}", std::process::id()));
-    let mut config = ClusterConfig::new(bin_dir, &work);
+    let work = tempfile::tempdir().unwrap();
+    let mut config = ClusterConfig::new(bin_dir, work.path());
     config.nodes = 2;
     let mut cluster = Cluster::start(config).unwrap();
     cluster.wait_ready(Duration::from_secs(60)).unwrap();
@@ -186,15 +200,62 @@ fn main() {
     }
     let kvx_b: IpAddr = kvx_ip[1].parse().unwrap();
 
+    // Hand-made pods behind it: the overlay's topology without overlayd.
+    let hand_pods: Vec<TestNetns> = (0..2)
+        .map(|_| TestNetns::with_kind("hp").unwrap())
+        .collect();
+    for i in 0..2 {
+        let (ns, pod) = (&node_ns[i], hand_pods[i].name());
+        let mtu = overlay_mtu.as_str();
+        for argv in [
+            &["ip", "link", "add", HBR, "mtu", mtu, "type", "bridge"][..],
+            &["ip", "link", "set", HBR, "up"][..],
+            &[
+                "ip", "link", "add", HVETH, "mtu", mtu, "type", "veth", "peer", "name", "eth0",
+                "mtu", mtu, "netns", pod,
+            ][..],
+            &["ip", "link", "set", HVETH, "master", HBR, "up"][..],
+            &["ip", "addr", "add", HPOD_GW[i], "dev", HBR][..],
+            &[
+                "ip",
+                "route",
+                "add",
+                HPOD_NET[1 - i],
+                "via",
+                kvx_ip[1 - i],
+                "dev",
+                KVX,
+            ][..],
+        ] {
+            run_in(ns, argv).unwrap();
+        }
+        let gw = HPOD_GW[i].split('/').next().unwrap();
+        for argv in [
+            &["ip", "link", "set", "lo", "up"][..],
+            &["ip", "addr", "add", HPOD_IP[i], "dev", "eth0"][..],
+            &["ip", "link", "set", "eth0", "up"][..],
+            &["ip", "route", "add", "default", "via", gw][..],
+        ] {
+            run_in(pod, argv).unwrap();
+        }
+    }
+    let hpod_b: IpAddr = HPOD_IP[1].split('/').next().unwrap().parse().unwrap();
+    assert!(
+        ping_within(&hand_pods[0], hpod_b, Duration::from_secs(10)),
+        "hand-made pod a does not reach hand-made pod b"
+    );
+
     // Servers: one in the second node (its underlay and hand VXLAN
     // addresses), one in the second pod.
     let port = PORT.to_string();
     let _servers = [
         Spawned::start(&node_ns[1], &["iperf3", "-s", "-p", &port]).unwrap(),
         Spawned::start(&pod_ns[1], &["iperf3", "-s", "-p", &port]).unwrap(),
+        Spawned::start(hand_pods[1].name(), &["iperf3", "-s", "-p", &port]).unwrap(),
     ];
-    wait_listening(&node_ns[1], PORT, Duration::from_secs(5)).unwrap();
-    wait_listening(&pod_ns[1], PORT, Duration::from_secs(5)).unwrap();
+    for ns in [node_ns[1].as_str(), pod_ns[1].as_str(), hand_pods[1].name()] {
+        wait_listening(ns, PORT, Duration::from_secs(5)).unwrap();
+    }
 
     let mss = overlay_mtu
         .parse::<u32>()
@@ -228,6 +289,12 @@ fn main() {
             name: "kernel_vxlan",
             client_ns: node_ns[0].clone(),
             server: kvx_b,
+            extra: with(&[]),
+        },
+        Subject {
+            name: "kernel_vxlan_pods",
+            client_ns: hand_pods[0].name().to_owned(),
+            server: hpod_b,
             extra: with(&[]),
         },
     ];
@@ -284,7 +351,7 @@ fn main() {
     for (s, subject) in subjects.iter().enumerate() {
         let retr: Vec<f64> = results[s].iter().map(|r| r.retransmits as f64).collect();
         println!(
-            "  {:<13} {:>6.2}  (min {:.2}, max {:.2}, median retransmits {})",
+            "  {:<17} {:>6.2}  (min {:.2}, max {:.2}, median retransmits {})",
             subject.name,
             median(&gbps[s]),
             gbps[s].iter().copied().fold(f64::INFINITY, f64::min),
@@ -309,11 +376,13 @@ fn main() {
             "our configuration against the ceiling",
         ),
     ] {
-        println!("  {num:>12} / {den:<12} {:.3}  ({note})", ratio(num, den));
+        println!("  {num:>17} / {den:<17} {:.3}  ({note})", ratio(num, den));
     }
 
     if std::env::var_os("OVERLAY_TPUT_KEEP").is_some() {
         std::mem::forget(_servers);
-        println!("kept: {:?}", cluster.keep());
+        let mut kept = cluster.keep();
+        kept.extend(hand_pods.into_iter().map(TestNetns::keep));
+        println!("kept: {kept:?} (state in {})", work.keep().display());
     }
 }
