@@ -146,8 +146,78 @@ fn attach_all(cluster: &mut Cluster) {
     }
 }
 
+/// A log line without its ANSI colour codes.
+fn plain(line: &str) -> String {
+    let mut plain = String::new();
+    let mut escape = false;
+    for c in line.chars() {
+        match (escape, c) {
+            (false, '\u{1b}') => escape = true,
+            (true, 'm') => escape = false,
+            (true, _) => {}
+            (false, c) => plain.push(c),
+        }
+    }
+    plain
+}
+
+/// Seconds since the Unix epoch of a (plain) log line's RFC 3339 UTC
+/// timestamp (`2026-11-30T23:45:28.784548Z`).
+fn log_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (h, min, sec) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+}
+
+/// Where a node's start went, from its agent log: seconds from `since`
+/// (the Unix time of the cluster's start) to the first `serving` (the
+/// cluster key derived from the password, sockets bound), `IPAM ring
+/// ready`, `node bridge address` (the node holds a block) and `datapath
+/// reconciled` with every other node.
+fn log_breakdown(log: &Path, since: f64) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(plain).collect();
+    let all_peers = format!("peers={}", NODES - 1);
+    let first = |needle: &str, and: Option<&str>| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle) && and.is_none_or(|a| l.contains(a)))
+            .and_then(|l| log_time(l))
+            .map_or_else(|| "-".to_owned(), |t| format!("{:.2}", t - since))
+    };
+    format!(
+        "serving {}, ring ready {}, own block {}, all peers programmed {}",
+        first("serving", None),
+        first("IPAM ring ready", None),
+        first("node bridge address", None),
+        first("datapath reconciled", Some(&all_peers))
+    )
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Cold starts: setup, ready, attached, reachable (seconds from the start).
 fn cold_start(bin_dir: &Path, work: &Path) -> [f64; 4] {
+    let since = unix_now();
     let t0 = Instant::now();
     let mut cluster = Cluster::start(config(bin_dir, work)).unwrap();
     let setup = t0.elapsed();
@@ -160,6 +230,13 @@ fn cold_start(bin_dir: &Path, work: &Path) -> [f64; 4] {
     let reachable = wait_pairs(&cluster, &pairs, t0);
     let matrix = cluster.ping_matrix();
     assert!(matrix.failures().is_empty(), "full matrix:\n{matrix}");
+    for node in cluster.nodes() {
+        println!(
+            "    {}: {}",
+            node.name,
+            log_breakdown(&node.log_path(), since)
+        );
+    }
     let failed = cluster.teardown();
     assert!(failed.is_empty(), "teardown: {failed:?}");
     [setup, ready, attached, reachable].map(secs)

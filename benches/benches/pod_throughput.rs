@@ -37,6 +37,10 @@
 //! Environment: `OVERLAY_TPUT_ROUNDS` (default 5), `OVERLAY_TPUT_SECS`
 //! (default 5), `OVERLAY_TPUT_ARGS` (more `iperf3` client options for
 //! every subject, e.g. `-R` for the other direction, `-A 0,1` to pin),
+//! `OVERLAY_TPUT_NODE_SETUP` (a shell command run in both node namespaces
+//! before the measurement, with `$UNDERLAY`, `$VXLAN`, `$BRIDGE`,
+//! `$KVXLAN` and `$HBRIDGE` naming the node's devices: offload
+//! experiments such as `ethtool -K $UNDERLAY gro on`),
 //! `OVERLAY_TPUT_KEEP=1` (leave the cluster and the hand-made devices
 //! running and print the namespaces), `OVERLAY_BIN_DIR` (binaries built
 //! before). `--test` runs one round of one second.
@@ -255,6 +259,22 @@ fn main() {
     ];
     for ns in [node_ns[1].as_str(), pod_ns[1].as_str(), hand_pods[1].name()] {
         wait_listening(ns, PORT, Duration::from_secs(5)).unwrap();
+    }
+
+    if let Ok(setup) = std::env::var("OVERLAY_TPUT_NODE_SETUP") {
+        for (i, ns) in node_ns.iter().enumerate() {
+            let status = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "sh", "-c", &setup])
+                .env("UNDERLAY", format!("ovtu{i}"))
+                .env("VXLAN", &cluster.config().vxlan)
+                .env("BRIDGE", &cluster.config().bridge)
+                .env("KVXLAN", KVX)
+                .env("HBRIDGE", HBR)
+                .status()
+                .unwrap();
+            assert!(status.success(), "OVERLAY_TPUT_NODE_SETUP failed in {ns}");
+        }
+        println!("node setup: {setup}");
     }
 
     let mss = overlay_mtu
