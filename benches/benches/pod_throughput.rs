@@ -390,10 +390,21 @@ fn main() {
         ("overlay", "underlay", "target >= 0.70"),
         ("overlay", "underlay_mss", "same segment size"),
         ("kernel_vxlan", "underlay", "the kernel VXLAN ceiling"),
+        ("overlay", "kernel_vxlan", "the pod hop included"),
+        (
+            "kernel_vxlan_pods",
+            "underlay",
+            "the ceiling of pods on a VXLAN",
+        ),
         (
             "overlay",
+            "kernel_vxlan_pods",
+            "overlayd's configuration against it",
+        ),
+        (
+            "kernel_vxlan_pods",
             "kernel_vxlan",
-            "our configuration against the ceiling",
+            "what the pod hop costs",
         ),
     ] {
         println!("  {num:>17} / {den:<17} {:.3}  ({note})", ratio(num, den));
