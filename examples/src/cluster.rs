@@ -948,5 +948,18 @@ impl NetnsRegistry {
             }
         }
         stray.delete_all();
+/// Whether `to` answers a ping ([`ping`]) from the namespace `from`
+/// within `limit`, trying again until then: [`Cluster::ping_within`] for
+/// a namespace that is not one of the cluster's pods.
+pub fn ping_within(from: &TestNetns, to: IpAddr, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if ping(from, to) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
