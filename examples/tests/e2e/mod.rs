@@ -64,6 +64,12 @@ impl Leftovers {
     /// Panic unless every namespace is deleted, no `overlayd` of this
     /// cluster runs and every agent socket is removed.
     pub(crate) fn assert_none(&self) {
+        self.assert_none_except_sockets_of(&[]);
+    }
+
+    /// [`Leftovers::assert_none`], except for the sockets of the nodes in
+    /// `crashed` (an agent killed for good cannot remove them).
+    pub(crate) fn assert_none_except_sockets_of(&self, crashed: &[usize]) {
         let names = self.registry.names();
         assert!(!names.is_empty(), "the registry recorded the namespaces");
         let live = overlay_testsupport::list_test_netns();
@@ -71,7 +77,10 @@ impl Leftovers {
         assert!(left.is_empty(), "namespaces left behind: {left:?}");
         let agents = agents_of(&self.work_dir);
         assert!(agents.is_empty(), "overlayd still running: {agents:?}");
-        for dir in &self.node_dirs {
+        for (i, dir) in self.node_dirs.iter().enumerate() {
+            if crashed.contains(&i) {
+                continue;
+            }
             for socket in ["overlayd.sock", "admin.sock"] {
                 let path = dir.join(socket);
                 assert!(!path.exists(), "{} left behind", path.display());
