@@ -879,6 +879,47 @@ impl Cluster {
         self.nodes.clear();
         failed
     }
+
+    /// Create one more node whose agent uses `password` instead of the
+    /// cluster's (`None`: unencrypted), as [`Cluster::add_node`] does
+    /// otherwise: a node that must not be let in. Later
+    /// [`Cluster::start_agent`] calls on it use the cluster's password.
+    pub fn add_node_with_password(&mut self, password: Option<String>) -> Result<usize> {
+        let cluster_password = std::mem::replace(&mut self.config.password, password);
+        let added = self.add_node();
+        self.config.password = cluster_password;
+        added
+    }
+
+    /// Take node `i` off the underlay: both ends of its link to the switch
+    /// go down, so nothing reaches it or leaves it (a node that is really
+    /// gone, for peers' failure detection).
+    pub fn disconnect(&mut self, i: usize) -> Result<()> {
+        let node = self.nodes.get(i).ok_or_else(|| anyhow!("no node {i}"))?;
+        node.ns.ip(["link", "set", &format!("ovtu{i}"), "down"])?;
+        if let Some(switch) = &self.switch {
+            switch.ip(["link", "set", &format!("ovtd{i}"), "down"])?;
+        }
+        Ok(())
+    }
+
+    /// Every attachment node `i`'s agent holds on the cluster's network
+    /// (its `List` answer on the plugin socket): container id and addresses.
+    pub fn attachments(&self, i: usize) -> Result<Vec<(String, Vec<IpAddr>)>> {
+        use overlay_ipam::agent::{AgentIpam, AgentRequest, AgentResponse, Network};
+        let node = self.nodes.get(i).ok_or_else(|| anyhow!("no node {i}"))?;
+        let agent = AgentIpam::new(node.socket());
+        match agent
+            .call(&AgentRequest::List(Network::new(NETWORK)))
+            .map_err(|e| anyhow!("List on {}: {e}", node.name))?
+        {
+            AgentResponse::Attachments { attachments } => Ok(attachments
+                .into_iter()
+                .map(|a| (a.container_id, a.ips))
+                .collect()),
+            other => bail!("List on {}: {other:?}", node.name),
+        }
+    }
 }
 
 impl Drop for Cluster {
@@ -948,6 +989,9 @@ impl NetnsRegistry {
             }
         }
         stray.delete_all();
+    }
+}
+
 /// Whether `to` answers a ping ([`ping`]) from the namespace `from`
 /// within `limit`, trying again until then: [`Cluster::ping_within`] for
 /// a namespace that is not one of the cluster's pods.

@@ -18,12 +18,17 @@
 //!    routes on the VXLAN device; one that hands out per-block subnets
 //!    gives it each block's first host ([`NodeDatapath::gateway_of`]).
 //!    ICMP redirects are off on the bridge: pods on the same bridge that
-//!    talk through their gateway are routed, not redirected;
+//!    talk through their gateway are routed, not redirected. Its MAC is
+//!    set ([`NodeConfig::bridge_mac`]), so it does not follow the lowest
+//!    port MAC as pods come and go (pods cache it for their gateway);
 //! 3. the **remote peers** on the VXLAN device ([`Overlay::reconcile`]):
 //!    for each peer a neighbour and an FDB entry for its VTEP, and one
-//!    on-link route per block it owns. The peer's VTEP address is its
-//!    underlay address (so the VXLAN device needs no address of its own);
-//!    a pod block must be of the underlay's family.
+//!    on-link route per block it owns. Over IPv4 the peer's VTEP address
+//!    can be its underlay address (so the VXLAN device needs no address of
+//!    its own); over IPv6 it must be a link-local address (such as the
+//!    EUI-64 address of its VTEP MAC), because the kernel refuses an
+//!    on-link IPv6 gateway that a route on another device, the underlay's
+//!    subnet, covers. A pod block must be of the underlay's family.
 //!
 //! Every method is idempotent and converges: [`NodeDatapath::reconcile`]
 //! recreates the devices when they were deleted (by an operator, or another
@@ -96,6 +101,11 @@ pub struct NodeConfig {
     /// [`NodeDatapath::reconcile`] attaches again to a bridge it had to
     /// create again (the plugin's `hairpinMode`).
     pub hairpin: bool,
+    /// The bridge's MAC address, set explicitly so that it stays the same
+    /// as pods come and go and when the bridge is rebuilt: pods cache it
+    /// for their gateway. Default: [`NodeConfig::bridge_mac_of`] the VTEP
+    /// MAC.
+    pub bridge_mac: MacAddr,
 }
 
 impl NodeConfig {
@@ -116,6 +126,7 @@ impl NodeConfig {
             vtep_mac,
             mtu: None,
             hairpin: false,
+            bridge_mac: Self::bridge_mac_of(vtep_mac),
         }
     }
 
@@ -123,6 +134,31 @@ impl NodeConfig {
     /// [`NodeConfig::hairpin`]).
     pub fn hairpin(mut self, on: bool) -> Self {
         self.hairpin = on;
+        self
+    }
+
+    /// The default bridge MAC for a VTEP MAC: the same octets, locally
+    /// administered and unicast, with bit 2 of the first octet flipped so it
+    /// differs from the VTEP's.
+    ///
+    /// ```
+    /// use overlay_netlink::MacAddr;
+    /// use overlay_netlink::node::NodeConfig;
+    ///
+    /// let vtep = MacAddr::new([0x02, 1, 2, 3, 4, 5]);
+    /// let bridge = NodeConfig::bridge_mac_of(vtep);
+    /// assert_eq!(bridge, MacAddr::new([0x06, 1, 2, 3, 4, 5]));
+    /// assert!(bridge.is_unicast() && bridge.is_locally_administered());
+    /// ```
+    pub fn bridge_mac_of(vtep_mac: MacAddr) -> MacAddr {
+        let mut o = vtep_mac.octets();
+        o[0] = ((o[0] ^ 0x04) & !0x01) | 0x02;
+        MacAddr::new(o)
+    }
+
+    /// Use `mac` for the bridge.
+    pub fn bridge_mac(mut self, mac: MacAddr) -> Self {
+        self.bridge_mac = mac;
         self
     }
 
@@ -289,6 +325,14 @@ impl NodeDatapath {
             .mac(self.config.vtep_mac);
         let (vxlan, _) = link.ensure_vxlan(&vx).await?;
         let bridge = link.ensure_bridge(&self.config.bridge).await?;
+        // Set the bridge's MAC: a bridge whose address was never set takes
+        // the lowest MAC among its ports, so it changes as pods come and
+        // go, and pods that cached the old one for their gateway lose
+        // their traffic (the bridge drops frames to it) until their ARP
+        // entry is probed again, five seconds or more. An address set once
+        // (even to its current value) is kept by the kernel; the same one
+        // after a rebuild keeps the pods' caches valid.
+        link.set_mac(bridge.index, self.config.bridge_mac).await?;
         if bridge.mtu != Some(mtu) {
             link.set_mtu(bridge.index, mtu).await?;
         }

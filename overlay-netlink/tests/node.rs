@@ -207,3 +207,55 @@ async fn an_underlay_address_that_is_not_local_is_a_typed_error() {
         "nothing created"
     );
 }
+
+#[tokio::test]
+async fn the_bridge_keeps_its_mac_when_ports_with_lower_ones_come_and_go() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    t.ip([
+        "link", "add", "ovtu0", "type", "veth", "peer", "name", "ovtu1",
+    ])
+    .unwrap();
+    t.ip(["addr", "add", "192.0.2.1/24", "dev", "ovtu0"])
+        .unwrap();
+    t.ip(["link", "set", "ovtu0", "up"]).unwrap();
+    let h = netns(&t).handle().unwrap();
+    let config = NodeConfig::new(
+        "ovtbr0",
+        "ovtvx0",
+        vni(7),
+        "192.0.2.1".parse().unwrap(),
+        MacAddr::new([2, 0, 0, 0, 0, 9]),
+    );
+    let mut dp = NodeDatapath::new(h.clone(), config);
+    dp.ensure().await.unwrap();
+    let (_, bridge) = dp.indexes().unwrap();
+    let before = h.link().get(bridge).await.unwrap().mac.unwrap();
+    assert_eq!(
+        before,
+        NodeConfig::bridge_mac_of(MacAddr::new([2, 0, 0, 0, 0, 9]))
+    );
+    // A pod's host veth with a MAC below any random one joins, then leaves.
+    let veth = h
+        .link()
+        .add_veth(&VethConfig::new("vethpod", "vethpeer"))
+        .await
+        .unwrap();
+    h.link()
+        .set_mac(veth.index, MacAddr::new([0, 0, 0, 0, 0, 1]))
+        .await
+        .unwrap();
+    h.link().set_master(veth.index, bridge).await.unwrap();
+    h.link().set_up(veth.index).await.unwrap();
+    assert_eq!(h.link().get(bridge).await.unwrap().mac.unwrap(), before);
+    h.link().delete(veth.index).await.unwrap();
+    assert_eq!(h.link().get(bridge).await.unwrap().mac.unwrap(), before);
+    // Adopting the existing bridge keeps it, and a rebuilt one gets it.
+    dp.ensure().await.unwrap();
+    assert_eq!(h.link().get(bridge).await.unwrap().mac.unwrap(), before);
+    t.ip(["link", "del", "ovtbr0"]).unwrap();
+    dp.ensure().await.unwrap();
+    let (_, rebuilt) = dp.indexes().unwrap();
+    assert_ne!(rebuilt, bridge);
+    assert_eq!(h.link().get(rebuilt).await.unwrap().mac.unwrap(), before);
+}
