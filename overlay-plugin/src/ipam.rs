@@ -5,13 +5,18 @@
 //! the reference plugin, without its process, about 5 ms of an ADD); any
 //! other type, or `"delegate": true` in the `ipam` object, runs the plugin
 //! found on `CNI_PATH` ([`overlay_cni::ipam::Delegated`]). Both are an
-//! [`Ipam`] and their calls block. [`add`] and [`del`] run a delegate (a
-//! process, milliseconds) on the runtime's blocking pool, so that the
-//! plugin builds links meanwhile, and in-process `host-local` (a handful
-//! of file operations, about 0.1 ms) on the calling thread: starting the
-//! blocking pool's thread for it would cost more (about 0.3 ms of CPU in
-//! a plugin process, measured with `benches/benches/cni_latency.rs`) than
-//! the overlap saves.
+//! [`Ipam`] and their calls block.
+//!
+//! [`add`] starts the IPAM call at once on a thread of its own (a small
+//! stack, no runtime: tens of microseconds to start, where the runtime's
+//! blocking pool costs about 0.3 ms of CPU in a plugin process) and
+//! returns a future of its answer, so that the plugin creates its links
+//! meanwhile: `host-local`'s file operations (locking, creating the
+//! reservation file on the file system, some 0.1-0.2 ms) or a delegate's
+//! process (milliseconds) run on the second CPU while this thread waits
+//! for the kernel. [`del`] runs a delegate on the blocking pool and
+//! in-process `host-local` on the calling thread (a DEL's kernel work
+//! is short).
 //!
 //! ```
 //! use overlay_cni::plugin::{CniEnv, Command, Request};
@@ -99,26 +104,126 @@ pub async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Internal, "IPAM thread panicked")))
 }
 
-/// [`Ipam::add`]: a delegate on the blocking pool, so the caller's kernel
-/// work runs meanwhile (join the two futures); in-process `host-local` on
-/// this thread, when the future is first polled (see the [module
-/// docs](self)).
+/// [`Ipam::add`], started now on a thread of its own (see the [module
+/// docs](self)); await the returned [`IpamTask`] for the lease. When no
+/// thread can be started, the call runs on this thread instead, before
+/// `add` returns. A panic in the IPAM code is code 999.
 ///
 /// ```no_run
 /// # async fn f(req: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
 /// let ipam = overlay_plugin::ipam::for_request(req)?;
-/// let (lease, links) = tokio::join!(overlay_plugin::ipam::add(ipam, req), async {
-///     // ... create the links ...
-///     Ok::<_, overlay_cni::CniError>(())
-/// });
+/// // Started here: the allocation runs while the links are built.
+/// let lease = overlay_plugin::ipam::add(ipam, req);
+/// // ... create the links ...
+/// let lease = lease.await?;
 /// # Ok(()) }
 /// ```
-pub async fn add(ipam: Arc<dyn Ipam>, req: &Request) -> Result<Lease, CniError> {
-    if in_process(req) {
-        return ipam.add(req);
+pub fn add(ipam: Arc<dyn Ipam>, req: &Request) -> IpamTask<Lease> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let call = {
+        let (ipam, req) = (ipam.clone(), req.clone());
+        move || {
+            // The receiver may be gone (the ADD failed first); dropping the
+            // lease then releases the allocation.
+            let _ = tx.send(ipam.add(&req));
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("ipam".into())
+        .stack_size(IPAM_STACK)
+        .spawn(call);
+    match spawned {
+        Ok(thread) => IpamTask {
+            rx: Some(rx),
+            thread: Some(thread),
+            early: None,
+        },
+        // No thread (a process or memory limit): the call runs here.
+        Err(_) => IpamTask {
+            rx: None,
+            thread: None,
+            early: Some(ipam.add(req)),
+        },
     }
-    let req = req.clone();
-    blocking(move || ipam.add(&req)).await
+}
+
+/// Stack of the thread [`add`] starts: IPAM code parses small JSON
+/// documents and walks a directory; only the pages it touches are mapped.
+const IPAM_STACK: usize = 512 * 1024;
+
+/// The answer of an IPAM call running on its own thread ([`add`]).
+///
+/// Dropping a task that has not answered yet waits for its thread, whose
+/// lease is then released (dropped unanswered): a plugin that gives up
+/// early still leaves no allocation behind when its process exits.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use overlay_cni::plugin::{CniEnv, Command, Request};
+///
+/// let dir = std::env::temp_dir().join(format!("ipam-task-doc-{}", std::process::id()));
+/// let conf = format!(
+///     r#"{{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{{"type":"host-local","dataDir":"{}","subnet":"198.51.100.0/24"}}}}"#,
+///     dir.display()
+/// );
+/// let env = CniEnv { container_id: "c1".into(), ifname: "eth0".into(), ..CniEnv::default() };
+/// let req = Request::new(Command::Add, env, conf.as_bytes()).unwrap();
+/// let ipam = overlay_plugin::ipam::for_request(&req).unwrap();
+/// let lease = overlay_plugin::ipam::add(ipam, &req).await.unwrap();
+/// assert_eq!(lease.result().ips[0].address.to_string(), "198.51.100.2/24");
+/// drop(lease); // not committed: released
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "the IPAM call's answer (a lease not awaited is released when its thread finishes)"]
+pub struct IpamTask<T> {
+    rx: Option<tokio::sync::oneshot::Receiver<Result<T, CniError>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    early: Option<Result<T, CniError>>,
+}
+
+impl<T> Drop for IpamTask<T> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            // The thread's answer, if already sent, is dropped here (a
+            // lease releases); else its send fails and it drops it itself.
+            rx.close();
+            drop(rx.try_recv());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// The answer is only ever moved out, never pinned in place.
+impl<T> Unpin for IpamTask<T> {}
+
+impl<T> std::future::Future for IpamTask<T> {
+    type Output = Result<T, CniError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if let Some(answer) = self.early.take() {
+            return std::task::Poll::Ready(answer);
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return std::task::Poll::Ready(Err(CniError::new(
+                ErrorCode::Internal,
+                "IPAM answer already taken",
+            )));
+        };
+        let answer = std::task::ready!(std::pin::Pin::new(rx).poll(cx));
+        self.rx = None;
+        std::task::Poll::Ready(
+            answer.unwrap_or_else(|_| {
+                Err(CniError::new(ErrorCode::Internal, "IPAM thread panicked"))
+            }),
+        )
+    }
 }
 
 /// [`Ipam::del`]: a delegate on the blocking pool, in-process `host-local`
@@ -156,6 +261,50 @@ mod tests {
         drop(lease);
         assert!(!dir.path().join("n/198.51.100.2").exists());
         del(ipam, &req).await.expect("absent is success");
+    }
+
+    /// The addresses reserved in host-local's directory of network `n`.
+    fn reserved(dir: &std::path::Path) -> Vec<std::net::IpAddr> {
+        std::fs::read_dir(dir.join("n"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_task_dropped_unawaited_leaves_no_allocation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{{"type":"host-local","dataDir":"{}","subnet":"198.51.100.0/24"}}}}"#,
+            dir.path().display()
+        );
+        let env = CniEnv {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            ..CniEnv::default()
+        };
+        let req = Request::new(Command::Add, env, conf.as_bytes()).expect("valid");
+        for _ in 0..20 {
+            // Dropped at once (before or after the thread allocated): the
+            // drop waits for the thread, and the lease is released.
+            drop(add(for_request(&req).expect("host-local"), &req));
+            assert_eq!(reserved(dir.path()), Vec::<std::net::IpAddr>::new());
+        }
+        // Dropped after answering, unread: released as well.
+        let task = add(for_request(&req).expect("host-local"), &req);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while reserved(dir.path()).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread never allocated"
+            );
+            std::thread::yield_now();
+        }
+        drop(task);
+        assert_eq!(reserved(dir.path()), Vec::<std::net::IpAddr>::new());
     }
 
     #[test]

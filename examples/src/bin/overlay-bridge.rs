@@ -283,18 +283,16 @@ impl AsyncPlugin for OverlayBridge {
             .with_details("overlay-netlink has no promiscuity setter; set it to false"));
         }
         conf.validate(&*ipam)?;
-        // The sockets first (microseconds, and a CNI_NETNS that is no
+        // The pod's socket first (microseconds, and a CNI_NETNS that is no
         // network namespace fails here, before IPAM has written anything);
-        // then the links and IPAM: a delegated IPAM process runs on the
-        // blocking pool while this thread builds the links, in-process
-        // host-local on this thread (`ipam::add`).
+        // then IPAM on its own thread (`ipam::add`: host-local's files or a
+        // delegate's process) while this thread builds the links.
         let pod_ns = open_netns(req)?;
         let pod = pod_handle(&pod_ns)?;
+        let lease = ipam::add(ipam, req);
         let host = host_handle()?;
-        let (links, lease) = tokio::join!(
-            Self::setup_links(req, &conf, &host, (&pod_ns, &pod)),
-            ipam::add(ipam, req)
-        );
+        let (links, lease) =
+            tokio::join!(Self::setup_links(req, &conf, &host, (&pod_ns, &pod)), lease);
         // On every failure below, dropping the lease releases the allocation.
         let (links, lease) = match (links, lease) {
             (Ok(links), Ok(lease)) => (links, lease),
