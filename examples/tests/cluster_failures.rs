@@ -17,26 +17,20 @@ mod e2e;
 
 use std::time::{Duration, Instant};
 
+use e2e::REACH;
 use ipnet::IpNet;
-use overlay_examples::cluster::Cluster;
 use overlay_testsupport::privileged_test;
-
-/// How long a pod may take to answer after a change.
-const REACH: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_dead_node_declared_with_rmpeer_has_its_blocks_adopted_and_reused_after_quarantine() {
     privileged_test!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = e2e::config(dir.path());
-    // 128 addresses in /28 blocks: node 1 (genesis) keeps about half, the
-    // others get a /27 each, so the heir's own space runs out after a few
-    // dozen pods and the adopted blocks must be used.
-    config.range = "198.19.0.0/25".parse().unwrap();
-    config.block_prefix = Some(28);
-    let mut cluster = Cluster::start(config).unwrap();
-    let leftovers = e2e::Leftovers::of(&cluster);
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cluster = e2e::TestCluster::start_with(|config| {
+        // 128 addresses in /28 blocks: node 1 (genesis) keeps about half,
+        // the others get a /27 each, so the heir's own space runs out after
+        // a few dozen pods and the adopted blocks must be used.
+        config.range = "198.19.0.0/25".parse().unwrap();
+        config.block_prefix = Some(28);
+    });
     let (survivor, heir, dead) = (0, 1, 2);
     let watcher = cluster.attach(survivor, "watch").unwrap();
     let victim = cluster.attach(dead, "victim").unwrap();
@@ -170,22 +164,20 @@ fn a_dead_node_declared_with_rmpeer_has_its_blocks_adopted_and_reused_after_quar
 
     // Teardown DELs every pod through the plugin: only the dead node's pod
     // fails (its agent is gone, so the plugin cannot release the address;
-    // a runtime retries DEL).
-    let failed = cluster.teardown();
-    assert!(
-        failed.len() == 1 && failed[0].contains("victim"),
-        "only the dead node's DEL fails: {failed:?}"
-    );
-    // A crashed agent leaves its sockets (the next start replaces them).
-    leftovers.assert_none_except_sockets_of(&[dead]);
+    // a runtime retries DEL). A crashed agent leaves its sockets (the next
+    // start replaces them).
+    cluster.finish_except(&[dead], |failed| {
+        assert!(
+            failed.len() == 1 && failed[0].contains("victim"),
+            "only the dead node's DEL fails: {failed:?}"
+        );
+    });
 }
 
 #[test]
 fn a_node_with_the_wrong_password_is_refused_and_gets_no_addresses() {
     privileged_test!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(e2e::config(dir.path())).unwrap();
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cluster = e2e::TestCluster::start();
     let pod = cluster.attach(0, "member").unwrap();
     let rejected_before: u64 = (0..3)
         .map(|i| {
@@ -202,7 +194,6 @@ fn a_node_with_the_wrong_password_is_refused_and_gets_no_addresses() {
     let intruder = cluster
         .add_node_with_password(Some("not the cluster secret".into()))
         .unwrap();
-    let leftovers = e2e::Leftovers::of(&cluster);
     // The seeds it joins through count its frames as rejected.
     let rejected = e2e::wait_for(Duration::from_secs(30), || {
         let total: u64 = (0..3)
@@ -245,6 +236,5 @@ fn a_node_with_the_wrong_password_is_refused_and_gets_no_addresses() {
     let other = cluster.attach(2, "member-2").unwrap();
     let ip = cluster.pods()[other].ip;
     assert!(cluster.ping_within(pod, ip, REACH));
-    assert!(cluster.teardown().is_empty());
-    leftovers.assert_none();
+    cluster.finish();
 }

@@ -7,21 +7,15 @@
 
 mod e2e;
 
-use std::time::Duration;
-
-use overlay_examples::cluster::Cluster;
 use overlay_testsupport::privileged_test;
 
 #[test]
 fn ipv6_underlay_and_range_give_pods_ipv6_addresses_that_reach_each_other() {
     privileged_test!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = e2e::config(dir.path());
-    config.underlay = "2001:db8:18::/64".parse().unwrap();
-    config.range = "2001:db8:19::/112".parse().unwrap();
-    let mut cluster = Cluster::start(config).unwrap();
-    let leftovers = e2e::Leftovers::of(&cluster);
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cluster = e2e::TestCluster::start_with(|config| {
+        config.underlay = "2001:db8:18::/64".parse().unwrap();
+        config.range = "2001:db8:19::/112".parse().unwrap();
+    });
 
     for i in 0..3 {
         for p in 0..2 {
@@ -62,6 +56,5 @@ fn ipv6_underlay_and_range_give_pods_ipv6_addresses_that_reach_each_other() {
     let s = cluster.status(1).unwrap();
     assert_eq!(s.datapath.peers_programmed, 2);
     e2e::assert_matrix(&cluster, "IPv6");
-    assert!(cluster.teardown().is_empty());
-    leftovers.assert_none();
+    cluster.finish();
 }

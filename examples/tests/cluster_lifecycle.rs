@@ -18,13 +18,10 @@ mod e2e;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use overlay_examples::cluster::Cluster;
+use e2e::REACH;
 use overlay_testsupport::privileged_test;
-
-/// How long a pod may take to answer after a change.
-const REACH: Duration = Duration::from_secs(10);
 
 /// Record every address in `new`, failing if one was handed out before.
 fn record(seen: &mut BTreeSet<IpAddr>, new: impl IntoIterator<Item = IpAddr>, when: &str) {
@@ -36,10 +33,7 @@ fn record(seen: &mut BTreeSet<IpAddr>, new: impl IntoIterator<Item = IpAddr>, wh
 #[test]
 fn an_agent_restarted_five_times_keeps_its_pods_addresses_and_never_reuses_one() {
     privileged_test!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(e2e::config(dir.path())).unwrap();
-    let leftovers = e2e::Leftovers::of(&cluster);
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cluster = e2e::TestCluster::start();
 
     // Node 2 (index 1) is restarted; pods on nodes 1 and 3 watch it.
     let mut seen = BTreeSet::new();
@@ -63,7 +57,7 @@ fn an_agent_restarted_five_times_keeps_its_pods_addresses_and_never_reuses_one()
             cluster.stop_agent(1).unwrap();
         }
         cluster.start_agent(1).unwrap();
-        let ready = cluster.wait_ready(Duration::from_secs(60)).unwrap();
+        let ready = cluster.wait_ready(e2e::READY).unwrap();
         let round_start = Instant::now();
         let context = format!(
             "restart {} ({})",
@@ -132,17 +126,13 @@ fn an_agent_restarted_five_times_keeps_its_pods_addresses_and_never_reuses_one()
     assert_eq!(cluster.nodes()[1].starts, 6);
     assert_eq!(seen.len(), cluster.pods().len());
     e2e::assert_matrix(&cluster, "after five restarts");
-    assert!(cluster.teardown().is_empty());
-    leftovers.assert_none();
+    cluster.finish();
 }
 
 #[test]
 fn thirty_parallel_adds_get_distinct_reachable_addresses_and_thirty_dels_release_them() {
     privileged_test!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(e2e::config(dir.path())).unwrap();
-    let leftovers = e2e::Leftovers::of(&cluster);
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cluster = e2e::TestCluster::start();
     let watcher = cluster.attach(2, "watch").unwrap();
     let used_before = cluster.status(0).unwrap().ipam.used;
 
@@ -198,18 +188,13 @@ fn thirty_parallel_adds_get_distinct_reachable_addresses_and_thirty_dels_release
     assert_eq!(s.ipam.used, used_before, "the 30 addresses are released");
     assert!(cluster.attachments(0).unwrap().is_empty());
     assert_eq!(cluster.pods().len(), 1);
-    assert!(cluster.teardown().is_empty());
-    leftovers.assert_none();
+    cluster.finish();
 }
 
 #[test]
 fn a_fresh_node_joins_a_running_cluster_and_its_pods_reach_the_others() {
     privileged_test!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = e2e::config(dir.path());
-    config.nodes = 2;
-    let mut cluster = Cluster::start(config).unwrap();
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cluster = e2e::TestCluster::start_with(|config| config.nodes = 2);
     cluster.attach(0, "a-1").unwrap();
     cluster.attach(1, "a-2").unwrap();
     e2e::assert_matrix(&cluster, "two nodes");
@@ -221,9 +206,8 @@ fn a_fresh_node_joins_a_running_cluster_and_its_pods_reach_the_others() {
             .seeds()
             .contains(&cluster.nodes()[joined].ip.to_string())
     );
-    let took = cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let took = cluster.wait_ready(e2e::READY).unwrap();
     eprintln!("the fresh node was ready after {took:?}");
-    let leftovers = e2e::Leftovers::of(&cluster);
     let s = cluster.status(joined).unwrap();
     assert_eq!(s.peers.len(), 2);
     assert!(!s.node.blocks.is_empty(), "it was given space");
@@ -253,6 +237,5 @@ fn a_fresh_node_joins_a_running_cluster_and_its_pods_reach_the_others() {
     }
     cluster.distinct_addresses().unwrap();
     e2e::assert_matrix(&cluster, "after the join");
-    assert!(cluster.teardown().is_empty());
-    leftovers.assert_none();
+    cluster.finish();
 }

@@ -63,12 +63,7 @@ fn bridge_mac(cluster: &Cluster, i: usize) -> String {
 #[test]
 fn pods_answer_at_once_while_pods_come_and_go_on_their_bridge() {
     privileged_test!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = e2e::config(dir.path());
-    config.nodes = 2;
-    let mut cluster = Cluster::start(config).unwrap();
-    let leftovers = e2e::Leftovers::of(&cluster);
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cluster = e2e::TestCluster::start_with(|config| config.nodes = 2);
     let a = cluster.attach(0, "a").unwrap();
     let b = cluster.attach(0, "b").unwrap();
     let remote = cluster.attach(1, "remote").unwrap();
@@ -142,22 +137,18 @@ fn pods_answer_at_once_while_pods_come_and_go_on_their_bridge() {
             "round {round}: the bridge kept its MAC"
         );
     }
-    assert!(cluster.teardown().is_empty());
-    leftovers.assert_none();
+    cluster.finish();
 }
 
 #[test]
 fn a_block_a_node_takes_is_routed_by_the_others_within_seconds() {
     privileged_test!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = e2e::config(dir.path());
-    // 256 addresses in /28 blocks: node 2 gets a /26 or /27 at first and
-    // asks for more as it fills.
-    config.range = "198.19.0.0/24".parse().unwrap();
-    config.block_prefix = Some(28);
-    let mut cluster = Cluster::start(config).unwrap();
-    let leftovers = e2e::Leftovers::of(&cluster);
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cluster = e2e::TestCluster::start_with(|config| {
+        // 256 addresses in /28 blocks: node 2 gets a /26 or /27 at first
+        // and asks for more as it fills.
+        config.range = "198.19.0.0/24".parse().unwrap();
+        config.block_prefix = Some(28);
+    });
     let watchers = [
         cluster.attach(0, "w1").unwrap(),
         cluster.attach(2, "w3").unwrap(),
@@ -212,6 +203,5 @@ fn a_block_a_node_takes_is_routed_by_the_others_within_seconds() {
         new_blocks.push(ip);
     }
     cluster.distinct_addresses().unwrap();
-    assert!(cluster.teardown().is_empty());
-    leftovers.assert_none();
+    cluster.finish();
 }

@@ -9,21 +9,14 @@
 // Helpers may unwrap: a panic in a test is a failing test.
 #![allow(clippy::unwrap_used)]
 
-use std::net::IpAddr;
+mod e2e;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use overlay_examples::agent::status::Encryption;
-use overlay_examples::cluster::{Cluster, ClusterConfig, ping};
+use overlay_examples::cluster::ping;
 use overlay_testsupport::{TestNetns, privileged_test};
-
-/// The directory of the binaries this test runs.
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_overlayd"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The namespace's packet filter rules, both as nftables and as
 /// iptables (legacy) show them.
@@ -41,25 +34,10 @@ fn nft_and_iptables(ns: &TestNetns) -> String {
     out
 }
 
-/// Whether `to` answers a ping from `from` within `limit`.
-fn ping_within(from: &TestNetns, to: IpAddr, limit: Duration) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if ping(from, to) {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-    }
-}
-
 #[test]
 fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() {
     privileged_test!();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(ClusterConfig::new(bin_dir(), dir.path())).unwrap();
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    let mut cluster = e2e::TestCluster::start();
 
     // Two pods per node, through the real plugin.
     for i in 0..3 {
@@ -83,7 +61,7 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
     let before = cluster.status(1).unwrap();
     cluster.stop_agent(1).unwrap();
     cluster.start_agent(1).unwrap();
-    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    cluster.wait_ready(e2e::READY).unwrap();
     let after = cluster.status(1).unwrap();
     assert_eq!(after.node.id, before.node.id);
     assert_eq!(after.node.incarnation, before.node.incarnation + 1);
@@ -97,7 +75,7 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
     );
     for (from, to) in [(fresh, cluster.pods()[0].ip), (5, new_ip)] {
         assert!(
-            cluster.ping_within(from, to, Duration::from_secs(10)),
+            cluster.ping_within(from, to, e2e::REACH),
             "after the restart: {} -> {to}",
             cluster.pod_label(from)
         );
@@ -139,7 +117,7 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
         .to_path_buf();
     let runtime =
         overlay_cni::runtime::Runtime::new(vec![plugin_dir, PathBuf::from("/usr/lib/cni")])
-            .with_cache_dir(dir.path().join("cni-cache"));
+            .with_cache_dir(cluster.dir().join("cni-cache"));
     let rt = overlay_cni::runtime::RuntimeConf::new("c-chained", "eth0")
         .with_netns(chained.path())
         .with_capability(
@@ -157,11 +135,7 @@ fn three_nodes_attach_pods_that_reach_each_other_and_survive_an_agent_restart() 
         .unwrap();
     let chained_ip = result.ips[0].address.addr();
     assert!(!addresses.contains(&chained_ip));
-    if !ping_within(
-        cluster.pods()[0].netns(),
-        chained_ip,
-        Duration::from_secs(10),
-    ) {
+    if !cluster.ping_within(0, chained_ip, e2e::REACH) {
         let sh = |ns: &TestNetns, argv: &[&str]| {
             String::from_utf8_lossy(&ns.exec(argv).map(|o| o.stdout).unwrap_or_default())
                 .into_owned()

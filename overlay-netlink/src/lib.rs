@@ -101,7 +101,8 @@ pub use events::{LinkEvent, LinkEvents};
 pub use fdb::{FdbEntry, FdbOps};
 pub use handle::Handle;
 pub use link::{
-    Ensured, Link, LinkId, LinkKind, LinkOps, VXLAN_PORT, VethConfig, VxlanConfig, VxlanInfo,
+    BridgeConfig, Ensured, Link, LinkId, LinkKind, LinkOps, VXLAN_PORT, VethConfig, VxlanConfig,
+    VxlanInfo,
 };
 pub use neighbour::{Neighbour, NeighbourOps, NeighbourState};
 pub use netns::{NETNS_RUN_DIR, Netns};

@@ -196,3 +196,52 @@ async fn host_addresses_get_their_gateway_on_link() {
         "{v6}"
     );
 }
+
+/// The bridge's MAC as the kernel reports it.
+async fn mac_of_link(h: &overlay_netlink::Handle, name: &str) -> overlay_netlink::MacAddr {
+    h.link().get(name).await.unwrap().mac.unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_bridge_keeps_its_mac_while_a_lower_port_comes_and_goes() {
+    privileged_test!();
+    let t = TestNetns::new().unwrap();
+    let ns = Netns::open_path(t.path()).unwrap();
+    let h = ns.handle().unwrap();
+    let (bridge, created) = overlay_plugin::bridge::ensure(&h, "ovt-br0", Some(1400))
+        .await
+        .unwrap();
+    assert!(created);
+    let stable = overlay_plugin::bridge::mac_of("ovt-br0");
+    assert_eq!(mac_of_link(&h, "ovt-br0").await, stable);
+    assert_eq!(h.link().get("ovt-br0").await.unwrap().mtu, Some(1400));
+    // The control: a bridge created without a MAC takes its port's.
+    let plain = h.link().add_bridge("ovt-br1").await.unwrap();
+
+    // A port whose MAC is lower than the bridge's, as a pod's host end.
+    let lower = overlay_netlink::MacAddr::new([0x02, 0, 0, 0, 0, 1]);
+    assert!(lower.octets() < stable.octets());
+    for (master, name) in [(bridge.index, "ovt-p0"), (plain.index, "ovt-p2")] {
+        let peer = name.replace('p', "q");
+        let veth = overlay_netlink::VethConfig::new(name, peer)
+            .mac(lower)
+            .master(master)
+            .up();
+        h.link().add_veth(&veth).await.unwrap();
+    }
+    assert_eq!(mac_of_link(&h, "ovt-br0").await, stable);
+    assert_eq!(mac_of_link(&h, "ovt-br1").await, lower);
+    // The MTU set after the creation holds against the port's 1500.
+    assert_eq!(h.link().get("ovt-br0").await.unwrap().mtu, Some(1400));
+
+    h.link().delete("ovt-p0").await.unwrap();
+    assert_eq!(mac_of_link(&h, "ovt-br0").await, stable);
+    // Again: the existing bridge, unchanged.
+    let (again, created) = overlay_plugin::bridge::ensure(&h, "ovt-br0", Some(1400))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.index, again.mac, created),
+        (bridge.index, Some(stable), false)
+    );
+}

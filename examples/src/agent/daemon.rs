@@ -459,7 +459,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
 
     // The ring and the IPAM service, from the store.
-    let ipam = NodeIpam::new(config.range, snapshot.records());
+    let ipam = NodeIpam::new(config.range, snapshot.allocations);
     let genesis = match config.genesis {
         Some(g) => g,
         None => ring_agent::lowest_address(seeds.iter().map(SocketAddr::ip), config.node_ip),

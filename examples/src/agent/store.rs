@@ -15,18 +15,16 @@
 //! from any earlier one.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::Path;
 
 use overlay_core::PeerId;
-use overlay_ipam::agent::service::{self, AllocationStore, Commit};
+use overlay_ipam::agent::service::{AllocationRecord, AllocationStore, AttachmentKey, Commit};
 use overlay_ipam::ring::{self, agent::RingStore};
 use redb::{Database, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
 /// Identity and ring: small values by name.
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
-/// Allocations: `network/containerId/ifname` -> JSON [`AllocationRecord`].
+/// Allocations: [`encode_key`] -> JSON [`AllocationRecord`].
 const ALLOCATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("allocations");
 
 const PEER_ID: &str = "peer_id";
@@ -66,58 +64,28 @@ pub struct Identity {
     pub static_private: Option<[u8; 32]>,
 }
 
-/// The addresses of one attachment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllocationRecord {
-    /// The addresses, with the prefix length handed out.
-    pub ips: Vec<ipnet::IpNet>,
-    /// The gateway of each address, in the same order.
-    #[serde(default)]
-    pub gateways: Vec<Option<IpAddr>>,
+/// The store's key of an attachment: its parts joined with `/`, which none
+/// of them can contain (network names and interface names exclude it, and
+/// the container ID is escaped: `%` as `%25`, `/` as `%2F`).
+///
+/// This is the on-disk format of every agent store written so far; it must
+/// not change (see the golden test below).
+fn encode_key(key: &AttachmentKey) -> String {
+    format!(
+        "{}/{}/{}",
+        key.network,
+        key.container_id.replace('%', "%25").replace('/', "%2F"),
+        key.ifname
+    )
 }
 
-/// The key of one attachment in the store.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AttachmentKey {
-    /// The CNI network.
-    pub network: String,
-    /// The container ID.
-    pub container_id: String,
-    /// The interface name.
-    pub ifname: String,
-}
-
-impl AttachmentKey {
-    /// A key from its parts.
-    pub fn new(network: &str, container_id: &str, ifname: &str) -> Self {
-        AttachmentKey {
-            network: network.to_owned(),
-            container_id: container_id.to_owned(),
-            ifname: ifname.to_owned(),
-        }
-    }
-
-    /// The store's key. The parts are joined with `/`, which none of them
-    /// can contain (network names and interface names exclude it, and the
-    /// container ID is escaped).
-    fn encode(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.network,
-            self.container_id.replace('%', "%25").replace('/', "%2F"),
-            self.ifname
-        )
-    }
-
-    fn decode(key: &str) -> Option<Self> {
-        let (network, rest) = key.split_once('/')?;
-        let (container, ifname) = rest.rsplit_once('/')?;
-        Some(AttachmentKey {
-            network: network.to_owned(),
-            container_id: container.replace("%2F", "/").replace("%25", "%"),
-            ifname: ifname.to_owned(),
-        })
-    }
+/// The attachment an [`encode_key`] string names, or `None` if it is not
+/// `network/container/ifname`.
+fn decode_key(key: &str) -> Option<AttachmentKey> {
+    let (network, rest) = key.split_once('/')?;
+    let (container, ifname) = rest.rsplit_once('/')?;
+    let container_id = container.replace("%2F", "/").replace("%25", "%");
+    Some(AttachmentKey::new(network, &container_id, ifname))
 }
 
 /// One atomic change: everything in it lands, or nothing does.
@@ -232,7 +200,7 @@ impl Store {
         };
         for entry in allocations.iter().map_err(db)? {
             let (k, v) = entry.map_err(db)?;
-            let key = AttachmentKey::decode(k.value())
+            let key = decode_key(k.value())
                 .ok_or_else(|| corrupt(k.value(), "not network/container/ifname"))?;
             let record: AllocationRecord = serde_json::from_slice(v.value())
                 .map_err(|e| corrupt(k.value(), &e.to_string()))?;
@@ -256,13 +224,13 @@ impl Store {
             }
             let mut allocations = txn.open_table(ALLOCATIONS).map_err(db)?;
             for key in &change.remove {
-                allocations.remove(key.encode().as_str()).map_err(db)?;
+                allocations.remove(encode_key(key).as_str()).map_err(db)?;
             }
             for (key, record) in &change.put {
                 let value = serde_json::to_vec(record)
                     .map_err(|e| corrupt("allocation", &e.to_string()))?;
                 allocations
-                    .insert(key.encode().as_str(), &value[..])
+                    .insert(encode_key(key).as_str(), &value[..])
                     .map_err(db)?;
             }
         }
@@ -279,26 +247,6 @@ fn corrupt(what: &str, why: &str) -> StoreError {
 
 // The persistence hooks of `overlay_ipam`'s ring agent and IPAM service:
 // each commit is one `Change`, durable before it returns.
-
-impl From<&service::AttachmentKey> for AttachmentKey {
-    fn from(k: &service::AttachmentKey) -> Self {
-        AttachmentKey::new(&k.network, &k.container_id, &k.ifname)
-    }
-}
-
-impl Snapshot {
-    /// The allocations as the IPAM service keeps them.
-    pub fn records(&self) -> BTreeMap<service::AttachmentKey, service::AllocationRecord> {
-        self.allocations
-            .iter()
-            .map(|(k, r)| {
-                let key = service::AttachmentKey::new(&k.network, &k.container_id, &k.ifname);
-                let record = service::AllocationRecord::new(r.ips.clone(), r.gateways.clone());
-                (key, record)
-            })
-            .collect()
-    }
-}
 
 impl RingStore for Store {
     type Error = StoreError;
@@ -328,19 +276,16 @@ impl AllocationStore for Store {
     type Error = StoreError;
 
     fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
-        let put = c.put.map(|(k, r)| {
-            let record = AllocationRecord {
-                ips: r.ips.clone(),
-                gateways: r.gateways.clone(),
-            };
-            (AttachmentKey::from(k), record)
-        });
         Store::commit(
             self,
             &Change {
                 ring: c.ring.map(<[u8]>::to_vec),
-                put: put.into_iter().collect(),
-                remove: c.remove.map(AttachmentKey::from).into_iter().collect(),
+                put: c
+                    .put
+                    .map(|(k, r)| (k.clone(), r.clone()))
+                    .into_iter()
+                    .collect(),
+                remove: c.remove.cloned().into_iter().collect(),
                 identity: None,
             },
         )
@@ -351,11 +296,22 @@ impl AllocationStore for Store {
 mod tests {
     use super::*;
 
-    fn record(ip: &str) -> AllocationRecord {
-        AllocationRecord {
-            ips: vec![ip.parse().expect("net")],
-            gateways: vec![None],
+    /// Write `entries` into `table` of a new database at `path`, as some
+    /// other (earlier or broken) writer would have.
+    fn write_raw(path: &Path, table: TableDefinition<'_, &str, &[u8]>, entries: &[(&str, &[u8])]) {
+        let db = Database::create(path).expect("create");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut table = txn.open_table(table).expect("table");
+            for (k, v) in entries {
+                table.insert(*k, *v).expect("insert");
+            }
         }
+        txn.commit().expect("commit");
+    }
+
+    fn record(ip: &str) -> AllocationRecord {
+        AllocationRecord::new(vec![ip.parse().expect("net")], vec![None])
     }
 
     #[test]
@@ -409,19 +365,84 @@ mod tests {
         assert_eq!(snapshot.allocations[&a], record("10.32.0.2/26"));
     }
 
+    /// Keys and values as agents have written them since the first store:
+    /// the format must not change, or a restarted agent forgets its pods.
+    const GOLDEN: [(&str, &str); 3] = [
+        (
+            "pods/c%2F1%25/eth0",
+            r#"{"ips":["10.32.0.2/32"],"gateways":["10.32.0.1"]}"#,
+        ),
+        // The node's own bridge address (network "").
+        (
+            "/gateway/bridge",
+            r#"{"ips":["10.32.0.1/16"],"gateways":[null]}"#,
+        ),
+        // Written before records had gateways.
+        ("pods/c2/net1", r#"{"ips":["10.32.0.3/26"]}"#),
+    ];
+
+    fn golden_allocations() -> [(AttachmentKey, AllocationRecord); 3] {
+        let gw = Some("10.32.0.1".parse().expect("ip"));
+        [
+            (
+                AttachmentKey::new("pods", "c/1%", "eth0"),
+                AllocationRecord::new(vec!["10.32.0.2/32".parse().expect("net")], vec![gw]),
+            ),
+            (
+                AttachmentKey::gateway(),
+                AllocationRecord::new(vec!["10.32.0.1/16".parse().expect("net")], vec![None]),
+            ),
+            (
+                AttachmentKey::new("pods", "c2", "net1"),
+                AllocationRecord::new(vec!["10.32.0.3/26".parse().expect("net")], vec![]),
+            ),
+        ]
+    }
+
+    #[test]
+    fn allocations_written_in_the_existing_format_load() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agent.redb");
+        let raw = GOLDEN.map(|(k, v)| (k, v.as_bytes()));
+        write_raw(&path, ALLOCATIONS, &raw);
+        let (store, _) = Store::open(&path, || PeerId::from_u128(4)).expect("open");
+        let loaded = store.snapshot().expect("read").allocations;
+        assert_eq!(loaded, BTreeMap::from(golden_allocations()));
+    }
+
+    #[test]
+    fn allocations_are_written_in_the_existing_format() {
+        for ((key, _), (golden, _)) in golden_allocations().iter().zip(GOLDEN) {
+            assert_eq!(encode_key(key), golden);
+            assert_eq!(decode_key(golden).as_ref(), Some(key));
+        }
+        assert_eq!(decode_key("no-slashes"), None);
+        assert_eq!(decode_key("pods/c1"), None);
+
+        // The records with gateways come back byte for byte.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agent.redb");
+        let (store, _) = Store::open(&path, || PeerId::from_u128(5)).expect("open");
+        let put = golden_allocations()[..2].to_vec();
+        store
+            .commit(&Change {
+                put,
+                ..Change::default()
+            })
+            .expect("commit");
+        let txn = store.db.begin_read().expect("txn");
+        let table = txn.open_table(ALLOCATIONS).expect("table");
+        for (k, v) in &GOLDEN[..2] {
+            let stored = table.get(*k).expect("get").expect("present");
+            assert_eq!(stored.value(), v.as_bytes(), "{k}");
+        }
+    }
+
     #[test]
     fn a_corrupt_identity_is_an_error_not_a_new_identity() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("agent.redb");
-        {
-            let db = Database::create(&path).expect("create");
-            let txn = db.begin_write().expect("txn");
-            txn.open_table(META)
-                .expect("table")
-                .insert(PEER_ID, &b"short"[..])
-                .expect("insert");
-            txn.commit().expect("commit");
-        }
+        write_raw(&path, META, &[(PEER_ID, b"short")]);
         let err = Store::open(&path, || PeerId::from_u128(3))
             .err()
             .expect("refused");

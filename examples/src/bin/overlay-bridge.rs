@@ -3,7 +3,10 @@
 //! blocks (runner, IPAM choice, interface configuration, masquerading,
 //! bridge and GC helpers), `overlay-cni` and `overlay-netlink`.
 //!
-//! ADD ensures the bridge (`bridge`, default `cni0`, with `mtu`), creates a
+//! ADD ensures the bridge (`bridge`, default `cni0`, with `mtu`; a bridge
+//! it creates gets a fixed MAC derived from its name,
+//! `overlay_plugin::bridge::mac_of`, so the pods' gateway MAC does not
+//! change as pods come and go; an existing one is used as it is), creates a
 //! veth pair whose container end is created directly in `CNI_NETNS` as
 //! `CNI_IFNAME`, attaches the host end to the bridge (`hairpinMode`), gets
 //! addresses from IPAM, puts them on the container interface, the gateway

@@ -1,6 +1,7 @@
-//! Shared pieces of the end-to-end cluster tests (`cluster_*.rs`): where the
-//! binaries are, a cluster configuration in a fresh directory, waiting for a
-//! condition, and the leak check every test ends with.
+//! Shared pieces of the end-to-end cluster tests (`cluster_*.rs`,
+//! `overlayd_cluster.rs`): a ready cluster in a fresh directory
+//! ([`TestCluster`]), waiting for a condition, reachability checks, and the
+//! teardown with the leak check every test ends with.
 
 #![allow(dead_code)]
 // each test binary uses a different subset
@@ -8,10 +9,19 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use overlay_examples::cluster::{Cluster, ClusterConfig, NetnsRegistry};
+use tempfile::TempDir;
+
+/// How long a cluster may take to become ready (after a start, a restart
+/// or a join).
+pub(crate) const READY: Duration = Duration::from_secs(60);
+
+/// How long a pod may take to answer after a change.
+pub(crate) const REACH: Duration = Duration::from_secs(10);
 
 /// The directory of the binaries the tests run (`overlayd`, `overlay`,
 /// `overlayctl`).
@@ -25,6 +35,78 @@ pub(crate) fn bin_dir() -> PathBuf {
 /// A cluster configuration with its state in `dir`.
 pub(crate) fn config(dir: &Path) -> ClusterConfig {
     ClusterConfig::new(bin_dir(), dir)
+}
+
+/// A ready cluster for one test, with its state in a temporary directory
+/// that outlives it (the cluster's `Drop`, on a failed test, stops the
+/// agents and deletes the namespaces first). It derefs to the [`Cluster`].
+pub(crate) struct TestCluster {
+    // Dropped in this order.
+    cluster: Cluster,
+    dir: TempDir,
+}
+
+impl TestCluster {
+    /// The default cluster (three nodes), started and [`READY`].
+    pub(crate) fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// The default configuration as `tweak` changes it, started and
+    /// [`READY`].
+    pub(crate) fn start_with(tweak: impl FnOnce(&mut ClusterConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        tweak(&mut config);
+        let mut cluster = Cluster::start(config).unwrap();
+        cluster.wait_ready(READY).unwrap();
+        TestCluster { cluster, dir }
+    }
+
+    /// The directory the cluster's state is in.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Tear the cluster down (DEL of every pod through the plugin, agents
+    /// stopped) and return the DELs that failed.
+    pub(crate) fn teardown(self) -> Vec<String> {
+        self.cluster.teardown()
+    }
+
+    /// Tear the cluster down: every DEL must succeed, and nothing may be
+    /// left behind ([`Leftovers::assert_none`]).
+    pub(crate) fn finish(self) {
+        self.finish_except(&[], |failed| {
+            assert!(failed.is_empty(), "DELs failed: {failed:?}")
+        });
+    }
+
+    /// Tear the cluster down, let `check` judge the DELs that failed, and
+    /// require that nothing is left behind but the sockets of the agents in
+    /// `crashed` ([`Leftovers::assert_none_except_sockets_of`]).
+    pub(crate) fn finish_except(self, crashed: &[usize], check: impl FnOnce(&[String])) {
+        let TestCluster { cluster, dir } = self;
+        let leftovers = Leftovers::of(&cluster);
+        check(&cluster.teardown());
+        leftovers.assert_none_except_sockets_of(crashed);
+        // The node directories (and any socket left in them) go only now.
+        drop(dir);
+    }
+}
+
+impl Deref for TestCluster {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
 }
 
 /// Poll `f` every 100 ms until it returns `Some`, or `None` after `limit`.

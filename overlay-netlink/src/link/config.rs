@@ -1,4 +1,5 @@
-//! How to create a link: the builders of VXLAN devices and veth pairs.
+//! How to create a link: the builders of bridges, VXLAN devices and veth
+//! pairs.
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -27,6 +28,62 @@ use overlay_core::{MacAddr, Vni};
 /// assert_eq!(overlay_netlink::VXLAN_PORT, overlay_core::wire::vxlan::DEFAULT_PORT);
 /// ```
 pub const VXLAN_PORT: u16 = overlay_core::wire::vxlan::DEFAULT_PORT;
+
+/// How to create a bridge.
+///
+/// A bridge created without a MAC address takes the lowest MAC among its
+/// ports, so its address changes as ports come and go, and hosts that
+/// cached it (pods, for their gateway) lose their traffic until their ARP
+/// or neighbour entry is probed again. One created with [`mac`](Self::mac)
+/// keeps that address whatever its ports, and it costs no request beyond
+/// the creating one.
+///
+/// ```
+/// use overlay_netlink::{BridgeConfig, MacAddr};
+/// let cfg = BridgeConfig::new("cni0").mac(MacAddr::new([0x02, 0, 0, 0, 0, 1]));
+/// assert_eq!(cfg.mac, Some(MacAddr::new([0x02, 0, 0, 0, 0, 1])));
+/// assert_eq!(BridgeConfig::new("cni0").mac, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeConfig {
+    /// Interface name (at most 15 bytes).
+    pub name: String,
+    /// MAC address (default: none, so the kernel's choice: the lowest MAC
+    /// among the ports).
+    pub mac: Option<MacAddr>,
+}
+
+impl BridgeConfig {
+    /// A bridge named `name`, with the kernel's MAC.
+    pub fn new(name: impl Into<String>) -> Self {
+        BridgeConfig {
+            name: name.into(),
+            mac: None,
+        }
+    }
+
+    /// Set the MAC address in the creating request.
+    pub fn mac(mut self, mac: MacAddr) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+
+    pub(super) fn message(&self) -> LinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::IfName(self.name.clone()));
+        if let Some(mac) = self.mac {
+            msg.attributes
+                .push(LinkAttribute::Address(mac.octets().to_vec()));
+        }
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        msg
+    }
+}
 
 /// How to create a VXLAN device.
 ///

@@ -15,7 +15,7 @@ use netlink_packet_route::link::{
     LinkFlags, LinkInfo, LinkMessage,
 };
 
-pub use config::{VXLAN_PORT, VethConfig, VxlanConfig};
+pub use config::{BridgeConfig, VXLAN_PORT, VethConfig, VxlanConfig};
 
 use crate::error::{Error, Result};
 use crate::handle::Handle;
@@ -503,10 +503,25 @@ impl<'h> LinkOps<'h> {
 
     /// Create a bridge. Fails with `AlreadyExists` if the name is taken.
     pub async fn add_bridge(&self, name: &str) -> Result<Link> {
+        self.add_bridge_with(&BridgeConfig::new(name)).await
+    }
+
+    /// Create a bridge as described (one request, MAC included). Fails with
+    /// `AlreadyExists` if the name is taken.
+    ///
+    /// ```no_run
+    /// use overlay_netlink::{BridgeConfig, MacAddr};
+    /// # async fn demo(handle: overlay_netlink::Handle) -> overlay_netlink::Result<()> {
+    /// let mac = MacAddr::new([0x02, 0, 0, 0, 0, 1]);
+    /// let br = handle.link().add_bridge_with(&BridgeConfig::new("cni0").mac(mac)).await?;
+    /// // Kept as ports with lower MACs come and go.
+    /// assert_eq!(br.mac, Some(mac));
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_bridge_with(&self, config: &BridgeConfig) -> Result<Link> {
         const OP: &str = "create bridge";
-        validate::ifname(OP, name)?;
-        self.create(OP, name, Self::kind_message(name, InfoKind::Bridge))
-            .await
+        validate::ifname(OP, &config.name)?;
+        self.create(OP, &config.name, config.message()).await
     }
 
     /// Return the bridge `name`, creating it if it does not exist. A link of
@@ -806,6 +821,36 @@ mod tests {
         assert_eq!(down.header.index, 5);
         assert!(down.header.flags.is_empty());
         assert_eq!(down.header.change_mask, LinkFlags::Up);
+    }
+
+    #[tokio::test]
+    async fn add_bridge_with_a_mac_sets_it_in_the_creating_request() {
+        let fake = fake(InfoKind::Bridge);
+        let handle = Handle::with_transport(fake.clone());
+        let mac = MacAddr::new([0x06, 1, 2, 3, 4, 5]);
+        let cfg = BridgeConfig::new("br0").mac(mac);
+        let link = handle.link().add_bridge_with(&cfg).await.unwrap();
+        assert_eq!(link.kind, Some(LinkKind::Bridge));
+        let msg = created(&fake);
+        assert_eq!(
+            msg.attributes,
+            [
+                LinkAttribute::IfName("br0".into()),
+                LinkAttribute::Address(mac.octets().to_vec()),
+                LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]),
+            ]
+        );
+        // Without a MAC the request is the plain one `add_bridge` sends.
+        let plain = Arc::new(FakeTransport::with_responder(|_: &Request| Ok(Vec::new())));
+        let handle = Handle::with_transport(plain.clone());
+        let _ = handle.link().add_bridge("br0").await;
+        assert_eq!(
+            created(&plain).attributes,
+            [
+                LinkAttribute::IfName("br0".into()),
+                LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]),
+            ]
+        );
     }
 
     #[tokio::test]
