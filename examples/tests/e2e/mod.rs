@@ -68,12 +68,6 @@ impl TestCluster {
         self.dir.path()
     }
 
-    /// Tear the cluster down (DEL of every pod through the plugin, agents
-    /// stopped) and return the DELs that failed.
-    pub(crate) fn teardown(self) -> Vec<String> {
-        self.cluster.teardown()
-    }
-
     /// Tear the cluster down: every DEL must succeed, and nothing may be
     /// left behind ([`Leftovers::assert_none`]).
     pub(crate) fn finish(self) {
