@@ -227,7 +227,7 @@ impl<T> std::future::Future for IpamTask<T> {
 }
 
 /// [`Ipam::del`]: a delegate on the blocking pool, in-process `host-local`
-/// on this thread (as [`add`]).
+/// on this thread (see the [module docs](self)).
 pub async fn del(ipam: Arc<dyn Ipam>, req: &Request) -> Result<(), CniError> {
     if in_process(req) {
         return ipam.del(req);

@@ -4,11 +4,12 @@
 //! `overlay-cni`'s runner calls a synchronous [`Plugin`]. [`run_async`]
 //! builds a current-thread tokio runtime (a plugin is one short-lived
 //! process per command; one thread, no worker pool) and runs each of the
-//! [`AsyncPlugin`]'s methods to completion on it. Blocking work that takes
-//! long (delegated IPAM plugins, GC) goes to the runtime's blocking pool;
-//! in-process `host-local` runs on the runtime's thread, see
-//! [`crate::ipam::add`]. `VERSION` and the runner's own validation errors
-//! never create the runtime.
+//! [`AsyncPlugin`]'s methods to completion on it. An ADD's IPAM call runs
+//! on a thread of its own while the plugin builds its links
+//! ([`crate::ipam::add`]); other blocking work that takes long (a DEL's
+//! delegated IPAM plugin, GC) goes to the runtime's blocking pool.
+//! `VERSION` and the runner's own validation errors never create the
+//! runtime.
 //!
 //! ```
 //! use overlay_cni::{CniError, CniResult, Request};
