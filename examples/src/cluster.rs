@@ -114,6 +114,9 @@ pub struct ClusterConfig {
     pub vxlan: String,
     /// The agent's log filter (`--log`).
     pub log: String,
+    /// More `overlayd` flags, after the harness's own (for instance
+    /// `["--quarantine", "20"]`).
+    pub agent_args: Vec<String>,
     /// Namespaces created, for cleanup from another thread.
     pub registry: NetnsRegistry,
 }
@@ -136,6 +139,7 @@ impl ClusterConfig {
             bridge: "ovtbr0".into(),
             vxlan: "ovtvx0".into(),
             log: "info".into(),
+            agent_args: Vec::new(),
             registry: NetnsRegistry::default(),
         }
     }
@@ -521,6 +525,7 @@ impl Cluster {
         if let Some(prefix) = config.block_prefix {
             cmd.args(["--block-prefix", &prefix.to_string()]);
         }
+        cmd.args(&config.agent_args);
         if let Some(password) = &config.password {
             // Through the environment, not argv (`ps` shows argv).
             cmd.env("OVERLAY_PASSWORD", password);

@@ -3,9 +3,8 @@
 //!
 //! - a node dies for good (its agent killed, its underlay link down), is
 //!   declared dead with `overlayctl rmpeer` on a survivor, which adopts its
-//!   blocks, keeps them in quarantine (the ring's default 30 s, which
-//!   `overlayd` does not expose as a flag) and then allocates new pods from
-//!   them, reachable from the other survivor;
+//!   blocks, keeps them in quarantine (`--quarantine`, 20 s here) and then
+//!   allocates new pods from them, reachable from the other survivor;
 //! - a node with the wrong cluster password is refused: it never becomes a
 //!   peer, the others count the rejected frames, and it gets no addresses.
 //!
@@ -21,6 +20,9 @@ use e2e::REACH;
 use ipnet::IpNet;
 use overlay_testsupport::privileged_test;
 
+/// The agents' `--quarantine`.
+const QUARANTINE: Duration = Duration::from_secs(20);
+
 #[test]
 fn a_dead_node_declared_with_rmpeer_has_its_blocks_adopted_and_reused_after_quarantine() {
     privileged_test!();
@@ -30,6 +32,7 @@ fn a_dead_node_declared_with_rmpeer_has_its_blocks_adopted_and_reused_after_quar
         // a few dozen pods and the adopted blocks must be used.
         config.range = "198.19.0.0/25".parse().unwrap();
         config.block_prefix = Some(28);
+        config.agent_args = vec!["--quarantine".into(), QUARANTINE.as_secs().to_string()];
     });
     let (survivor, heir, dead) = (0, 1, 2);
     let watcher = cluster.attach(survivor, "watch").unwrap();
@@ -104,7 +107,7 @@ fn a_dead_node_declared_with_rmpeer_has_its_blocks_adopted_and_reused_after_quar
         .unwrap();
     assert!(first.failed.is_empty(), "{:?}", first.failed);
     assert!(
-        reclaimed_at.elapsed() < Duration::from_secs(30),
+        reclaimed_at.elapsed() < QUARANTINE,
         "filled within the quarantine"
     );
     for p in &first.pods {
@@ -147,7 +150,7 @@ fn a_dead_node_declared_with_rmpeer_has_its_blocks_adopted_and_reused_after_quar
         reclaimed_at.elapsed()
     );
     assert!(
-        reclaimed_at.elapsed() >= Duration::from_secs(25),
+        reclaimed_at.elapsed() >= QUARANTINE - Duration::from_secs(5),
         "not before the quarantine"
     );
     let s = cluster.status(heir).unwrap();

@@ -73,6 +73,12 @@ pub struct Config {
         default_value = "/run/overlay/admin.sock"
     )]
     pub admin_socket: PathBuf,
+    /// Seconds the blocks of a peer declared dead (`overlayctl rmpeer`)
+    /// stay in quarantine before this node allocates from them, so that a
+    /// pod the dead node still runs (a partition, not a crash) is not
+    /// given a twin address at once.
+    #[arg(long, env = "OVERLAY_QUARANTINE", default_value_t = 30)]
+    pub quarantine: u64,
     /// The pods' bridge.
     #[arg(long, env = "OVERLAY_BRIDGE", default_value = "overlay0")]
     pub bridge: String,
@@ -239,6 +245,7 @@ mod tests {
         ]);
         assert_eq!(c.password().expect("read").as_deref(), Some("s3cret"));
         let c = parse(&["--node-ip", "198.18.0.1", "--peers", "node-2"]);
+        assert_eq!(c.quarantine, 30, "the ring's default");
         assert!(c.seed_addrs().is_err());
     }
 

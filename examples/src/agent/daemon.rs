@@ -464,8 +464,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         Some(g) => g,
         None => ring_agent::lowest_address(seeds.iter().map(SocketAddr::ip), config.node_ip),
     };
+    let mut ring_config =
+        RingAgentConfig::new(config.range, config.block_prefix(), config.node_ip, genesis);
+    ring_config.node.quarantine = Duration::from_secs(config.quarantine);
     let ring = RingAgent::new(
-        RingAgentConfig::new(config.range, config.block_prefix(), config.node_ip, genesis),
+        ring_config,
         Identity::new(identity.peer_id, identity.incarnation),
         ipam.restored(),
     );
