@@ -12,7 +12,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVxlan, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 
 pub use config::{BridgeConfig, VXLAN_PORT, VethConfig, VxlanConfig};
@@ -242,6 +242,23 @@ pub(crate) fn addressed(id: &LinkId) -> LinkMessage {
     msg
 }
 
+/// An `RTM_GETLINK` for `id` ([`addressed`]) without the link's
+/// statistics ([`without_stats`]).
+fn lookup(id: &LinkId) -> LinkMessage {
+    without_stats(addressed(id))
+}
+
+/// `msg` asking the kernel to leave the statistics out of its answer
+/// (`IFLA_EXT_MASK` with `RTEXT_FILTER_SKIP_STATS`, Linux 4.20; older
+/// kernels ignore the bit). [`Link`] carries no counters, and the two
+/// statistics attributes are a fifth of a link message the kernel must
+/// fill and this crate parse, on every look-up and for every link of a dump.
+fn without_stats(mut msg: LinkMessage) -> LinkMessage {
+    msg.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    msg
+}
+
 /// The link `name` as the kernel echoed its creation (the last
 /// `RTM_NEWLINK` of that name among `replies`), if it did.
 fn echoed(replies: &[RouteNetlinkMessage], name: &str) -> Option<Link> {
@@ -275,7 +292,7 @@ impl<'h> LinkOps<'h> {
         let object = id.to_string();
         let replies = self
             .handle
-            .request(OP, &object, RouteNetlinkMessage::GetLink(addressed(&id)), 0)
+            .request(OP, &object, RouteNetlinkMessage::GetLink(lookup(&id)), 0)
             .await?;
         replies
             .iter()
@@ -306,7 +323,7 @@ impl<'h> LinkOps<'h> {
             .dump(
                 "list links",
                 "",
-                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                RouteNetlinkMessage::GetLink(without_stats(LinkMessage::default())),
             )
             .await?;
         Ok(replies
@@ -648,6 +665,27 @@ mod tests {
                 m.clone()
             }
             other => panic!("expected RTM_NEWLINK, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn look_ups_and_dumps_ask_the_kernel_to_leave_statistics_out() {
+        let fake = fake(InfoKind::Bridge);
+        let handle = Handle::with_transport(fake.clone());
+        handle.link().get("br0").await.unwrap();
+        handle.link().find(7).await.unwrap();
+        handle.link().list().await.unwrap();
+        let requests = fake.requests();
+        assert_eq!(requests.len(), 3);
+        for r in requests {
+            let RouteNetlinkMessage::GetLink(m) = &r.message else {
+                panic!("expected RTM_GETLINK, got {:?}", r.message)
+            };
+            assert!(
+                m.attributes
+                    .contains(&LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])),
+                "{m:?}"
+            );
         }
     }
 
