@@ -7,7 +7,11 @@
 //!   ever handed out twice;
 //! - thirty parallel CNI `ADD`s on one node, thirty distinct reachable
 //!   addresses, thirty `DEL`s releasing them all;
-//! - a fresh node joining a running cluster.
+//! - a fresh node joining a running cluster;
+//! - a `DEL` while the node's agent is down: it succeeds, the release waits
+//!   in the journal beside the agent's socket, and the restarted agent
+//!   applies it before it serves, while the node's other pod keeps its
+//!   address.
 //!
 //! Every test ends by checking that nothing is left behind: namespaces,
 //! agents, sockets.
@@ -21,6 +25,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use e2e::REACH;
+use overlay_ipam::agent::{PendingReleases, ReleaseJournal};
 use overlay_testsupport::privileged_test;
 
 /// Record every address in `new`, failing if one was handed out before.
@@ -237,5 +242,46 @@ fn a_fresh_node_joins_a_running_cluster_and_its_pods_reach_the_others() {
     }
     cluster.distinct_addresses().unwrap();
     e2e::assert_matrix(&cluster, "after the join");
+    cluster.finish();
+}
+
+#[test]
+fn a_del_while_the_agent_is_down_succeeds_and_the_returning_agent_releases_it() {
+    privileged_test!();
+    let mut cluster = e2e::TestCluster::start_with(|config| config.nodes = 2);
+    let node = 1;
+    let gone = cluster.attach(node, "gone").unwrap();
+    let kept = cluster.attach(node, "kept").unwrap();
+    let (gone_ip, kept_ip) = (cluster.pods()[gone].ip, cluster.pods()[kept].ip);
+    let journal = ReleaseJournal::beside(&cluster.nodes()[node].socket());
+
+    // The agent crashes; the runtime deletes a pod meanwhile.
+    cluster.kill_agent(node).unwrap();
+    cluster.del(gone).expect("DEL succeeds with the agent down");
+    let pending = journal.pending().unwrap();
+    assert_eq!(pending.attachments.len(), 1, "{pending:?}");
+    assert_eq!(
+        pending.attachments[0].container_id,
+        cluster.pods()[gone].container_id
+    );
+
+    // Back: the release is applied before the socket serves.
+    cluster.start_agent(node).unwrap();
+    cluster.wait_ready(e2e::READY).unwrap();
+    assert_eq!(journal.pending().unwrap(), PendingReleases::default());
+    let held: Vec<(String, Vec<IpAddr>)> = cluster.attachments(node).unwrap();
+    assert!(
+        !held.iter().any(|(_, ips)| ips.contains(&gone_ip)),
+        "{gone_ip} released: {held:?}"
+    );
+    assert!(
+        held.iter()
+            .any(|(id, ips)| *id == cluster.pods()[kept].container_id && ips.contains(&kept_ip)),
+        "the other pod keeps {kept_ip}: {held:?}"
+    );
+    assert!(
+        e2e::all_reach(&cluster, &[0], kept_ip, REACH),
+        "the kept pod answers"
+    );
     cluster.finish();
 }

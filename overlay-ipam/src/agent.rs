@@ -41,6 +41,19 @@
 //! changes. It never hangs: connecting, writing and reading share one
 //! deadline ([`DEFAULT_TIMEOUT`] unless configured), and an agent that is
 //! not running or does not answer in time is code 11.
+//!
+//! # Releases while the agent is down
+//!
+//! A `DEL` must not fail because the agent is restarting: a runtime that
+//! cannot delete a pod's network keeps the pod terminating. When the agent
+//! cannot be reached (or does not answer), [`AgentIpam::send_release`]
+//! records the release in the [`ReleaseJournal`] beside the agent's
+//! socket (one small file per attachment) and the `DEL` succeeds. The
+//! agent applies the journal before it serves its socket, every few
+//! seconds while it runs, and before it allocates for an attachment whose
+//! release is recorded (a runtime may retry a failed `ADD` with the same
+//! container id after its `DEL`), so a recorded release never frees a
+//! later allocation.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
@@ -565,6 +578,41 @@ impl AgentIpam {
         Ok(pending)
     }
 
+    /// Send the release of `attachment` and return at once (as
+    /// [`send`](Self::send)); [`PendingRelease::finish`] reads the answer,
+    /// or records the release in the [`journal`](Self::journal) when the
+    /// agent cannot be reached or does not answer in time.
+    ///
+    /// ```no_run
+    /// use overlay_ipam::agent::{AgentIpam, Attachment};
+    ///
+    /// # fn f(req: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
+    /// let agent = AgentIpam::from_request(req)?;
+    /// let release = agent.send_release(Attachment::of(req));
+    /// // ... delete the links meanwhile ...
+    /// release.finish()?; // Ok also when the agent is down: journaled
+    /// # Ok(()) }
+    /// ```
+    pub fn send_release(&self, attachment: Attachment) -> PendingRelease<'_> {
+        let call = self.send(&AgentRequest::Release(attachment.clone()));
+        PendingRelease {
+            agent: self,
+            attachment,
+            call,
+        }
+    }
+
+    /// The journal of releases the agent has yet to apply, beside its
+    /// socket ([`ReleaseJournal::beside`]).
+    ///
+    /// ```
+    /// let agent = overlay_ipam::agent::AgentIpam::new("/run/overlay/overlayd.sock");
+    /// assert_eq!(agent.journal().dir(), std::path::Path::new("/run/overlay/pending-release"));
+    /// ```
+    pub fn journal(&self) -> ReleaseJournal {
+        ReleaseJournal::beside(&self.socket)
+    }
+
     /// Code 11: the agent cannot be reached or did not answer.
     fn unreachable(&self, what: &str, e: &dyn std::fmt::Display) -> CniError {
         CniError::new(
@@ -666,6 +714,189 @@ impl PendingCall<'_> {
     }
 }
 
+/// A release sent to the agent ([`AgentIpam::send_release`]).
+#[derive(Debug)]
+#[must_use = "finish() reads the answer or journals the release"]
+pub struct PendingRelease<'a> {
+    agent: &'a AgentIpam,
+    attachment: Attachment,
+    call: Result<PendingCall<'a>, CniError>,
+}
+
+impl PendingRelease<'_> {
+    /// The release's outcome: `Ok` when the agent released (or held
+    /// nothing for the attachment), and also when it could not be reached
+    /// or did not answer and the release was recorded in the journal. The
+    /// agent's error answer is that error; a journal that cannot be
+    /// written leaves the original code 11, with the reason in `details`.
+    pub fn finish(self) -> Result<(), CniError> {
+        let unreachable = match self.call {
+            Ok(call) => match call.response() {
+                Ok(AgentResponse::Done) => return Ok(()),
+                Ok(AgentResponse::Error(e)) => return Err(e.into()),
+                Ok(other) => return Err(self.agent.unexpected("release", &other)),
+                Err(silent) => silent,
+            },
+            Err(unreachable) => unreachable,
+        };
+        match self.agent.journal().record(&self.attachment) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(unreachable.with_details(format!(
+                "recording the release in {} failed too: {e}",
+                self.agent.journal().dir().display()
+            ))),
+        }
+    }
+}
+
+/// Releases recorded for the node agent while it could not be reached: a
+/// directory of one file per attachment, holding the `release` request
+/// line of the [protocol](self) (so at most [`MAX_MESSAGE`] bytes). The
+/// plugin [`record`](Self::record)s; the agent reads them with
+/// [`pending`](Self::pending), applies each and [`remove`](Self::remove)s
+/// it (see the [module docs](self#releases-while-the-agent-is-down)).
+///
+/// ```
+/// use overlay_ipam::agent::{Attachment, ReleaseJournal};
+///
+/// let dir = std::env::temp_dir().join(format!("journal-doc-{}", std::process::id()));
+/// let journal = ReleaseJournal::new(&dir);
+/// let a = Attachment::new("pods", "c1", "eth0");
+/// journal.record(&a).unwrap();
+/// journal.record(&a).unwrap(); // once per attachment
+/// assert!(journal.contains(&a));
+/// assert_eq!(journal.pending().unwrap().attachments, vec![a.clone()]);
+/// journal.remove(&a).unwrap();
+/// assert!(journal.pending().unwrap().attachments.is_empty());
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseJournal {
+    dir: PathBuf,
+}
+
+/// What [`ReleaseJournal::pending`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingReleases {
+    /// The recorded releases, in file-name order.
+    pub attachments: Vec<Attachment>,
+    /// Entries that are not a `release` request line (left in place).
+    pub unreadable: Vec<PathBuf>,
+}
+
+/// File-name suffix of a journal entry (temporary files differ).
+const JOURNAL_SUFFIX: &str = ".release";
+
+impl ReleaseJournal {
+    /// The journal in `dir` (created on the first [`record`](Self::record)).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ReleaseJournal { dir: dir.into() }
+    }
+
+    /// The journal of the agent listening on `socket`: the directory
+    /// `pending-release` beside it, so the plugin and the agent find the
+    /// same one from the socket path they share.
+    ///
+    /// ```
+    /// use overlay_ipam::agent::ReleaseJournal;
+    /// use std::path::Path;
+    ///
+    /// let j = ReleaseJournal::beside(Path::new("/run/overlay/overlayd.sock"));
+    /// assert_eq!(j.dir(), Path::new("/run/overlay/pending-release"));
+    /// ```
+    pub fn beside(socket: &Path) -> Self {
+        let parent = socket.parent().unwrap_or(Path::new(""));
+        ReleaseJournal::new(parent.join("pending-release"))
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry of `attachment`: named by its attachment hash
+    /// (`overlay_cni::plugin::attachment_hash`), so recording twice keeps one.
+    fn entry(&self, attachment: &Attachment) -> PathBuf {
+        let hash = overlay_cni::plugin::attachment_hash(
+            &attachment.network,
+            &attachment.container_id,
+            &attachment.ifname,
+        );
+        self.dir.join(format!("{hash:016x}{JOURNAL_SUFFIX}"))
+    }
+
+    /// Record the release of `attachment`, durably: the request line goes
+    /// to a temporary file, flushed to disk, then renamed into place (the
+    /// directory is created, mode 0700, when missing).
+    pub fn record(&self, attachment: &Attachment) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        let entry = self.entry(attachment);
+        let temp = entry.with_extension(format!("tmp{}", std::process::id()));
+        let line = encode_request(&AgentRequest::Release(attachment.clone()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut file| {
+                file.write_all(&line)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&temp, &entry));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written
+    }
+
+    /// Whether a release of `attachment` is recorded.
+    pub fn contains(&self, attachment: &Attachment) -> bool {
+        self.entry(attachment).exists()
+    }
+
+    /// Forget the release of `attachment` (once the agent applied it); one
+    /// that is not recorded is no error.
+    pub fn remove(&self, attachment: &Attachment) -> std::io::Result<()> {
+        match std::fs::remove_file(self.entry(attachment)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The recorded releases. A missing directory holds none; temporary
+    /// files of a [`record`](Self::record) under way are not entries.
+    pub fn pending(&self) -> std::io::Result<PendingReleases> {
+        let mut found = PendingReleases::default();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+            Err(e) => return Err(e),
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.to_str().is_some_and(|s| s.ends_with(JOURNAL_SUFFIX)))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let release = std::fs::File::open(&path)
+                .map_err(ProtocolError::Io)
+                .and_then(read_line)
+                .and_then(|line| decode_request(&line));
+            match release {
+                Ok(AgentRequest::Release(a)) if self.entry(&a) == path => found.attachments.push(a),
+                _ => found.unreadable.push(path),
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// Connect to a unix socket, giving up at `deadline` (a socket whose
 /// listener is not accepting cannot block us: a unix connect that would
 /// block returns `EAGAIN` at once, retried until the deadline).
@@ -701,14 +932,14 @@ impl Ipam for AgentIpam {
         result.routes = allocation.routes;
         let client = self.clone();
         Ok(Lease::new(result, move || {
-            // Best effort: a failed ADD gives the address back now; when
-            // the agent is unreachable, the runtime's DEL or GC does it.
-            let _ = client.call(&AgentRequest::Release(attachment));
+            // A failed ADD gives the address back now, or through the
+            // journal when the agent went away meanwhile.
+            let _ = client.send_release(attachment).finish();
         }))
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        self.expect_done("release", &AgentRequest::Release(Attachment::of(req)))
+        self.send_release(Attachment::of(req)).finish()
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
@@ -898,6 +1129,100 @@ mod tests {
         assert!(err.msg.contains("is overlayd running"), "{}", err.msg);
         let err = ipam.status(&req).expect_err("not available");
         assert_eq!(err.code, ErrorCode::PluginNotAvailable);
+    }
+
+    #[test]
+    fn del_with_the_agent_down_is_journaled_and_succeeds() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("run/overlayd.sock");
+        let req = request(Command::Del, &socket);
+        let ipam = AgentIpam::from_request(&req).expect("config");
+        ipam.del(&req).expect("journaled, not failed");
+        ipam.del(&req).expect("again: one entry");
+        let journal = ipam.journal();
+        assert_eq!(journal.dir(), dir.path().join("run/pending-release"));
+        let pending = journal.pending().expect("readable");
+        assert_eq!(pending.attachments, [Attachment::new("pods", "c1", "eth0")]);
+        assert!(pending.unreadable.is_empty());
+        // Owner-only: the journal tells which pods a node had.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(journal.dir())
+            .expect("dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn an_answering_agent_is_never_journaled_and_its_refusal_is_the_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (socket, _) = agent(dir.path(), |_| {
+            AgentResponse::Error(AgentError::new(104, "store unwritable"))
+        });
+        let req = request(Command::Del, &socket);
+        let ipam = AgentIpam::from_request(&req).expect("config");
+        let err = ipam.del(&req).expect_err("refused");
+        assert_eq!(err.code, ErrorCode::Other(104));
+        assert!(
+            ipam.journal()
+                .pending()
+                .expect("readable")
+                .attachments
+                .is_empty()
+        );
+        let dir2 = tempfile::tempdir().expect("temp dir");
+        let (socket, _) = agent(dir2.path(), |_| AgentResponse::Done);
+        let req = request(Command::Del, &socket);
+        let ipam = AgentIpam::from_request(&req).expect("config");
+        ipam.del(&req).expect("released");
+        assert!(!ipam.journal().dir().exists(), "nothing journaled");
+    }
+
+    #[test]
+    fn a_silent_agent_is_journaled_after_the_deadline() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("agent.sock");
+        // Accepts connections (the kernel's backlog) but never answers.
+        let _listener = UnixListener::bind(&socket).expect("bind");
+        let ipam = AgentIpam::new(&socket).with_timeout(Duration::from_millis(50));
+        let a = Attachment::new("pods", "c9", "eth1");
+        ipam.send_release(a.clone()).finish().expect("journaled");
+        assert!(ipam.journal().contains(&a));
+    }
+
+    #[test]
+    fn the_journal_skips_temporary_files_and_reports_foreign_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let journal = ReleaseJournal::new(dir.path().join("j"));
+        let (a, b) = (
+            Attachment::new("pods", "a", "eth0"),
+            Attachment::new("pods", "b", "eth0"),
+        );
+        journal.record(&a).expect("record");
+        journal.record(&b).expect("record");
+        let j = journal.dir();
+        std::fs::write(j.join("0000000000000000.tmp42"), b"partial").expect("write");
+        std::fs::write(
+            j.join("0000000000000001.release"),
+            b"{\"v\":1,\"op\":\"status\",\"network\":\"pods\"}\n",
+        )
+        .expect("write");
+        // A valid release under another attachment's name is not trusted.
+        let line = encode_request(&AgentRequest::Release(a.clone()));
+        std::fs::write(j.join("0000000000000002.release"), line).expect("write");
+        let pending = journal.pending().expect("readable");
+        let mut got = pending.attachments.clone();
+        got.sort_by(|x, y| x.container_id.cmp(&y.container_id));
+        assert_eq!(got, [a.clone(), b.clone()]);
+        assert_eq!(pending.unreadable.len(), 2, "{:?}", pending.unreadable);
+        journal.remove(&a).expect("remove");
+        journal.remove(&a).expect("absent is fine");
+        assert!(!journal.contains(&a) && journal.contains(&b));
+        // No directory: nothing pending.
+        let none = ReleaseJournal::new(dir.path().join("absent"))
+            .pending()
+            .expect("empty");
+        assert_eq!(none, PendingReleases::default());
     }
 
     #[test]

@@ -37,10 +37,9 @@ use overlay_core::{MacAddr, PeerId, Vni};
 use overlay_gossip::driver::{self, Credentials, DriverConfig};
 use overlay_gossip::secure::{Psk, PskParams, Security, StaticKeypair};
 use overlay_gossip::{ChannelId, Config as GossipConfig, Event, PeerRecord};
-use overlay_ipam::agent::AgentRequest;
-use overlay_ipam::agent::AgentResponse;
 use overlay_ipam::agent::server::{self, LineLimits, Server};
 use overlay_ipam::agent::service::{AttachmentKey, NodeIpam};
+use overlay_ipam::agent::{AgentRequest, AgentResponse, Attachment, ReleaseJournal};
 use overlay_ipam::ring::agent::{
     self as ring_agent, Destination, ReclaimRefused, RingAgent, RingAgentConfig, RingEvent,
 };
@@ -118,6 +117,8 @@ struct Agent {
     ring: RingAgent<AttachmentKey>,
     /// The plugin's requests: allocations and the bridge address.
     ipam: NodeIpam,
+    /// Releases the plugin recorded while this agent was down.
+    journal: ReleaseJournal,
     datapath: NodeDatapath,
     peers: BTreeMap<PeerId, PeerRecord>,
     down: BTreeSet<PeerId>,
@@ -192,12 +193,59 @@ impl Agent {
         Ok(())
     }
 
-    /// One CNI plugin request.
+    /// One CNI plugin request. An allocation for an attachment whose
+    /// release the plugin journaled (a DEL while this agent was down, then
+    /// the runtime's retried ADD with the same container id) applies that
+    /// release first, so the journal never frees the new allocation.
     fn handle_plugin(&mut self, request: AgentRequest) -> AgentResponse {
+        if let AgentRequest::Allocate(a) = &request
+            && self.journal.contains(a)
+        {
+            self.apply_release(a.clone());
+        }
         let now = self.now();
         self.ipam.set_mtu(self.datapath.mtu());
         self.ipam
             .handle(now, &mut self.ring, &mut self.store, request)
+    }
+
+    /// Apply one journaled release (committed by the IPAM service) and
+    /// forget it; kept when the release failed, to be tried again.
+    fn apply_release(&mut self, attachment: Attachment) {
+        let now = self.now();
+        let request = AgentRequest::Release(attachment.clone());
+        match self
+            .ipam
+            .handle(now, &mut self.ring, &mut self.store, request)
+        {
+            AgentResponse::Done => {
+                info!(container = %attachment.container_id, ifname = %attachment.ifname,
+                    "applied a release journaled while the agent was down");
+                if let Err(e) = self.journal.remove(&attachment) {
+                    warn!(error = %e, "cannot remove a journaled release");
+                }
+            }
+            other => warn!(response = ?other, "a journaled release failed; kept"),
+        }
+    }
+
+    /// Apply every journaled release ([`ReleaseJournal`]); how many.
+    fn apply_journal(&mut self) -> usize {
+        let pending = match self.journal.pending() {
+            Ok(pending) => pending,
+            Err(e) => {
+                warn!(error = %e, dir = %self.journal.dir().display(), "cannot read the release journal");
+                return 0;
+            }
+        };
+        for path in &pending.unreadable {
+            warn!(entry = %path.display(), "unreadable entry in the release journal");
+        }
+        let count = pending.attachments.len();
+        for attachment in pending.attachments {
+            self.apply_release(attachment);
+        }
+        count
     }
 
     /// One admin request.
@@ -481,6 +529,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         security,
         ring,
         ipam,
+        journal: ReleaseJournal::beside(&config.socket),
         datapath,
         peers: BTreeMap::new(),
         down: BTreeSet::new(),
@@ -501,6 +550,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             }
             Err(e) => bail!("the stored ring is unreadable: {e}"),
         }
+    }
+    // Releases the plugin journaled while no agent ran, before the socket
+    // serves any allocation.
+    if agent.apply_journal() > 0 {
+        agent.flush().await?;
     }
 
     // Side tasks.
@@ -558,6 +612,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 if agent.datapath_dirty || now.saturating_sub(last_reconcile) >= RECONCILE {
                     last_reconcile = now;
                     agent.reconcile().await;
+                    // Journaled by a plugin that found the socket gone
+                    // while this agent restarted.
+                    if agent.apply_journal() > 0
+                        && let Err(e) = agent.flush().await
+                    {
+                        warn!(error = %e, "after the journaled releases");
+                    }
                 }
                 agent.refresh_status().await;
             }

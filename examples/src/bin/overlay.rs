@@ -16,7 +16,10 @@
 //!   `/128`) and a default route through the bridge address, on-link. A
 //!   failure releases the allocation and removes the veth pair.
 //! - `DEL`: deletes the veth pair (absent is success) while `overlayd`
-//!   releases the address.
+//!   releases the address; when `overlayd` is down (restarting), the
+//!   release is recorded in its journal beside the socket
+//!   (`overlay_ipam::agent::ReleaseJournal`) and applied when it is back,
+//!   so the DEL still succeeds.
 //! - `CHECK`: `overlayd` holds the address; the pod interface has the
 //!   `prevResult`'s addresses; the host end is on the bridge.
 //! - `STATUS`: `overlayd` is reachable and can allocate (code 50 otherwise).
@@ -112,7 +115,7 @@ impl AsyncPlugin for Overlay {
         let attachment = Attachment::of(req);
         let pending = agent.send(&AgentRequest::Allocate(attachment.clone()))?;
         let release = || {
-            let _ = agent.call(&AgentRequest::Release(attachment.clone()));
+            let _ = agent.send_release(attachment.clone()).finish();
         };
         // The pod end goes up with its address and route (`plan.apply`).
         let mut port = Port::new()
@@ -185,9 +188,11 @@ impl AsyncPlugin for Overlay {
         let (_, agent) = Conf::from_request(req)?;
         let host = host_handle()?;
         let veth = req.host_veth_name();
-        let pending = agent.send(&AgentRequest::Release(Attachment::of(req)));
+        // Journaled when the agent is down (restarting): the DEL succeeds
+        // and the agent releases when it is back.
+        let release = agent.send_release(Attachment::of(req));
         let links = host.link().delete_detached(veth.as_str()).await;
-        let released = pending.and_then(|p| p.done("release"));
+        let released = release.finish();
         links.or_cni(CODE_NETLINK, "delete veth pair")?;
         released
     }
