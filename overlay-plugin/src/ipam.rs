@@ -217,7 +217,9 @@ impl<T> std::future::Future for IpamTask<T> {
             )));
         };
         let answer = std::task::ready!(std::pin::Pin::new(rx).poll(cx));
+        // Answered: the thread only exits now; nothing to wait for.
         self.rx = None;
+        self.thread = None;
         std::task::Poll::Ready(
             answer.unwrap_or_else(|_| {
                 Err(CniError::new(ErrorCode::Internal, "IPAM thread panicked"))
