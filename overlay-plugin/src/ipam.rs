@@ -243,19 +243,24 @@ mod tests {
     use super::*;
     use overlay_cni::plugin::{CniEnv, Command};
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn host_local_runs_in_process_and_a_failed_add_releases() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// An ADD of `c1`/`eth0` on network `n` with host-local in `dir`.
+    fn host_local_add(dir: &std::path::Path) -> Request {
         let conf = format!(
             r#"{{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{{"type":"host-local","dataDir":"{}","subnet":"198.51.100.0/24"}}}}"#,
-            dir.path().display()
+            dir.display()
         );
         let env = CniEnv {
             container_id: "c1".into(),
             ifname: "eth0".into(),
             ..CniEnv::default()
         };
-        let req = Request::new(Command::Add, env, conf.as_bytes()).expect("valid");
+        Request::new(Command::Add, env, conf.as_bytes()).expect("valid")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn host_local_runs_in_process_and_a_failed_add_releases() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let req = host_local_add(dir.path());
         let ipam = for_request(&req).expect("host-local");
         let lease = add(ipam.clone(), &req).await.expect("allocates");
         assert_eq!(lease.result().ips[0].address.to_string(), "198.51.100.2/24");
@@ -279,16 +284,7 @@ mod tests {
     #[test]
     fn a_task_dropped_unawaited_leaves_no_allocation() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let conf = format!(
-            r#"{{"cniVersion":"1.0.0","name":"n","type":"x","ipam":{{"type":"host-local","dataDir":"{}","subnet":"198.51.100.0/24"}}}}"#,
-            dir.path().display()
-        );
-        let env = CniEnv {
-            container_id: "c1".into(),
-            ifname: "eth0".into(),
-            ..CniEnv::default()
-        };
-        let req = Request::new(Command::Add, env, conf.as_bytes()).expect("valid");
+        let req = host_local_add(dir.path());
         for _ in 0..20 {
             // Dropped at once (before or after the thread allocated): the
             // drop waits for the thread, and the lease is released.
