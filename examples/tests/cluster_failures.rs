@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use e2e::REACH;
 use ipnet::IpNet;
+use overlay_ipam::agent::ReleaseJournal;
 use overlay_testsupport::privileged_test;
 
 /// The agents' `--quarantine`.
@@ -165,14 +166,19 @@ fn a_dead_node_declared_with_rmpeer_has_its_blocks_adopted_and_reused_after_quar
         cluster.describe_node(survivor)
     );
 
-    // Teardown DELs every pod through the plugin: only the dead node's pod
-    // fails (its agent is gone, so the plugin cannot release the address;
-    // a runtime retries DEL). A crashed agent leaves its sockets (the next
-    // start replaces them).
+    // Teardown DELs every pod through the plugin, the dead node's too: its
+    // agent is gone, so the plugin journals the release beside the agent's
+    // socket (applied should that agent ever start again) and the DEL
+    // succeeds. A crashed agent leaves its sockets (the next start
+    // replaces them).
+    let journal = ReleaseJournal::beside(&cluster.nodes()[dead].socket());
     cluster.finish_except(&[dead], |failed| {
+        assert!(failed.is_empty(), "no DEL fails: {failed:?}");
+        let pending = journal.pending().unwrap();
+        assert_eq!(pending.attachments.len(), 1, "{pending:?}");
         assert!(
-            failed.len() == 1 && failed[0].contains("victim"),
-            "only the dead node's DEL fails: {failed:?}"
+            pending.attachments[0].container_id.contains("victim"),
+            "{pending:?}"
         );
     });
 }
