@@ -795,6 +795,12 @@ impl Cluster {
 
     /// Every pod pings every other pod; sources run in parallel.
     pub fn ping_matrix(&self) -> PingMatrix {
+        self.ping_matrix_with(2)
+    }
+
+    /// [`ping_matrix`](Self::ping_matrix) with `echoes` echo requests per
+    /// pair ([`ping_echoes`]).
+    pub fn ping_matrix_with(&self, echoes: u32) -> PingMatrix {
         let n = self.pods.len();
         let results = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..n)
@@ -805,7 +811,7 @@ impl Cluster {
                             .map(|j| PingResult {
                                 from: i,
                                 to: j,
-                                ok: self.ping(i, self.pods[j].ip),
+                                ok: ping_echoes(&self.pods[i].ns, self.pods[j].ip, echoes),
                             })
                             .collect::<Vec<_>>()
                     })
@@ -951,9 +957,25 @@ impl Drop for Cluster {
 
 /// Two echoes from `from` to `to`, two seconds each at most.
 pub fn ping(from: &TestNetns, to: IpAddr) -> bool {
-    from.exec(["ping", "-c", "2", "-i", "0.2", "-W", "2", &to.to_string()])
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    ping_echoes(from, to, 2)
+}
+
+/// `echoes` echo requests from `from` to `to`, 0.2 s apart, waiting two
+/// seconds at most for each answer; whether any was answered.
+pub fn ping_echoes(from: &TestNetns, to: IpAddr, echoes: u32) -> bool {
+    let count = echoes.max(1).to_string();
+    from.exec([
+        "ping",
+        "-c",
+        &count,
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        &to.to_string(),
+    ])
+    .map(|o| o.status.success())
+    .unwrap_or(false)
 }
 
 /// Access to the underlay, for a capture of what the nodes send each other

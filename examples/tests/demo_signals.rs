@@ -37,6 +37,9 @@ const SWITCH: &str = "sw";
 
 /// What the demo prints right before the pods start pinging.
 const PING_LINE: &str = "ping matrix:";
+/// The demo's `--pings` in the interrupt tests: 25 echoes 0.2 s apart keep
+/// each pair's ping running for about five seconds.
+const MID_RUN_PINGS: &str = "25";
 
 /// Link names the demo gives inside its namespaces (the pods' bridge, the
 /// VXLAN device, the underlay switch); none may show up in the root
@@ -189,6 +192,23 @@ impl DemoRun {
         if own_group {
             cmd.process_group(0);
         }
+        // The demo keeps a signal ignored when it starts ignored, as a
+        // shell's background job must; a test run as a background job of a
+        // non-interactive shell (a CI runner's `cmd &`) inherits SIGINT and
+        // SIGQUIT ignored. The demo under test starts as a foreground
+        // program does: both at their default action.
+        // SAFETY: the closure runs between fork and exec and only calls
+        // signal(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                for sig in [libc::SIGINT, libc::SIGQUIT] {
+                    if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().unwrap();
         let pid = child.id();
         let (tx, lines) = mpsc::channel();
@@ -302,7 +322,15 @@ enum Target {
 /// Start the demo, interrupt it with `sig` while `ping` and `tcpdump` run,
 /// and check that it exits with 128 + `sig` and leaves nothing behind.
 fn interrupt_mid_run_and_check_cleanup(sig: libc::c_int, target: Target, args: &[&str]) {
-    let mut demo = DemoRun::start(args, matches!(target, Target::Group));
+    // A ping matrix of a few seconds (its default takes well under one when
+    // the routes are there at once): the signal must find it running, on a
+    // loaded machine too.
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--pings", MID_RUN_PINGS])
+        .collect();
+    let mut demo = DemoRun::start(&args, matches!(target, Target::Group));
     demo.wait_for_line(PING_LINE);
 
     // Mid-run: overlayd runs in every node, ping in a pod, tcpdump in the

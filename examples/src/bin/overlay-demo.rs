@@ -89,6 +89,10 @@ struct Args {
     /// demo is interrupted.
     #[arg(long)]
     keep: bool,
+    /// Echo requests per pair in the ping matrix, 0.2 s apart (more gives
+    /// tcpdump or Wireshark on the underlay more to show).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pings: u32,
 }
 
 /// The underlay: node `k` gets host address `k`.
@@ -543,7 +547,7 @@ fn demo(cluster: &mut Cluster, args: &Args, bin_dir: &Path, work_dir: &Path) -> 
     say(format!(
         "ping matrix: every pod pings every other pod, on its node and across nodes ({pairs} pairs)"
     ));
-    let matrix = cluster.ping_matrix();
+    let matrix = cluster.ping_matrix_with(args.pings);
     checkpoint()?;
     show(&matrix.to_string());
     let failures = matrix.failures();
