@@ -25,13 +25,17 @@ fi
 # cleans up.
 # Job control puts the background job in a process group of its own that
 # receives SIGINT as a terminal's Ctrl-C would (without it, bash starts
-# background jobs with SIGINT ignored).
+# background jobs with SIGINT ignored). A shell that was itself started
+# with SIGINT ignored (this suite run as a background job of a
+# non-interactive shell) cannot undo that, so `env --default-signal` starts
+# the demo with SIGINT and SIGQUIT at their default, as from a terminal.
 set -m
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 interrupt() {
     local sig=$1 target=$2
-    bash scripts/demo.sh >"$log" 2>&1 &
+    # Ten echoes per pair keep the ping matrix running for seconds.
+    env --default-signal=INT,QUIT bash scripts/demo.sh --pings 10 >"$log" 2>&1 &
     local pid=$!
     # The binaries are built already, so the demo reaches the ping matrix
     # in seconds.
