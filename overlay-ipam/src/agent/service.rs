@@ -391,19 +391,7 @@ impl NodeIpam {
                 let ip = ips.last().map_or(first, IpNet::addr);
                 let gateways = vec![None; ips.len()];
                 let record = AllocationRecord::new(ips, gateways);
-                let committed = ring.commit_with(|ring| {
-                    store.commit(&Commit {
-                        ring,
-                        put: Some((&key, &record)),
-                        remove: None,
-                    })
-                });
-                if let Err(e) = committed {
-                    if let Some(node) = ring.node_mut() {
-                        node.release(now, &key);
-                    }
-                    return Err(e);
-                }
+                commit_put(now, ring, store, &key, &record)?;
                 self.records.insert(key, record);
                 ip
             }
@@ -487,19 +475,8 @@ impl NodeIpam {
         let record = AllocationRecord::new(vec![IpNet::from(ip)], vec![Some(gateway)]);
         // Durable before the answer: a crash after this never hands the
         // address out again.
-        let committed = ring.commit_with(|ring| {
-            store.commit(&Commit {
-                ring,
-                put: Some((&key, &record)),
-                remove: None,
-            })
-        });
-        if let Err(e) = committed {
-            if let Some(node) = ring.node_mut() {
-                node.release(now, &key);
-            }
-            return Err(ServiceError::Store(e.to_string()));
-        }
+        commit_put(now, ring, store, &key, &record)
+            .map_err(|e| ServiceError::Store(e.to_string()))?;
         let allocation = self.allocation_of(&record, gateway);
         self.records.insert(key, record);
         Ok(AgentResponse::Allocated(allocation))
@@ -541,6 +518,31 @@ impl NodeIpam {
         allocation.mtu = self.mtu;
         allocation
     }
+}
+
+/// Commit `record` for `key` with the ring; when the store refuses, the
+/// node gives back what it allocated for `key`, so nothing is handed out
+/// that is not durable.
+fn commit_put<S: AllocationStore>(
+    now: Duration,
+    ring: &mut RingAgent<AttachmentKey>,
+    store: &mut S,
+    key: &AttachmentKey,
+    record: &AllocationRecord,
+) -> Result<(), S::Error> {
+    let committed = ring.commit_with(|ring| {
+        store.commit(&Commit {
+            ring,
+            put: Some((key, record)),
+            remove: None,
+        })
+    });
+    if committed.is_err()
+        && let Some(node) = ring.node_mut()
+    {
+        node.release(now, key);
+    }
+    committed
 }
 
 #[cfg(test)]
