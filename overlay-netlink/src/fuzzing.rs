@@ -17,8 +17,9 @@
 //!   header the splitter read;
 //! * [`dump_reader`]: for every message of a datagram, the overlay's dump
 //!   reader reads the same fields as `netlink-packet-route` parses from the
-//!   same bytes, wherever both accept the message; where the dump reader
-//!   refuses a neighbour message, `netlink-packet-route` refuses it too.
+//!   same bytes, wherever both accept the message (for a link message, the
+//!   same [`Link`](crate::Link)); where the dump reader refuses a
+//!   neighbour message, `netlink-packet-route` refuses it too.
 //!
 //! ```
 //! # #[cfg(feature = "fuzzing")] {
@@ -32,7 +33,7 @@ use std::net::IpAddr;
 use netlink_packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, Parseable};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressHeader;
-use netlink_packet_route::link::LinkHeader;
+use netlink_packet_route::link::{LinkHeader, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use overlay_core::MacAddr;
@@ -54,6 +55,8 @@ pub struct Compared {
     pub routes: usize,
     /// Link and address messages whose interface index was compared.
     pub interfaces: usize,
+    /// Link messages both readers accepted, read as the same [`Link`](crate::Link).
+    pub links: usize,
 }
 
 /// The header fields of a netlink header, for comparison.
@@ -221,6 +224,12 @@ pub fn dump_reader(data: &[u8]) -> Compared {
                 if let Ok(theirs) = LinkHeader::parse(payload) {
                     assert_eq!(reader::ifindex(payload), Some(theirs.index));
                     compared.interfaces += 1;
+                }
+                if let Ok(theirs) = LinkMessage::parse(payload) {
+                    compared.parsed += 1;
+                    let ours = reader::link(payload).expect("netlink-packet-route read a link");
+                    assert_eq!(ours, crate::Link::from_message(&theirs));
+                    compared.links += 1;
                 }
             }
             reader::RTM_NEWADDR | reader::RTM_DELADDR => {

@@ -7,7 +7,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::address::AddressOps;
 use crate::batch::Batch;
-use crate::error::{Error, ErrorKind, Result, TransportError};
+use crate::error::{Error, ErrorKind, KernelError, Result, TransportError};
 use crate::fdb::FdbOps;
 use crate::link::LinkOps;
 use crate::neighbour::NeighbourOps;
@@ -124,13 +124,7 @@ impl Handle {
         requests: Vec<Request>,
     ) -> Result<Vec<Reply>> {
         let expected = requests.len();
-        let mut requests = requests;
-        for r in &mut requests {
-            if !r.is_dump() {
-                r.flags |= NLM_F_ACK;
-            }
-        }
-        let replies = self.transport.exchange(requests).await;
+        let replies = self.transport.exchange(with_acks(requests)).await;
         one_reply_per_request(operation, object, expected, replies)
     }
 
@@ -142,7 +136,7 @@ impl Handle {
         requests: Vec<Request>,
     ) -> Result<Vec<RawReply>> {
         let expected = requests.len();
-        let replies = self.transport.exchange_raw(requests).await;
+        let replies = self.transport.exchange_raw(with_acks(requests)).await;
         one_reply_per_request(operation, object, expected, replies)
     }
 
@@ -154,26 +148,33 @@ impl Handle {
         message: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        let mut replies = self
+        let replies = self
             .exchange(
                 operation,
                 || object.to_string(),
                 vec![Request::new(message, flags)],
             )
             .await?;
-        match replies.pop() {
-            Some(Ok(messages)) => Ok(messages),
-            Some(Err(source)) => Err(Error::Kernel {
+        only_reply(operation, object, replies)
+    }
+
+    /// Like [`Handle::request`], with the kernel's messages unparsed (see
+    /// [`crate::transport::raw_messages`]).
+    pub(crate) async fn request_raw(
+        &self,
+        operation: &'static str,
+        object: &str,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<u8>> {
+        let replies = self
+            .exchange_raw(
                 operation,
-                object: object.to_string(),
-                source,
-            }),
-            None => Err(Error::UnexpectedReply {
-                operation,
-                object: object.to_string(),
-                detail: "no reply",
-            }),
-        }
+                || object.to_string(),
+                vec![Request::new(message, flags)],
+            )
+            .await?;
+        only_reply(operation, object, replies)
     }
 
     /// Dump, retrying when a concurrent change interrupted the dump.
@@ -195,6 +196,59 @@ impl Handle {
                 other => return other,
             }
         }
+    }
+
+    /// Like [`Handle::dump`], with the kernel's messages unparsed.
+    pub(crate) async fn dump_raw(
+        &self,
+        operation: &'static str,
+        object: &str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<u8>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .request_raw(operation, object, message.clone(), NLM_F_DUMP)
+                .await
+            {
+                Err(e) if e.kind() == Some(ErrorKind::Interrupted) && attempt < DUMP_RETRIES => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// `requests` with an ACK asked for every one that is not a dump.
+fn with_acks(mut requests: Vec<Request>) -> Vec<Request> {
+    for r in &mut requests {
+        if !r.is_dump() {
+            r.flags |= NLM_F_ACK;
+        }
+    }
+    requests
+}
+
+/// The one reply of a one-request exchange, or the kernel's error naming
+/// `operation` and `object`.
+fn only_reply<T>(
+    operation: &'static str,
+    object: &str,
+    mut replies: Vec<std::result::Result<T, KernelError>>,
+) -> Result<T> {
+    match replies.pop() {
+        Some(Ok(reply)) => Ok(reply),
+        Some(Err(source)) => Err(Error::Kernel {
+            operation,
+            object: object.to_string(),
+            source,
+        }),
+        None => Err(Error::UnexpectedReply {
+            operation,
+            object: object.to_string(),
+            detail: "no reply",
+        }),
     }
 }
 

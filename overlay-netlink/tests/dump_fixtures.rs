@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::{RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -60,6 +61,7 @@ fn dumps() -> Vec<(&'static str, RouteNetlinkMessage)> {
         ("fdb-bridge", neighbours(AddressFamily::Bridge)),
         ("route-inet", routes(AddressFamily::Inet)),
         ("route-inet6", routes(AddressFamily::Inet6)),
+        ("link", RouteNetlinkMessage::GetLink(LinkMessage::default())),
     ]
 }
 
@@ -289,6 +291,22 @@ async fn live_kernel_dumps_of_a_flannel_style_overlay() {
             .count();
         assert_eq!(onlink_via_gateway, count, "{name}");
     }
+
+    let vxlan_links: Vec<u32> = parsed(find("link"))
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l)
+                if l.attributes.iter().any(|a| {
+                    matches!(a, LinkAttribute::LinkInfo(i)
+                        if i.contains(&LinkInfo::Kind(InfoKind::Vxlan)))
+                }) =>
+            {
+                Some(l.header.index)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(vxlan_links, [v4.index, v6.index]);
 
     if let Some(dir) = std::env::var_os(CAPTURE_DIR) {
         let dir = PathBuf::from(dir);

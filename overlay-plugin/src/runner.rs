@@ -104,7 +104,7 @@ impl<P: AsyncPlugin + ?Sized> Plugin for Driver<'_, P> {
         self.0.about()
     }
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        block_on(self.0.add(req))
+        block_on(Box::pin(self.0.add(req)))
     }
     fn del(&self, req: &Request) -> Result<(), CniError> {
         block_on(self.0.del(req))

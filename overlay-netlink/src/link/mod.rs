@@ -20,6 +20,8 @@ pub use config::{BridgeConfig, VXLAN_PORT, VethConfig, VxlanConfig};
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::netns::Netns;
+use crate::overlay::dump_reader;
+use crate::transport::raw_messages;
 use crate::validate;
 use overlay_core::{MacAddr, Vni};
 
@@ -94,6 +96,17 @@ impl LinkKind {
             InfoKind::Veth => LinkKind::Veth,
             InfoKind::Vxlan => LinkKind::Vxlan,
             InfoKind::Dummy => LinkKind::Dummy,
+            other => LinkKind::Other(other.to_string()),
+        }
+    }
+
+    /// The kind of the driver the kernel names `name` (`IFLA_INFO_KIND`).
+    pub(crate) fn from_name(name: &str) -> LinkKind {
+        match name {
+            "bridge" => LinkKind::Bridge,
+            "veth" => LinkKind::Veth,
+            "vxlan" => LinkKind::Vxlan,
+            "dummy" => LinkKind::Dummy,
             other => LinkKind::Other(other.to_string()),
         }
     }
@@ -259,16 +272,18 @@ fn without_stats(mut msg: LinkMessage) -> LinkMessage {
     msg
 }
 
+/// The links of a raw reply (its `RTM_NEWLINK` messages, read by the dump
+/// reader).
+fn links(raw: &[u8]) -> impl Iterator<Item = Link> + '_ {
+    raw_messages(raw)
+        .filter(|(kind, _)| *kind == dump_reader::RTM_NEWLINK)
+        .filter_map(|(_, payload)| dump_reader::link(payload))
+}
+
 /// The link `name` as the kernel echoed its creation (the last
-/// `RTM_NEWLINK` of that name among `replies`), if it did.
-fn echoed(replies: &[RouteNetlinkMessage], name: &str) -> Option<Link> {
-    replies.iter().rev().find_map(|m| match m {
-        RouteNetlinkMessage::NewLink(l) => {
-            let link = Link::from_message(l);
-            (link.name == name).then_some(link)
-        }
-        _ => None,
-    })
+/// `RTM_NEWLINK` of that name in `raw`), if it did.
+fn echoed(raw: &[u8], name: &str) -> Option<Link> {
+    links(raw).filter(|link| link.name == name).last()
 }
 
 pub(crate) fn check_id(operation: &'static str, id: &LinkId) -> Result<()> {
@@ -290,21 +305,15 @@ impl<'h> LinkOps<'h> {
         let id = id.into();
         check_id(OP, &id)?;
         let object = id.to_string();
-        let replies = self
+        let raw = self
             .handle
-            .request(OP, &object, RouteNetlinkMessage::GetLink(lookup(&id)), 0)
+            .request_raw(OP, &object, RouteNetlinkMessage::GetLink(lookup(&id)), 0)
             .await?;
-        replies
-            .iter()
-            .find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
-                _ => None,
-            })
-            .ok_or(Error::UnexpectedReply {
-                operation: OP,
-                object,
-                detail: "no link in the reply",
-            })
+        links(&raw).next().ok_or(Error::UnexpectedReply {
+            operation: OP,
+            object,
+            detail: "no link in the reply",
+        })
     }
 
     /// Get one link, or `None` when it does not exist.
@@ -318,21 +327,15 @@ impl<'h> LinkOps<'h> {
 
     /// All links of the namespace.
     pub async fn list(&self) -> Result<Vec<Link>> {
-        let replies = self
+        let raw = self
             .handle
-            .dump(
+            .dump_raw(
                 "list links",
                 "",
                 RouteNetlinkMessage::GetLink(without_stats(LinkMessage::default())),
             )
             .await?;
-        Ok(replies
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
-                _ => None,
-            })
-            .collect())
+        Ok(links(&raw).collect())
     }
 
     async fn set(&self, operation: &'static str, id: LinkId, msg: LinkMessage) -> Result<()> {
@@ -488,16 +491,16 @@ impl<'h> LinkOps<'h> {
             LinkAttribute::Controller(m) if *m != 0 => Some(*m),
             _ => None,
         });
-        let replies = self
+        let raw = self
             .handle
-            .request(
+            .request_raw(
                 operation,
                 name,
                 RouteNetlinkMessage::NewLink(msg),
                 NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
             )
             .await?;
-        if let Some(mut link) = echoed(&replies, name) {
+        if let Some(mut link) = echoed(&raw, name) {
             link.master = link.master.or(master);
             return Ok(link);
         }
