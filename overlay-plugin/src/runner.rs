@@ -87,7 +87,9 @@ pub trait AsyncPlugin {
 struct Driver<'p, P: ?Sized>(&'p P);
 
 /// Run `future` to completion on a new current-thread runtime (I/O and
-/// time enabled); code 5 when the runtime cannot be built.
+/// time enabled); code 5 when the runtime cannot be built. Callers box the
+/// command's future: a plugin's state machine is tens of KiB, which
+/// `block_on` would otherwise copy across fresh stack pages.
 fn block_on<T>(future: impl Future<Output = Result<T, CniError>>) -> Result<T, CniError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -107,16 +109,16 @@ impl<P: AsyncPlugin + ?Sized> Plugin for Driver<'_, P> {
         block_on(Box::pin(self.0.add(req)))
     }
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        block_on(self.0.del(req))
+        block_on(Box::pin(self.0.del(req)))
     }
     fn check(&self, req: &Request) -> Result<(), CniError> {
-        block_on(self.0.check(req))
+        block_on(Box::pin(self.0.check(req)))
     }
     fn gc(&self, req: &Request, valid: &[GcAttachment]) -> Result<(), CniError> {
-        block_on(self.0.gc(req, valid))
+        block_on(Box::pin(self.0.gc(req, valid)))
     }
     fn status(&self, req: &Request) -> Result<(), CniError> {
-        block_on(self.0.status(req))
+        block_on(Box::pin(self.0.status(req)))
     }
 }
 
