@@ -105,7 +105,7 @@ pub use link::{
     VxlanInfo,
 };
 pub use neighbour::{Neighbour, NeighbourOps, NeighbourState};
-pub use netns::{NETNS_RUN_DIR, Netns};
+pub use netns::{NETNS_RUN_DIR, Netns, RequestSocket};
 pub use overlay_core::{MacAddr, ParseMacAddrError, Vni, VniError};
 pub use route::{
     Route, RouteFilter, RouteKind, RouteOps, RouteProtocol, Scope, TABLE_LOCAL, TABLE_MAIN,

@@ -205,6 +205,35 @@ where
     })
 }
 
+/// A `NETLINK_ROUTE` request socket opened in a namespace and not yet
+/// registered with a runtime; see [`Netns::socket_on_current_thread`].
+/// Dropping it closes the socket.
+pub struct RequestSocket {
+    socket: netlink_sys::Socket,
+    netns: Netns,
+}
+
+impl RequestSocket {
+    /// The namespace the socket was opened in.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// A [`Handle`] over this socket. Must be called inside a tokio runtime
+    /// context.
+    pub fn into_handle(self) -> Result<Handle> {
+        self.netns.handle_over(self.socket)
+    }
+}
+
+impl std::fmt::Debug for RequestSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSocket")
+            .field("netns", &self.netns.path())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Run `f` on the calling thread inside the namespace `fd`, then return the
 /// thread to the namespace it was in. `f` must not block: the thread is in
 /// the other namespace until it returns.
@@ -311,6 +340,39 @@ impl Netns {
         })
     }
 
+    /// Check that the file is a network namespace, without entering it
+    /// (one `ioctl`, `NS_GET_NSTYPE`). [`open_path`](Self::open_path)
+    /// opens any file; entering or passing a file that is no network
+    /// namespace to the kernel fails later with a bare "invalid argument".
+    /// The error says what the file is instead.
+    ///
+    /// ```
+    /// let ns = overlay_netlink::Netns::current().unwrap();
+    /// ns.verify().unwrap();
+    /// let file = overlay_netlink::Netns::open_path("/proc/self/ns/uts").unwrap();
+    /// assert!(file.verify().unwrap_err().to_string().contains("another type"));
+    /// ```
+    pub fn verify(&self) -> Result<()> {
+        let fd = self.fd.as_fd();
+        // SAFETY: an argument-less ioctl on a valid fd.
+        let ty = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if ty == libc::CLONE_NEWNET {
+            return Ok(());
+        }
+        // What the kernel answers when handed this file as a network
+        // namespace (`setns`, `IFLA_NET_NS_FD`), and what the file is.
+        let os = io::Error::from_raw_os_error(libc::EINVAL);
+        let source = match not_a_netns(fd) {
+            Some(what) => io::Error::new(os.kind(), format!("{os}: {what}")),
+            None => os,
+        };
+        Err(Error::Namespace {
+            operation: "use",
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     /// The namespace of the calling thread.
     pub fn current() -> Result<Netns> {
         Self::open_path("/proc/thread-self/ns/net")
@@ -389,9 +451,38 @@ impl Netns {
         if tokio::task::try_id().is_some() {
             return self.handle();
         }
+        self.socket_on_current_thread()?.into_handle()
+    }
+
+    /// Open a request socket in this namespace on the calling thread, as
+    /// [`handle_on_current_thread`](Self::handle_on_current_thread) does,
+    /// without registering it with a runtime: any thread can open it (one
+    /// with spare time while another waits for the kernel, say), and
+    /// [`RequestSocket::into_handle`] turns it into a [`Handle`] later,
+    /// inside the runtime. Call it on a thread that runs no tokio tasks.
+    ///
+    /// ```no_run
+    /// # fn example() -> overlay_netlink::Result<()> {
+    /// use overlay_netlink::Netns;
+    /// let pod = Netns::open_path("/run/netns/pod-1")?;
+    /// let socket = std::thread::spawn(move || pod.socket_on_current_thread())
+    ///     .join()
+    ///     .expect("thread")?;
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// runtime.block_on(async {
+    ///     let handle = socket.into_handle()?;
+    ///     assert!(handle.link().get("lo").await.is_ok());
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn socket_on_current_thread(&self) -> Result<RequestSocket> {
         let socket = on_current_thread_in(self.fd.as_fd(), &self.path, || open_socket(0))?
             .map_err(ns_error(OPEN_SOCKET, &self.path))?;
-        self.handle_over(socket)
+        Ok(RequestSocket {
+            socket,
+            netns: self.clone(),
+        })
     }
 
     pub(crate) fn open_socket(
@@ -552,8 +643,19 @@ mod tests {
             assert!(text.contains(&einval), "the OS's reason: {text}");
             assert!(text.contains(kind), "{text}");
         }
+        for (path, kind) in [(&dir, "a directory"), (&file, "a regular file")] {
+            let text = Netns::open_path(path)
+                .unwrap()
+                .verify()
+                .unwrap_err()
+                .to_string();
+            assert!(text.starts_with("use network namespace "), "{text}");
+            assert!(text.contains(kind), "{text}");
+        }
+        Netns::current().unwrap().verify().unwrap();
         // A namespace of another type.
         let mnt = Netns::open_path("/proc/self/ns/uts").unwrap();
+        assert!(mnt.verify().is_err());
         let text = mnt.run(|| ()).unwrap_err().to_string();
         assert!(text.contains("another type"), "{text}");
         fs::remove_dir_all(&dir).unwrap();

@@ -18,7 +18,7 @@
 //! ```
 
 use overlay_cni::{CniError, ErrorCode, Request};
-use overlay_netlink::{Handle, Netns};
+use overlay_netlink::{Handle, Netns, RequestSocket};
 
 /// A kernel (netlink) operation failed: creating or deleting links, setting
 /// them up, adding addresses and routes.
@@ -58,8 +58,10 @@ impl<T> NetlinkResultExt<T> for overlay_netlink::Result<T> {
     }
 }
 
-/// Open `CNI_NETNS`: code 4 when it is not set, code 3 (unknown container)
-/// when it cannot be opened, with the operating system's reason.
+/// Open `CNI_NETNS`: code 4 when it is not set or names no network
+/// namespace (a regular file, a directory: [`Netns::verify`]), code 3
+/// (unknown container) when it cannot be opened, with the operating
+/// system's reason.
 ///
 /// ```
 /// use overlay_cni::plugin::{CniEnv, Command, Request};
@@ -76,12 +78,14 @@ pub fn open_netns(req: &Request) -> Result<Netns, CniError> {
             "CNI_NETNS is required",
         )
     })?;
-    Netns::open_path(path).map_err(|e| {
+    let netns = Netns::open_path(path).map_err(|e| {
         CniError::new(
             ErrorCode::UnknownContainer,
             format!("cannot open CNI_NETNS: {e}"),
         )
-    })
+    })?;
+    netns.verify().map_err(pod_error)?;
+    Ok(netns)
 }
 
 /// A netlink handle in the container's namespace, opened on the calling
@@ -97,13 +101,41 @@ pub fn open_netns(req: &Request) -> Result<Netns, CniError> {
 /// # Ok(()) }
 /// ```
 pub fn pod_handle(netns: &Netns) -> Result<Handle, CniError> {
-    netns.handle_on_current_thread().map_err(|e| match e {
+    netns.handle_on_current_thread().map_err(pod_error)
+}
+
+/// [`pod_handle`] in two steps: the socket, opened on the calling thread
+/// (any thread that runs no tokio tasks, such as the one
+/// [`ipam::add_with`](crate::ipam::add_with) starts), and later, inside the
+/// runtime, [`pod_handle_from`]. The errors are [`pod_handle`]'s.
+///
+/// ```no_run
+/// # async fn f(req: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
+/// use overlay_plugin::error::{open_netns, pod_handle_from, pod_socket};
+/// let netns = open_netns(req)?;
+/// let socket = std::thread::spawn(move || pod_socket(&netns)).join().unwrap()?;
+/// let pod = pod_handle_from(socket)?;
+/// # Ok(()) }
+/// ```
+pub fn pod_socket(netns: &Netns) -> Result<RequestSocket, CniError> {
+    netns.socket_on_current_thread().map_err(pod_error)
+}
+
+/// The [`Handle`] over a socket from [`pod_socket`]; call it inside the
+/// runtime's context.
+pub fn pod_handle_from(socket: RequestSocket) -> Result<Handle, CniError> {
+    socket.into_handle().map_err(pod_error)
+}
+
+/// A failure to open a handle in `CNI_NETNS` as a CNI error.
+fn pod_error(e: overlay_netlink::Error) -> CniError {
+    match e {
         overlay_netlink::Error::Namespace { .. } => CniError::new(
             ErrorCode::InvalidEnvironmentVariables,
             format!("CNI_NETNS is not a usable network namespace: {e}"),
         ),
         e => netlink_error(CODE_NETLINK, "netlink socket in CNI_NETNS", &e),
-    })
+    }
 }
 
 /// A netlink handle in the plugin's own namespace ([`CODE_NETLINK`] on failure).
@@ -139,6 +171,26 @@ mod tests {
     /// `EACCES`, without a libc dependency.
     fn libc_eacces() -> i32 {
         13
+    }
+
+    #[test]
+    fn a_cni_netns_that_is_no_network_namespace_is_code_4() {
+        let env = overlay_cni::plugin::CniEnv {
+            netns: "/proc/self/ns/uts".into(),
+            ..Default::default()
+        };
+        let req = Request::new(
+            overlay_cni::plugin::Command::Add,
+            env,
+            br#"{"name":"n","type":"x"}"#,
+        )
+        .expect("valid config");
+        let err = open_netns(&req).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidEnvironmentVariables);
+        assert!(
+            err.msg.contains("not a usable network namespace"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -119,19 +119,62 @@ pub async fn blocking<T: Send + 'static>(
 /// # Ok(()) }
 /// ```
 pub fn add(ipam: Arc<dyn Ipam>, req: &Request) -> IpamTask<Lease> {
+    let req = req.clone();
+    spawn(move || ipam.add(&req))
+}
+
+/// [`add`], with `prepare` run first on the same thread: work the plugin
+/// needs only once the lease is there, taken off the thread that waits
+/// for the kernel (opening the container namespace's socket with
+/// [`pod_socket`](crate::error::pod_socket), for one). When `prepare`
+/// fails, IPAM is not called and its error is the answer; a panic in either
+/// is code 999.
+///
+/// ```no_run
+/// # async fn f(req: &overlay_cni::Request) -> Result<(), overlay_cni::CniError> {
+/// use overlay_plugin::error::{open_netns, pod_handle_from, pod_socket};
+/// let ipam = overlay_plugin::ipam::for_request(req)?;
+/// let netns = open_netns(req)?;
+/// let on_side = netns.clone();
+/// let task = overlay_plugin::ipam::add_with(ipam, req, move || pod_socket(&on_side));
+/// // ... create the links ...
+/// let (socket, lease) = task.await?;
+/// let pod = pod_handle_from(socket)?;
+/// # Ok(()) }
+/// ```
+pub fn add_with<P: Send + 'static>(
+    ipam: Arc<dyn Ipam>,
+    req: &Request,
+    prepare: impl FnOnce() -> Result<P, CniError> + Send + 'static,
+) -> IpamTask<(P, Lease)> {
+    let req = req.clone();
+    spawn(move || {
+        let prepared = prepare()?;
+        Ok((prepared, ipam.add(&req)?))
+    })
+}
+
+/// Run `call` on a thread of its own (see the [module docs](self)), or on
+/// this one when no thread can be started.
+fn spawn<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, CniError> + Send + 'static,
+) -> IpamTask<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let call = {
-        let (ipam, req) = (ipam.clone(), req.clone());
-        move || {
-            // The receiver may be gone (the ADD failed first); dropping the
-            // lease then releases the allocation.
-            let _ = tx.send(ipam.add(&req));
-        }
-    };
+    // Shared so that it can still run here when no thread starts (the
+    // failed spawn drops its closure).
+    let call = Arc::new(std::sync::Mutex::new(Some(call)));
+    let on_thread = call.clone();
     let spawned = std::thread::Builder::new()
         .name("ipam".into())
         .stack_size(IPAM_STACK)
-        .spawn(call);
+        .spawn(move || {
+            let call = on_thread.lock().ok().and_then(|mut c| c.take());
+            if let Some(call) = call {
+                // The receiver may be gone (the ADD failed first); dropping
+                // the answer then releases the allocation.
+                let _ = tx.send(call());
+            }
+        });
     match spawned {
         Ok(thread) => IpamTask {
             rx: Some(rx),
@@ -139,11 +182,17 @@ pub fn add(ipam: Arc<dyn Ipam>, req: &Request) -> IpamTask<Lease> {
             early: None,
         },
         // No thread (a process or memory limit): the call runs here.
-        Err(_) => IpamTask {
-            rx: None,
-            thread: None,
-            early: Some(ipam.add(req)),
-        },
+        Err(_) => {
+            let call = call.lock().ok().and_then(|mut c| c.take());
+            IpamTask {
+                rx: None,
+                thread: None,
+                early: Some(call.map_or_else(
+                    || Err(CniError::new(ErrorCode::Internal, "IPAM call lost")),
+                    |call| call(),
+                )),
+            }
+        }
     }
 }
 
@@ -303,6 +352,32 @@ mod tests {
         }
         drop(task);
         assert_eq!(reserved(dir.path()), Vec::<std::net::IpAddr>::new());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn add_with_prepares_on_the_ipam_thread_and_a_failed_preparation_allocates_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let req = host_local_add(dir.path());
+        let here = std::thread::current().id();
+        let task = add_with(for_request(&req).expect("host-local"), &req, move || {
+            // Nothing is allocated yet when the preparation runs.
+            Ok(std::thread::current().id())
+        });
+        let (prepared_on, lease) = task.await.expect("lease");
+        assert_ne!(prepared_on, here, "prepared on the IPAM thread");
+        assert_eq!(reserved(dir.path()).len(), 1);
+        drop(lease);
+        assert!(reserved(dir.path()).is_empty(), "released");
+
+        let failed = add_with(for_request(&req).expect("host-local"), &req, || {
+            Err::<(), _>(CniError::new(
+                ErrorCode::InvalidEnvironmentVariables,
+                "no netns",
+            ))
+        });
+        let err = failed.await.expect_err("the preparation's error");
+        assert_eq!(err.code, ErrorCode::InvalidEnvironmentVariables);
+        assert!(reserved(dir.path()).is_empty(), "IPAM never ran");
     }
 
     #[test]

@@ -8,10 +8,9 @@
 //! use overlay_plugin::veth::{self, Port};
 //!
 //! let netns = overlay_plugin::error::open_netns(req)?;
-//! let pod = overlay_plugin::error::pod_handle(&netns)?;
 //! let host = overlay_plugin::error::host_handle()?;
 //! let (bridge, _) = overlay_plugin::bridge::ensure(&host, "cni0", None).await?;
-//! let pair = veth::create(req, &host, (&netns, &pod), &Port::new().master(bridge.index)).await?;
+//! let pair = veth::create(req, &host, &netns, &Port::new().master(bridge.index)).await?;
 //! let interfaces = pair.interfaces(req, Some(&bridge));
 //! assert_eq!(interfaces.len(), 3);
 //! # Ok(()) }
@@ -112,14 +111,20 @@ impl VethPair {
 }
 
 /// Create the attachment's veth pair: the host end in `host`'s namespace,
-/// the container end as `CNI_IFNAME` in `pod` (its namespace and a handle
-/// in it), both up (the container end left down with
-/// [`Port::defer_pod_up`]). A taken `CNI_IFNAME` is [`CODE_IFNAME_TAKEN`]; other
-/// kernel failures are [`CODE_NETLINK`]. On failure nothing is left.
+/// the container end as `CNI_IFNAME` in `pod_ns`, both up (the container
+/// end left down with [`Port::defer_pod_up`]). A taken `CNI_IFNAME` is
+/// [`CODE_IFNAME_TAKEN`]; other kernel failures are [`CODE_NETLINK`]. On
+/// failure nothing is left.
+///
+/// The creation goes through `host`: the kernel creates the container end
+/// in its namespace and reports its index. A handle in the container's
+/// namespace is opened only when needed: to set the container end up
+/// (unless deferred), to say why a creation failed, or on kernels that do
+/// not report the peer.
 pub async fn create(
     req: &Request,
     host: &Handle,
-    (pod_ns, pod): (&Netns, &Handle),
+    pod_ns: &Netns,
     port: &Port,
 ) -> Result<VethPair, CniError> {
     let container_mac = req.container_mac();
@@ -142,6 +147,7 @@ pub async fn create(
     let host_end = match host.link().add_veth(&veth).await {
         Ok(link) => link,
         Err(e) if e.is_already_exists() => {
+            let pod = crate::error::pod_handle(pod_ns)?;
             let taken = pod.link().find(req.ifname()).await;
             return Err(match taken.or_cni(CODE_NETLINK, "look up CNI_IFNAME")? {
                 Some(_) => CniError::plugin(
@@ -161,12 +167,19 @@ pub async fn create(
     // chosen above, so the pod's namespace needs no look-up; the host and
     // pod requests go out together.
     let attach = async {
-        let (pod_index, pod_mac) = match host_end.parent {
-            Some(index) => (index, Some(container_mac)),
+        let (pod, pod_index, pod_mac) = match host_end.parent {
+            Some(index) => {
+                let pod = match port.defer_pod_up {
+                    true => None,
+                    false => Some(crate::error::pod_handle(pod_ns)?),
+                };
+                (pod, index, Some(container_mac))
+            }
             None => {
+                let pod = crate::error::pod_handle(pod_ns)?;
                 let link = pod.link().get(req.ifname()).await;
                 let link = link.or_cni(CODE_NETLINK, "find container veth")?;
-                (link.index, link.mac)
+                (Some(pod), link.index, link.mac)
             }
         };
         let hairpin = async {
@@ -176,9 +189,9 @@ pub async fn create(
             }
         };
         let up = async {
-            match port.defer_pod_up {
-                true => Ok(()),
-                false => pod.link().set_up(pod_index).await,
+            match (&pod, port.defer_pod_up) {
+                (Some(pod), false) => pod.link().set_up(pod_index).await,
+                _ => Ok(()),
             }
         };
         let (hairpin, up) = tokio::join!(hairpin, up);

@@ -105,7 +105,9 @@ use overlay_cni::ipam::Ipam;
 use overlay_cni::{CniError, CniResult, ErrorCode, Request};
 use overlay_core::mtu::{IpFamily, check_link_mtu};
 use overlay_netlink::{Address, Handle, Link, Netns, validate_ifname};
-use overlay_plugin::error::{CODE_NETLINK, host_handle, open_netns, pod_handle};
+use overlay_plugin::error::{
+    CODE_NETLINK, host_handle, open_netns, pod_handle, pod_handle_from, pod_socket,
+};
 use overlay_plugin::masq::{Masquerade, NftCommand};
 use overlay_plugin::veth::{self, Port, VethPair};
 use overlay_plugin::{AsyncPlugin, NetlinkResultExt, bridge, gc, iface, ipam};
@@ -188,7 +190,7 @@ impl OverlayBridge {
         req: &Request,
         conf: &BridgeConf,
         host: &Handle,
-        pod: (&Netns, &Handle),
+        pod_ns: &Netns,
     ) -> Result<Links, CniError> {
         let (bridge, created) = bridge::ensure(host, &conf.bridge, conf.mtu).await?;
         // The pod end goes up with its addresses and routes (`configure`).
@@ -202,7 +204,7 @@ impl OverlayBridge {
                 let up = host.link().set_up(bridge.index).await;
                 up.or_cni(CODE_NETLINK, "set bridge up")?;
             }
-            veth::create(req, host, pod, &port).await
+            veth::create(req, host, pod_ns, &port).await
         };
         match veth.await {
             Ok(veth) => Ok(Links {
@@ -286,19 +288,27 @@ impl AsyncPlugin for OverlayBridge {
             .with_details("overlay-netlink has no promiscuity setter; set it to false"));
         }
         conf.validate(&*ipam)?;
-        // The pod's socket first (microseconds, and a CNI_NETNS that is no
-        // network namespace fails here, before IPAM has written anything);
-        // then IPAM on its own thread (`ipam::add`: host-local's files or a
-        // delegate's process) while this thread builds the links.
+        // IPAM on its own thread (`ipam::add_with`: host-local's files or a
+        // delegate's process) while this thread builds the links. That
+        // thread first opens the socket in the pod's namespace, needed only
+        // for the pod side's configuration once the lease is there; a
+        // CNI_NETNS that is no network namespace fails there, before IPAM
+        // has written anything.
         let pod_ns = open_netns(req)?;
-        let pod = pod_handle(&pod_ns)?;
-        let lease = ipam::add(ipam, req);
+        let on_side = pod_ns.clone();
+        let prepared = ipam::add_with(ipam, req, move || pod_socket(&on_side));
         let host = host_handle()?;
-        let (links, lease) =
-            tokio::join!(Self::setup_links(req, &conf, &host, (&pod_ns, &pod)), lease);
+        let (links, prepared) =
+            tokio::join!(Self::setup_links(req, &conf, &host, &pod_ns), prepared);
         // On every failure below, dropping the lease releases the allocation.
-        let (links, lease) = match (links, lease) {
-            (Ok(links), Ok(lease)) => (links, lease),
+        let (links, pod, lease) = match (links, prepared) {
+            (Ok(links), Ok((socket, lease))) => match pod_handle_from(socket) {
+                Ok(pod) => (links, pod, lease),
+                Err(e) => {
+                    Self::undo(&host, &links, &[]).await;
+                    return Err(e);
+                }
+            },
             (Err(e), _) => return Err(e),
             (Ok(links), Err(e)) => {
                 Self::undo(&host, &links, &[]).await;

@@ -123,7 +123,7 @@ impl AsyncPlugin for Overlay {
             .hairpin(conf.hairpin_mode)
             .defer_pod_up();
         port.mtu = bridge.mtu;
-        let created = veth::create(req, &host, (&pod_ns, &pod), &port).await;
+        let created = veth::create(req, &host, &pod_ns, &port).await;
         // A failed allocation is the error (as when it ran first), and
         // leaves no veth pair; a failed creation gives the address back.
         let (pair, allocation) = match (created, pending.allocated()) {
