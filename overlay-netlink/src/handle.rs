@@ -184,18 +184,7 @@ impl Handle {
         object: &str,
         message: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        let mut attempt = 0;
-        loop {
-            match self
-                .request(operation, object, message.clone(), NLM_F_DUMP)
-                .await
-            {
-                Err(e) if e.kind() == Some(ErrorKind::Interrupted) && attempt < DUMP_RETRIES => {
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        retry_interrupted(|| self.request(operation, object, message.clone(), NLM_F_DUMP)).await
     }
 
     /// Like [`Handle::dump`], with the kernel's messages unparsed.
@@ -205,17 +194,23 @@ impl Handle {
         object: &str,
         message: RouteNetlinkMessage,
     ) -> Result<Vec<u8>> {
-        let mut attempt = 0;
-        loop {
-            match self
-                .request_raw(operation, object, message.clone(), NLM_F_DUMP)
-                .await
-            {
-                Err(e) if e.kind() == Some(ErrorKind::Interrupted) && attempt < DUMP_RETRIES => {
-                    attempt += 1;
-                }
-                other => return other,
+        retry_interrupted(|| self.request_raw(operation, object, message.clone(), NLM_F_DUMP)).await
+    }
+}
+
+/// Run `dump` again, up to [`DUMP_RETRIES`] times, while a concurrent
+/// change interrupts it.
+async fn retry_interrupted<T, F>(mut dump: impl FnMut() -> F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match dump().await {
+            Err(e) if e.kind() == Some(ErrorKind::Interrupted) && attempt < DUMP_RETRIES => {
+                attempt += 1;
             }
+            other => return other,
         }
     }
 }

@@ -196,16 +196,24 @@ impl Link {
     }
 }
 
+impl VxlanInfo {
+    /// Parameters before any attribute is read: VNI 0, no addresses, port
+    /// 0, learning and GBP off.
+    pub(crate) fn unset() -> VxlanInfo {
+        VxlanInfo {
+            vni: Vni::default(),
+            local: None,
+            remote: None,
+            underlay: None,
+            port: 0,
+            learning: false,
+            gbp: false,
+        }
+    }
+}
+
 fn vxlan_info(attrs: &[InfoVxlan]) -> VxlanInfo {
-    let mut info = VxlanInfo {
-        vni: Vni::default(),
-        local: None,
-        remote: None,
-        underlay: None,
-        port: 0,
-        learning: false,
-        gbp: false,
-    };
+    let mut info = VxlanInfo::unset();
     for a in attrs {
         match a {
             // IFLA_VXLAN_ID: the kernel holds 24 bits.

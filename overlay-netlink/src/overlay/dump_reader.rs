@@ -210,15 +210,7 @@ pub(crate) fn link(payload: &[u8]) -> Option<Link> {
 
 /// The VXLAN attributes of a link's `IFLA_INFO_DATA`.
 fn vxlan(data: &[u8]) -> VxlanInfo {
-    let mut info = VxlanInfo {
-        vni: Vni::default(),
-        local: None,
-        remote: None,
-        underlay: None,
-        port: 0,
-        learning: false,
-        gbp: false,
-    };
+    let mut info = VxlanInfo::unset();
     for (kind, value) in attributes(data) {
         match kind {
             // The kernel holds 24 bits.
@@ -334,13 +326,21 @@ pub(crate) mod fixtures {
     /// `RTM_GETLINK` dump (statistics included): `lo` and the two VXLAN
     /// devices.
     pub(crate) const LINK: &[u8] = include_bytes!("../../tests/fixtures/link.bin");
-    /// Every fixture, with its file name.
-    pub(crate) const ALL: [(&str, &[u8]); 6] = [
+    /// The dumps a reconcile reads, with their file names.
+    pub(crate) const RECONCILE: [(&str, &[u8]); 5] = [
         ("neigh-inet.bin", NEIGH_INET),
         ("neigh-inet6.bin", NEIGH_INET6),
         ("fdb-bridge.bin", FDB),
         ("route-inet.bin", ROUTE_INET),
         ("route-inet6.bin", ROUTE_INET6),
+    ];
+    /// Every fixture, with its file name.
+    pub(crate) const ALL: [(&str, &[u8]); 6] = [
+        RECONCILE[0],
+        RECONCILE[1],
+        RECONCILE[2],
+        RECONCILE[3],
+        RECONCILE[4],
         ("link.bin", LINK),
     ];
     /// Index of `flannel.1`.

@@ -534,7 +534,7 @@ mod tests {
     fn current_from_fixtures(device: u32) -> Current {
         use crate::overlay::dump_reader::fixtures;
         let mut c = Current::default();
-        for (_, bytes) in fixtures::ALL {
+        for (_, bytes) in fixtures::RECONCILE {
             for (message_type, payload) in crate::transport::raw_messages(bytes) {
                 assert!(absorb(device, &mut c, Source::Dump, message_type, payload));
             }
