@@ -14,7 +14,9 @@
 //! meanwhile: `host-local`'s file operations (locking, creating the
 //! reservation file on the file system, some 0.1-0.2 ms) or a delegate's
 //! process (milliseconds) run on the second CPU while this thread waits
-//! for the kernel. [`del`] runs a delegate on the blocking pool and
+//! for the kernel. [`add_with`] first runs other work that can wait for
+//! the lease on that thread (opening the container namespace's socket).
+//! [`del`] runs a delegate on the blocking pool and
 //! in-process `host-local` on the calling thread (a DEL's kernel work
 //! is short).
 //!
