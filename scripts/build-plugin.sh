@@ -46,9 +46,11 @@ bin_args=()
 for bin in "${bins[@]}"; do
     bin_args+=(--bin "$bin")
 done
+# No default features: those are the node agent's (tokio's signal driver,
+# which every plugin command would otherwise set up for nothing).
 CARGO_ENCODED_RUSTFLAGS="-Ctarget-feature=+crt-static" \
     "$cargo" build --quiet --profile dist --target "$target" \
-    -p overlay-examples "${bin_args[@]}" >&2
+    -p overlay-examples --no-default-features "${bin_args[@]}" >&2
 for bin in "${bins[@]}"; do
     echo "${CARGO_TARGET_DIR:-$PWD/target}/$target/dist/$bin"
 done
