@@ -448,9 +448,6 @@ impl Netns {
     /// # Ok(()) }
     /// ```
     pub fn handle_on_current_thread(&self) -> Result<Handle> {
-        if tokio::task::try_id().is_some() {
-            return self.handle();
-        }
         self.socket_on_current_thread()?.into_handle()
     }
 
@@ -459,7 +456,9 @@ impl Netns {
     /// without registering it with a runtime: any thread can open it (one
     /// with spare time while another waits for the kernel, say), and
     /// [`RequestSocket::into_handle`] turns it into a [`Handle`] later,
-    /// inside the runtime. Call it on a thread that runs no tokio tasks.
+    /// inside the runtime. Called from a tokio task, it opens the socket on
+    /// a helper thread, as [`handle`](Self::handle) does: `setns` never
+    /// runs on a thread that runs tasks.
     ///
     /// ```no_run
     /// # fn example() -> overlay_netlink::Result<()> {
@@ -477,8 +476,12 @@ impl Netns {
     /// # }
     /// ```
     pub fn socket_on_current_thread(&self) -> Result<RequestSocket> {
-        let socket = on_current_thread_in(self.fd.as_fd(), &self.path, || open_socket(0))?
-            .map_err(ns_error(OPEN_SOCKET, &self.path))?;
+        let socket = if tokio::task::try_id().is_some() {
+            self.open_socket(0, OPEN_SOCKET)?
+        } else {
+            on_current_thread_in(self.fd.as_fd(), &self.path, || open_socket(0))?
+                .map_err(ns_error(OPEN_SOCKET, &self.path))?
+        };
         Ok(RequestSocket {
             socket,
             netns: self.clone(),
