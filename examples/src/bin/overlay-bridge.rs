@@ -288,12 +288,10 @@ impl AsyncPlugin for OverlayBridge {
             .with_details("overlay-netlink has no promiscuity setter; set it to false"));
         }
         conf.validate(&*ipam)?;
-        // IPAM on its own thread (`ipam::add_with`: host-local's files or a
-        // delegate's process) while this thread builds the links. That
-        // thread first opens the socket in the pod's namespace, needed only
-        // for the pod side's configuration once the lease is there; a
-        // CNI_NETNS that is no network namespace fails there, before IPAM
-        // has written anything.
+        // `open_netns` refuses a CNI_NETNS that is no network namespace
+        // before anything is created. IPAM then runs on its own thread
+        // (`ipam::add_with`) while this one builds the links; that thread
+        // first opens the pod namespace's socket, needed only with the lease.
         let pod_ns = open_netns(req)?;
         let on_side = pod_ns.clone();
         let prepared = ipam::add_with(ipam, req, move || pod_socket(&on_side));
@@ -301,14 +299,9 @@ impl AsyncPlugin for OverlayBridge {
         let (links, prepared) =
             tokio::join!(Self::setup_links(req, &conf, &host, &pod_ns), prepared);
         // On every failure below, dropping the lease releases the allocation.
+        let prepared = prepared.and_then(|(socket, lease)| Ok((pod_handle_from(socket)?, lease)));
         let (links, pod, lease) = match (links, prepared) {
-            (Ok(links), Ok((socket, lease))) => match pod_handle_from(socket) {
-                Ok(pod) => (links, pod, lease),
-                Err(e) => {
-                    Self::undo(&host, &links, &[]).await;
-                    return Err(e);
-                }
-            },
+            (Ok(links), Ok((pod, lease))) => (links, pod, lease),
             (Err(e), _) => return Err(e),
             (Ok(links), Err(e)) => {
                 Self::undo(&host, &links, &[]).await;
