@@ -51,7 +51,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 
@@ -211,8 +210,15 @@ macro_rules! privileged_test {
 }
 
 /// Make a name with the `ovt-` prefix that no other guard in any process on
-/// this machine uses at the same time: prefix, process id, a per-process counter
-/// and a few bits of the clock.
+/// this machine uses at the same time.
+///
+/// The name packs the process id (22 bits, Linux's largest `pid_max`) and a
+/// per-process counter (18 bits) into 8 base-32 digits, so two live processes,
+/// or two calls in one process, never get the same name: the mapping from
+/// (pid, counter) to name is one-to-one. Only a name left behind by a process
+/// that died without cleaning up, and whose pid a new process now has, can be
+/// taken; [`TestNetns::with_kind`] steps over such a name. The counter wraps
+/// after 262,144 names in one process.
 ///
 /// The result is at most 15 bytes when `kind` is at most 3 bytes, so it can
 /// also serve as an interface name.
@@ -226,14 +232,20 @@ macro_rules! privileged_test {
 pub fn unique_name(kind: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    // pid (up to 2^22) and counter mixed with the clock, as 8 hex digits.
-    let mix = (u64::from(std::process::id()) << 20) ^ (n << 8) ^ u64::from(nanos >> 12);
-    let mix = (mix ^ (mix >> 32)) as u32;
-    format!("{PREFIX}{kind}{mix:08x}")
+    name_for(kind, std::process::id(), n)
+}
+
+/// The name [`unique_name`] gives to call `n` of process `pid`.
+fn name_for(kind: &str, pid: u32, n: u64) -> String {
+    const DIGITS: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
+    const COUNTER_BITS: u32 = 18;
+    let packed =
+        (u64::from(pid) & ((1 << 22) - 1)) << COUNTER_BITS | (n & ((1 << COUNTER_BITS) - 1));
+    let digits: String = (0..8)
+        .rev()
+        .map(|i| char::from(DIGITS[((packed >> (5 * i)) & 31) as usize]))
+        .collect();
+    format!("{PREFIX}{kind}{digits}")
 }
 
 /// Render a command line for error messages.
@@ -308,8 +320,23 @@ impl TestNetns {
 
     /// Like [`TestNetns::new`], with a short tag (at most 3 bytes is best) in
     /// the name to tell namespaces apart in `ip netns list`.
+    ///
+    /// A name that a crashed earlier process left in `/run/netns` (possible
+    /// only when the pid has been reused) is stepped over: the next name is
+    /// tried, a few times at most.
     pub fn with_kind(kind: &str) -> Result<Self> {
-        Self::named(unique_name(kind))
+        let mut attempt = 0;
+        loop {
+            let name = unique_name(kind);
+            match Self::named(name) {
+                Err(Error::Command { stderr, .. })
+                    if attempt < 8 && stderr.contains("File exists") =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Create a namespace with exactly this name and bring its loopback up.
@@ -594,6 +621,26 @@ mod tests {
             (0..1000).map(|_| unique_name("ns")).collect();
         assert_eq!(names.len(), 1000);
         assert!(names.iter().all(|n| n.starts_with(PREFIX) && n.len() <= 15));
+    }
+
+    #[test]
+    fn names_are_one_to_one_in_pid_and_counter() {
+        // Every counter value of one process, with clocks and timing out of
+        // the picture: the scheme this replaced mixed in clock bits that could
+        // cancel the counter's and gave two namespaces of one test one name.
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..(1 << 18) {
+            assert!(seen.insert(name_for("pod", 4_194_303, n)), "counter {n}");
+        }
+        // Across processes: pids that differ in any bit, same counter.
+        let names: std::collections::HashSet<String> = [1u32, 2, 3, 1 << 12, 4_194_303]
+            .iter()
+            .flat_map(|&pid| (0..64).map(move |n| name_for("pod", pid, n)))
+            .collect();
+        assert_eq!(names.len(), 5 * 64);
+        let longest = name_for("pod", 4_194_303, (1 << 18) - 1);
+        assert_eq!(longest, "ovt-podvvvvvvvv");
+        assert!(longest.len() <= 15);
     }
 
     #[test]
