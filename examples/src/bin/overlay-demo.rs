@@ -45,27 +45,26 @@
 //! It only wires the library crates and the example binaries together; the
 //! logic lives in them.
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use ipnet::IpNet;
-use overlay_core::encap::{Encapsulation, TunnelConfig, VxlanEncap};
-use overlay_core::wire::ethernet::{self, EtherType};
-use overlay_core::wire::{Vni, ipv4, ipv6};
-use overlay_examples::agent::status::{Encryption, Status};
-use overlay_examples::cluster::{Cluster, ClusterConfig, NetnsRegistry};
+use overlay_examples::agent::status::Encryption;
+use overlay_examples::cluster::{
+    Cluster, ClusterConfig, NetnsRegistry, kill_children_in, netns_inodes,
+};
+use overlay_examples::demo::capture::{Capture, describe_frame, vxlan_params};
+use overlay_examples::demo::report::{
+    IpamRow, Kept, blocks_or_none, ipam_table, keep_help, plural,
+};
+use overlay_examples::demo::signals::{exit_status, signal_name, take_stop_signals};
 use overlay_testsupport::{CAP_NET_ADMIN, CAP_SYS_ADMIN, effective_capabilities};
-use pcap_file::pcap::PcapReader;
 
 /// A local overlay cluster in network namespaces: nodes running overlayd,
 /// pods attached by the overlay CNI plugin, a pod-to-pod ping matrix across
@@ -169,101 +168,6 @@ fn has_privileges() -> Option<bool> {
     )
 }
 
-/// The signals that stop the demo.
-const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
-
-/// The write end of the pipe [`on_signal`] writes the signal number to.
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
-
-/// The handler of SIGINT and SIGTERM: it only writes the signal number to
-/// [`SIGNAL_PIPE`] (write(2) is async-signal-safe), for the signal thread.
-extern "C" fn on_signal(sig: libc::c_int) {
-    // SAFETY: errno is thread-local; write(2) gets a valid one-byte buffer.
-    unsafe {
-        let errno = *libc::__errno_location();
-        let byte = u8::try_from(sig).unwrap_or(0);
-        libc::write(
-            SIGNAL_PIPE.load(Ordering::SeqCst),
-            std::ptr::from_ref(&byte).cast(),
-            1,
-        );
-        *libc::__errno_location() = errno;
-    }
-}
-
-/// Catch SIGINT and SIGTERM with [`on_signal`] and take them on a thread of
-/// their own: the first one is sent on `events`, later ones only print that
-/// the cleanup is under way.
-///
-/// The signals are caught, not blocked: a blocked signal stays blocked in
-/// the processes the demo starts (`std::process::Command` keeps the signal
-/// mask), and `overlayd` must stop on SIGTERM. A caught signal is reset to
-/// its default action by exec(2), so `overlayd`, `ping` and `tcpdump` react
-/// to Ctrl-C as usual. A signal that is ignored when the demo starts (a
-/// background job of a shell without job control) stays ignored.
-fn take_stop_signals(events: mpsc::Sender<Event>) -> Result<()> {
-    let mut fds = [-1 as libc::c_int; 2];
-    // SAFETY: pipe2(2) gets a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("signal pipe");
-    }
-    let [read_end, write_end] = fds;
-    SIGNAL_PIPE.store(write_end, Ordering::SeqCst);
-    std::thread::Builder::new()
-        .name("stop-signals".into())
-        .spawn(move || {
-            let mut first = true;
-            loop {
-                let mut byte = 0u8;
-                // SAFETY: read(2) into a valid one-byte buffer.
-                let n = unsafe { libc::read(read_end, std::ptr::from_mut(&mut byte).cast(), 1) };
-                if n != 1 {
-                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return;
-                }
-                let sig = libc::c_int::from(byte);
-                if first {
-                    first = false;
-                    let _ = events.send(Event::Signal(sig));
-                } else {
-                    eprintln!("{}: still cleaning up", signal_name(sig));
-                }
-            }
-        })
-        .context("start the signal thread")?;
-    for sig in STOP_SIGNALS {
-        // SAFETY: sigaction(2) with zero-initialised (valid) structures, a
-        // handler of the right type and an initialised mask.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
-                return Err(std::io::Error::last_os_error()).context("read a signal's action");
-            }
-            if old.sa_sigaction == libc::SIG_IGN {
-                continue;
-            }
-            let mut act: libc::sigaction = std::mem::zeroed();
-            act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut act.sa_mask);
-            act.sa_flags = libc::SA_RESTART;
-            if libc::sigaction(sig, &act, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error()).context("catch SIGINT and SIGTERM");
-            }
-        }
-    }
-    Ok(())
-}
-
-fn signal_name(sig: libc::c_int) -> &'static str {
-    match sig {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        _ => "signal",
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     if has_privileges() == Some(false) {
@@ -274,7 +178,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let (events, done) = mpsc::channel();
-    if let Err(e) = take_stop_signals(events.clone()) {
+    let on_signal = events.clone();
+    if let Err(e) = take_stop_signals(move |sig| {
+        let _ = on_signal.send(Event::Signal(sig));
+    }) {
         eprintln!("overlay-demo: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -344,73 +251,13 @@ fn main() -> ExitCode {
             // A process that entered a namespace after its processes were
             // listed (`ip netns exec` racing the deletion) keeps it alive
             // without a name: find it by the namespace's inode.
-            kill_processes_in(&inodes);
+            kill_children_in(&inodes);
             let _ = std::fs::remove_dir_all(&work_dir);
-            // 128 + signal number, as a shell reports a process killed by it.
-            ExitCode::from(u8::try_from(128 + sig).unwrap_or(1))
+            ExitCode::from(exit_status(sig))
         }
         Err(_) => {
             eprintln!("overlay-demo: the demo thread vanished");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// The inodes of the network namespaces named `<prefix>-*`.
-fn netns_inodes(prefix: &str) -> BTreeSet<u64> {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return BTreeSet::new();
-    };
-    dir.flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('-'))
-        })
-        .filter_map(|e| std::fs::metadata(e.path()).ok())
-        .map(|m| m.ino())
-        .collect()
-}
-
-/// SIGKILL every child of this process whose network namespace is one of
-/// `inodes` (children only: a namespace inode may be reused as soon as the
-/// namespace is destroyed, by anyone).
-fn kill_processes_in(inodes: &BTreeSet<u64>) {
-    let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        let held = std::fs::read_link(entry.path().join("ns/net"))
-            .ok()
-            .and_then(|l| {
-                l.to_str()?
-                    .strip_prefix("net:[")?
-                    .strip_suffix(']')?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .is_some_and(|ino| inodes.contains(&ino));
-        // The parent pid: the 2nd field after the command, which is in
-        // parentheses and may hold spaces.
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let child = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            == Some(me.as_str());
-        if held && child {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
         }
     }
 }
@@ -479,7 +326,16 @@ fn run(args: &Args, prefix: &str, registry: NetnsRegistry, work_dir: &Path) -> R
             _ => None,
         };
         let names = cluster.keep();
-        print_keep_help(&names, prefix, &bin_dir, work_dir, ping);
+        println!(
+            "{}",
+            keep_help(&Kept {
+                names: &names,
+                prefix,
+                bin_dir: &bin_dir,
+                work_dir,
+                ping,
+            })
+        );
         return Ok(Finished::Kept);
     }
     let (pods, nodes) = (cluster.pods().len(), cluster.nodes().len());
@@ -506,7 +362,20 @@ fn demo(cluster: &mut Cluster, args: &Args, bin_dir: &Path, work_dir: &Path) -> 
             node.ip
         ));
     }
-    wait_ready(cluster)?;
+    say("waiting for the agents to join the mesh, claim address space and program their peers");
+    cluster.wait_each_ready(READY_TIMEOUT, |s, took| {
+        say(format!(
+            "{}: overlayd ready after {:.1}s: {}, encryption {}, owns {}",
+            s.node.name,
+            took.as_secs_f64(),
+            plural(s.peers.len(), "peer"),
+            match s.encryption {
+                Encryption::Encrypted => "on",
+                Encryption::Unencrypted => "off",
+            },
+            blocks_or_none(&s.node.blocks),
+        ));
+    })?;
 
     say(format!(
         "attaching {} per node with the overlay CNI plugin ({}), run as a container runtime runs it",
@@ -532,17 +401,42 @@ fn demo(cluster: &mut Cluster, args: &Args, bin_dir: &Path, work_dir: &Path) -> 
         }
     }
     cluster.distinct_addresses()?;
-    wait_routes(cluster)?;
+    let took = cluster.wait_routes(ROUTES_TIMEOUT)?;
+    say(format!(
+        "routes converged after {:.1}s: every node routes every other node's blocks through its VXLAN device",
+        took.as_secs_f64()
+    ));
 
     checkpoint()?;
     say("topology (overlayctl topology on node-1):");
     show(&cluster.overlayctl(0, &["topology"])?);
     say("IPAM: the blocks each node owns and the addresses used in them:");
-    show(&ipam_table(cluster)?);
+    let statuses = cluster.statuses()?;
+    let rows: Vec<IpamRow<'_>> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, status)| IpamRow {
+            status,
+            underlay: cluster.nodes()[i].ip,
+            pods: cluster
+                .pods()
+                .iter()
+                .filter(|p| p.node == i)
+                .map(|p| (p.container_id.clone(), p.ip))
+                .collect(),
+        })
+        .collect();
+    show(&ipam_table(&rows));
 
     checkpoint()?;
-    let (vni, port) = vxlan_params(cluster)?;
-    let capture = Capture::start(cluster, work_dir, port);
+    let (vni, port) = vxlan_params(cluster, 0, VXLAN)?;
+    let capture = Capture::start(cluster, 0, work_dir, port);
+    if let Ok(c) = &capture {
+        say(format!(
+            "tcpdump captures VXLAN (udp port {port}) on node-1's underlay port {} in {}",
+            c.interface, c.netns
+        ));
+    }
     let pairs = cluster.pods().len() * cluster.pods().len().saturating_sub(1);
     say(format!(
         "ping matrix: every pod pings every other pod, on its node and across nodes ({pairs} pairs)"
@@ -570,7 +464,7 @@ fn demo(cluster: &mut Cluster, args: &Args, bin_dir: &Path, work_dir: &Path) -> 
         "all {pairs} pairs answered: pod traffic crosses the nodes through VXLAN"
     ));
     match captured {
-        Ok(Ok(Some(frame))) => say(decode(cluster, &frame, vni, port)?),
+        Ok(Ok(Some(frame))) => say(describe_frame(cluster, &frame, vni, port)?),
         Ok(Ok(None)) => say("(tcpdump captured no VXLAN packet)"),
         Ok(Err(e)) | Err(e) => say(format!("(no capture: {e:#})")),
     }
@@ -581,392 +475,4 @@ fn demo(cluster: &mut Cluster, args: &Args, bin_dir: &Path, work_dir: &Path) -> 
         ));
     }
     Ok(())
-}
-
-/// Wait until every agent is ready (IPAM `ready`, every other node
-/// programmed as a peer), saying so per node.
-fn wait_ready(cluster: &mut Cluster) -> Result<()> {
-    say("waiting for the agents to join the mesh, claim address space and program their peers");
-    let nodes = cluster.nodes().len();
-    let start = Instant::now();
-    let mut ready = vec![false; nodes];
-    while ready.contains(&false) {
-        checkpoint()?;
-        let running = cluster.running();
-        for (i, ready) in ready.iter_mut().enumerate() {
-            if *ready {
-                continue;
-            }
-            if !running.contains(&i) {
-                bail!(
-                    "overlayd on {} exited:\n{}",
-                    cluster.nodes()[i].name,
-                    cluster.log_tail(i, 20)
-                );
-            }
-            let Ok(s) = cluster.status(i) else { continue };
-            if s.ipam.state == "ready" && s.datapath.peers_programmed + 1 == nodes {
-                *ready = true;
-                say(format!(
-                    "{}: overlayd ready after {:.1}s: {}, encryption {}, owns {}",
-                    s.node.name,
-                    start.elapsed().as_secs_f64(),
-                    plural(s.peers.len(), "peer"),
-                    match s.encryption {
-                        Encryption::Encrypted => "on",
-                        Encryption::Unencrypted => "off",
-                    },
-                    blocks_or_none(&s.node.blocks),
-                ));
-            }
-        }
-        if start.elapsed() > READY_TIMEOUT {
-            let mut msg = format!("agents not ready after {READY_TIMEOUT:?}:");
-            for i in (0..nodes).filter(|i| !ready[*i]) {
-                msg.push_str(&format!(
-                    "\n--- {}:\n{}",
-                    cluster.nodes()[i].name,
-                    cluster.log_tail(i, 15)
-                ));
-            }
-            bail!(msg);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
-/// `1 pod`, `2 pods`.
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
-}
-
-fn blocks_or_none(blocks: &[String]) -> String {
-    if blocks.is_empty() {
-        "no block yet".into()
-    } else {
-        blocks.join(" ")
-    }
-}
-
-/// Every node's status.
-fn statuses(cluster: &Cluster) -> Result<Vec<Status>> {
-    (0..cluster.nodes().len())
-        .map(|i| cluster.status(i))
-        .collect()
-}
-
-/// Wait until every node routes every block the other nodes own (what each
-/// node says it owns), and has programmed that many routes.
-fn wait_routes(cluster: &Cluster) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        checkpoint()?;
-        let all = statuses(cluster)?;
-        let converged = all.iter().all(|s| {
-            let remote: usize = all
-                .iter()
-                .filter(|o| o.node.id != s.node.id)
-                .map(|o| o.node.blocks.len())
-                .sum();
-            let views_agree = all.iter().filter(|o| o.node.id != s.node.id).all(|o| {
-                s.peers
-                    .iter()
-                    .any(|p| p.id == o.node.id && sorted(&p.blocks) == sorted(&o.node.blocks))
-            });
-            views_agree && s.datapath.routes == remote
-        });
-        if converged {
-            say(format!(
-                "routes converged after {:.1}s: every node routes every other node's blocks through its VXLAN device",
-                start.elapsed().as_secs_f64()
-            ));
-            return Ok(());
-        }
-        if start.elapsed() > ROUTES_TIMEOUT {
-            let mut msg = format!("routes not converged after {ROUTES_TIMEOUT:?}:");
-            for s in &all {
-                msg.push_str(&format!(
-                    "\n{}: owns {:?}, {} routes; sees {:?}",
-                    s.node.name,
-                    s.node.blocks,
-                    s.datapath.routes,
-                    s.peers
-                        .iter()
-                        .map(|p| (&p.name, &p.blocks))
-                        .collect::<Vec<_>>()
-                ));
-            }
-            bail!(msg);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn sorted(v: &[String]) -> Vec<&String> {
-    let mut v: Vec<&String> = v.iter().collect();
-    v.sort();
-    v
-}
-
-/// One row per node: its blocks, the addresses used and free in them, and
-/// its pods.
-fn ipam_table(cluster: &Cluster) -> Result<String> {
-    let all = statuses(cluster)?;
-    let mut rows = vec![[
-        "NODE".to_owned(),
-        "UNDERLAY".into(),
-        "BLOCKS".into(),
-        "USED".into(),
-        "FREE".into(),
-        "PODS".into(),
-    ]];
-    for (i, s) in all.iter().enumerate() {
-        let pods: Vec<String> = cluster
-            .pods()
-            .iter()
-            .filter(|p| p.node == i)
-            .map(|p| format!("{} {}", p.container_id, p.ip))
-            .collect();
-        rows.push([
-            s.node.name.clone(),
-            cluster.nodes()[i].ip.to_string(),
-            s.ipam
-                .blocks
-                .iter()
-                .map(|b| b.cidr.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-            s.ipam.used.to_string(),
-            s.ipam.free.to_string(),
-            pods.join(", "),
-        ]);
-    }
-    let mut widths = [0usize; 6];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(|(c, (cell, w))| match c {
-                3 | 4 => format!("{cell:>w$}"),
-                5 => cell.clone(),
-                _ => format!("{cell:<w$}"),
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out.push_str(&format!(
-        "range {} (state {} on every node; `overlayctl status ipam` shows one node's full view)",
-        all.first().map_or("", |s| s.ipam.range.as_str()),
-        all.first().map_or("", |s| s.ipam.state.as_str()),
-    ));
-    Ok(out)
-}
-
-/// The VNI and UDP port of node 1's VXLAN device, as the kernel reports
-/// them (`ip -details -json link show`).
-fn vxlan_params(cluster: &Cluster) -> Result<(Vni, u16)> {
-    let out = cluster.exec(
-        0,
-        &["ip", "-details", "-json", "link", "show", "dev", VXLAN],
-    )?;
-    let json: serde_json::Value = serde_json::from_str(&out).context("ip -json output")?;
-    let data = &json[0]["linkinfo"]["info_data"];
-    let vni = data["id"]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| anyhow!("no VNI on {VXLAN}: {out}"))?;
-    let port = data["port"]
-        .as_u64()
-        .and_then(|v| u16::try_from(v).ok())
-        .ok_or_else(|| anyhow!("no UDP port on {VXLAN}: {out}"))?;
-    Ok((Vni::new(vni)?, port))
-}
-
-/// `tcpdump` on node 1's underlay port in the switch namespace, writing
-/// VXLAN packets to a pcap file until stopped. Killed if dropped.
-struct Capture {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Capture {
-    /// Start it and wait until it listens (it says so on standard error
-    /// before it captures anything).
-    fn start(cluster: &Cluster, work_dir: &Path, port: u16) -> Result<Capture> {
-        let switch = cluster
-            .switch_netns()
-            .ok_or_else(|| anyhow!("no underlay switch"))?;
-        let interface = cluster
-            .underlay_port(0)
-            .ok_or_else(|| anyhow!("no node 1"))?;
-        let file = work_dir.join("underlay.pcap");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", switch.name(), "tcpdump", "-i", &interface])
-            .args(["-s", "256", "-U", "-w"])
-            .arg(&file)
-            .args(["udp", "dst", "port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("start tcpdump")?;
-        let stderr = child.stderr.take().context("tcpdump's standard error")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stderr).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut capture = Capture { child, file };
-        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-        if !line.contains("listening") {
-            let _ = capture.child.kill();
-            bail!("tcpdump: {}", line.trim());
-        }
-        say(format!(
-            "tcpdump captures VXLAN (udp port {port}) on node-1's underlay port {interface} in {}",
-            switch.name()
-        ));
-        Ok(capture)
-    }
-
-    /// Stop it (SIGTERM: it flushes the file) and return the first packet.
-    fn finish(mut self) -> Result<Option<Vec<u8>>> {
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let pcap =
-            std::fs::read(&self.file).with_context(|| format!("read {}", self.file.display()))?;
-        let mut reader = PcapReader::new(pcap.as_slice()).context("pcap header")?;
-        Ok(match reader.next_packet() {
-            Some(packet) => Some(packet.context("pcap record")?.data.into_owned()),
-            None => None,
-        })
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One captured underlay frame, decoded by overlay-core: the outer
-/// addresses (with the nodes they belong to), the VNI and the inner packet.
-fn decode(cluster: &Cluster, frame: &[u8], vni: Vni, port: u16) -> Result<String> {
-    // Captured as it leaves node 1, the outer UDP checksum may still be left
-    // to the NIC (veth completes it lazily), so it is not verified here.
-    let vxlan =
-        VxlanEncap::new(vni).with_config(TunnelConfig::new(port).with_verify_udp_checksum(false));
-    let d = vxlan
-        .decapsulate(frame)
-        .context("decode the captured packet")?;
-    let who = |ip: IpAddr| {
-        cluster
-            .nodes()
-            .iter()
-            .find(|n| n.ip == ip)
-            .map_or_else(|| ip.to_string(), |n| format!("{ip} ({})", n.name))
-    };
-    let pod = |ip: IpAddr| {
-        cluster
-            .pods()
-            .iter()
-            .find(|p| p.ip == ip)
-            .map_or_else(|| ip.to_string(), |p| format!("{ip} ({})", p.container_id))
-    };
-    let inner = match ethernet::Packet::new_checked(d.inner()) {
-        Ok(eth) => match eth.ethertype() {
-            EtherType::Ipv4 => match ipv4::Packet::new_checked(eth.payload()) {
-                Ok(ip) => format!(
-                    "inner IPv4 {} -> {} {}",
-                    pod(ip.src_addr().into()),
-                    pod(ip.dst_addr().into()),
-                    ip.protocol()
-                ),
-                Err(e) => format!("inner IPv4 ({e})"),
-            },
-            EtherType::Ipv6 => match ipv6::Packet::new_checked(eth.payload()) {
-                Ok(ip) => format!(
-                    "inner IPv6 {} -> {} {}",
-                    pod(ip.src_addr().into()),
-                    pod(ip.dst_addr().into()),
-                    ip.next_header()
-                ),
-                Err(e) => format!("inner IPv6 ({e})"),
-            },
-            other => format!("inner ethertype {other:?}"),
-        },
-        Err(e) => format!("inner frame ({e})"),
-    };
-    Ok(format!(
-        "captured on the underlay and decoded by overlay-core: {} -> {} udp {} -> {} VXLAN vni {}, {inner}, inner frame {} bytes",
-        who(d.outer_src_addr()),
-        who(d.outer_dst_addr()),
-        d.udp().src_port,
-        d.udp().dst_port,
-        d.vni().get(),
-        d.inner().len()
-    ))
-}
-
-/// With `--keep`: what is left running and how to look at it and delete it.
-fn print_keep_help(
-    names: &[String],
-    prefix: &str,
-    bin_dir: &Path,
-    work_dir: &Path,
-    ping: Option<(String, IpAddr)>,
-) {
-    let ctl = bin_dir.join("overlayctl");
-    let node1 = format!("{prefix}-n1");
-    let admin = work_dir.join("node-1").join("admin.sock");
-    println!(
-        "\nkept running: {} namespaces ({}), the agents' state and logs in {}",
-        names.len(),
-        names.join(" "),
-        work_dir.display()
-    );
-    println!(
-        "look at it with overlayctl in a node's namespace (the status API is on its loopback):"
-    );
-    println!("    ip netns exec {node1} {} status", ctl.display());
-    println!("    ip netns exec {node1} {} status ipam", ctl.display());
-    println!("    ip netns exec {node1} {} topology", ctl.display());
-    if let Some((from, to)) = ping {
-        println!("pods are namespaces too:");
-        println!("    ip netns exec {from} ping {to}");
-    }
-    println!("admin commands go to the agent's admin socket, e.g. declaring a node dead:");
-    println!(
-        "    ip netns exec {node1} {} --admin-socket {} rmpeer node-2",
-        ctl.display(),
-        admin.display()
-    );
-    println!("delete it (kills the agents, deletes every namespace and link):");
-    println!(
-        "    for ns in $(cd /run/netns && ls -d {prefix}-*); do ip netns pids $ns | xargs -r kill -9; ip netns del $ns; done; rm -rf {}",
-        work_dir.display()
-    );
 }
