@@ -14,7 +14,9 @@ ROOT=$PWD
 QUICK=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's heading says how long the run has taken so far (minutes:seconds),
+# so a slow step shows in the log.
+step() { printf '\n==> [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "scripts/test.sh: run as root (privileged tests create network namespaces)" >&2
