@@ -82,6 +82,36 @@ impl MacAddr {
     pub const fn is_locally_administered(&self) -> bool {
         self.0[0] & 0x02 != 0
     }
+
+    /// The IPv6 link-local address (`fe80::/64`) whose interface identifier
+    /// is this address's modified EUI-64 (RFC 4291 appendix A): `ff:fe` in
+    /// the middle and the U/L bit inverted. It is the address the kernel
+    /// gives a device with this MAC (`addrgenmode eui64`).
+    ///
+    /// An overlay uses it as a peer's VTEP address over an IPv6 underlay,
+    /// where an on-link gateway must be link-local.
+    ///
+    /// ```
+    /// use std::net::Ipv6Addr;
+    /// use overlay_core::MacAddr;
+    ///
+    /// let mac = MacAddr::new([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+    /// let expected: Ipv6Addr = "fe80::42:acff:fe11:2".parse().unwrap();
+    /// assert_eq!(mac.ipv6_link_local(), expected);
+    /// ```
+    pub const fn ipv6_link_local(&self) -> std::net::Ipv6Addr {
+        let m = self.0;
+        std::net::Ipv6Addr::new(
+            0xfe80,
+            0,
+            0,
+            0,
+            u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+            u16::from_be_bytes([m[2], 0xff]),
+            u16::from_be_bytes([0xfe, m[3]]),
+            u16::from_be_bytes([m[4], m[5]]),
+        )
+    }
 }
 
 impl From<[u8; 6]> for MacAddr {
@@ -176,6 +206,17 @@ crate::serde_via_str!(MacAddr);
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn link_local_holds_the_mac_as_modified_eui64(octets in any::<[u8; 6]>()) {
+            let ip = MacAddr::new(octets).ipv6_link_local().octets();
+            prop_assert_eq!(&ip[..8], &[0xfe, 0x80, 0, 0, 0, 0, 0, 0]);
+            prop_assert_eq!(&ip[11..13], &[0xff, 0xfe]);
+            let back = [ip[8] ^ 0x02, ip[9], ip[10], ip[13], ip[14], ip[15]];
+            prop_assert_eq!(back, octets);
+        }
+    }
 
     #[test]
     fn parses_colon_and_dash_forms_case_insensitively() {

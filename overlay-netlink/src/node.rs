@@ -26,7 +26,8 @@
 //!    on-link route per block it owns. Over IPv4 the peer's VTEP address
 //!    can be its underlay address (so the VXLAN device needs no address of
 //!    its own); over IPv6 it must be a link-local address (such as the
-//!    EUI-64 address of its VTEP MAC), because the kernel refuses an
+//!    EUI-64 address of its VTEP MAC; [`RemotePeer::on_underlay`] picks
+//!    either), because the kernel refuses an
 //!    on-link IPv6 gateway that a route on another device, the underlay's
 //!    subnet, covers. A pod block must be of the underlay's family.
 //!

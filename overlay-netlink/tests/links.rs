@@ -694,3 +694,41 @@ async fn a_created_link_is_returned_as_a_look_up_reports_it() {
         settled(&h.link().get(vxlan.index).await.unwrap())
     );
 }
+
+/// The kernel's own link-local address of a device (addrgenmode eui64, the
+/// default) is what `MacAddr::ipv6_link_local` computes, also for a MAC
+/// whose U/L bit is clear, so `RemotePeer::on_underlay` names the address
+/// the peer's VXLAN device really has.
+#[test]
+fn kernel_link_local_addresses_are_the_macs_modified_eui64() {
+    privileged_test!();
+    let ns = TestNetns::with_kind("ll").unwrap();
+    // One MAC with the U/L bit set (as ours are), one without.
+    let (a, b) = ("02:42:ac:11:00:02", "00:1b:21:3a:4f:5e");
+    let (na, nb) = (unique_name("va"), unique_name("vb"));
+    ns.ip([
+        "link", "add", &na, "address", a, "type", "veth", "peer", "name", &nb, "address", b,
+    ])
+    .unwrap();
+    for n in [&na, &nb] {
+        ns.ip(["link", "set", n, "up"]).unwrap();
+    }
+    for (name, mac) in [(&na, a), (&nb, b)] {
+        let mac: MacAddr = mac.parse().unwrap();
+        // The kernel adds the address once the link's carrier is up.
+        let mut kernel = None;
+        for _ in 0..100 {
+            let out = ns
+                .ip(["-6", "-j", "addr", "show", "dev", name, "scope", "link"])
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            kernel = json[0]["addr_info"][0]["local"].as_str().map(str::to_owned);
+            if kernel.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let kernel: std::net::Ipv6Addr = kernel.expect("no link-local address").parse().unwrap();
+        assert_eq!(mac.ipv6_link_local(), kernel, "{name} ({mac})");
+    }
+}

@@ -28,7 +28,7 @@
 //! the main loop through bounded channels.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -70,38 +70,6 @@ type AdminCall = (AdminRequest, oneshot::Sender<AdminResponse>);
 fn vtep_mac(id: PeerId) -> MacAddr {
     let b = id.to_bytes();
     MacAddr::new([0x02, b[11], b[12], b[13], b[14], b[15]])
-}
-
-/// The next hop of a peer's pod blocks on the VXLAN device: its underlay
-/// address over IPv4; over IPv6 the EUI-64 link-local address of its VTEP
-/// MAC, because the kernel refuses an on-link IPv6 gateway that a route on
-/// another device (the underlay's subnet) covers ("Nexthop has invalid
-/// gateway or device mismatch") and accepts any link-local one.
-fn vtep_ip(underlay: IpAddr, mac: MacAddr) -> IpAddr {
-    match underlay {
-        IpAddr::V4(_) => underlay,
-        IpAddr::V6(_) => {
-            let m = mac.octets();
-            IpAddr::V6(std::net::Ipv6Addr::from([
-                0xfe,
-                0x80,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                m[0] ^ 0x02,
-                m[1],
-                m[2],
-                0xff,
-                0xfe,
-                m[3],
-                m[4],
-                m[5],
-            ]))
-        }
-    }
 }
 
 /// Everything the main loop owns.
@@ -357,7 +325,7 @@ impl Agent {
             if underlay.is_ipv4() != family_v4 {
                 continue;
             }
-            let mut peer = RemotePeer::new(underlay, r.vtep_mac, vtep_ip(underlay, r.vtep_mac));
+            let mut peer = RemotePeer::on_underlay(underlay, r.vtep_mac);
             for e in ring.entries_of(r.id) {
                 if e.block.addr().is_ipv4() == family_v4 {
                     peer = peer.pod_cidr(e.block);

@@ -36,6 +36,31 @@ impl RemotePeer {
         }
     }
 
+    /// A peer whose VTEP address follows its underlay's family: over IPv4
+    /// the underlay address itself (so the VXLAN device needs no address of
+    /// its own), over IPv6 the link-local address of `vtep_mac`
+    /// ([`MacAddr::ipv6_link_local`]), because the kernel refuses an on-link
+    /// IPv6 gateway that a route on another device (the underlay's subnet)
+    /// covers, and accepts any link-local one.
+    ///
+    /// ```
+    /// use overlay_core::MacAddr;
+    /// use overlay_netlink::overlay::RemotePeer;
+    ///
+    /// let mac = MacAddr::new([0x02, 0, 0, 0, 0, 0x07]);
+    /// let v4 = RemotePeer::on_underlay("198.51.100.7".parse().unwrap(), mac);
+    /// assert_eq!(v4.vtep_ip, v4.underlay);
+    /// let v6 = RemotePeer::on_underlay("2001:db8::7".parse().unwrap(), mac);
+    /// assert_eq!(v6.vtep_ip.to_string(), "fe80::ff:fe00:7");
+    /// ```
+    pub fn on_underlay(underlay: IpAddr, vtep_mac: MacAddr) -> Self {
+        let vtep_ip = match underlay {
+            IpAddr::V4(_) => underlay,
+            IpAddr::V6(_) => IpAddr::V6(vtep_mac.ipv6_link_local()),
+        };
+        RemotePeer::new(underlay, vtep_mac, vtep_ip)
+    }
+
     /// Add a pod range.
     pub fn pod_cidr(mut self, cidr: IpNet) -> Self {
         self.pod_cidrs.push(cidr);
