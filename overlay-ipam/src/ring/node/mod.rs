@@ -497,6 +497,12 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
     /// [`AllocFailure::NoSpaceYet`] while space is only elsewhere or in
     /// quarantine, [`AllocFailure::Exhausted`] when nobody advertises space.
     ///
+    /// Every address of the universe can be handed out, its network address
+    /// included (the example's first is `198.18.0.0`). A plugin-facing
+    /// allocator that must not give a pod that address holds it back, as
+    /// `agent::service::NodeIpam` (feature `agent`) does: it allocates the
+    /// network address to no pod and gives the next one to the bridge.
+    ///
     /// ```
     /// use overlay_ipam::ring::{AllocFailure, Identity, Node, NodeConfig, Ring};
     /// use overlay_core::PeerId;
@@ -506,7 +512,9 @@ impl<K: Clone + Eq + Hash + Ord> Node<K> {
     /// // A /28 universe: sixteen addresses, all a's.
     /// let ring = Ring::from_seeds("198.18.0.0/28".parse().unwrap(), 28, &[a]).unwrap();
     /// let mut n = Node::new(Identity::new(a, 1), ring, NodeConfig::default());
-    /// for pod in 0..16 {
+    /// let first = n.allocate(Duration::ZERO, 0).unwrap();
+    /// assert_eq!(first.to_string(), "198.18.0.0");
+    /// for pod in 1..16 {
     ///     n.allocate(Duration::ZERO, pod).unwrap();
     /// }
     /// // Nobody has space left: exhausted (CNI 50), at once.
