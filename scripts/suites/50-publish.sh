@@ -58,7 +58,14 @@ done
 echo "metadata complete; every package has LICENSE-MIT, LICENSE-APACHE and README.md"
 
 # --- 2. Package and verify, in dependency order -------------------------------
-rm -rf "$TARGET/package"
+# The dry run builds in a target directory of its own. Cargo takes a registry
+# crate's source as immutable: a library built from an earlier run's
+# overlay-core 0.1.0 (same temporary registry, same name and version) counts
+# as up to date, and a package would be verified against the old API. So
+# every overlay artifact there goes; the third-party ones stay cached.
+VERIFY=$TARGET/package-verify
+rm -rf "$VERIFY/package" "$VERIFY"/debug/.fingerprint/overlay-* \
+    "$VERIFY"/debug/build/overlay-* "$VERIFY"/debug/deps/*overlay_*
 # Cargo verifies against a temporary registry of the fresh .crates, but it
 # extracts them under $CARGO_HOME/registry/src/-<hash of the registry's
 # path>/ and does not extract a name-version again that is already there: a
@@ -69,7 +76,7 @@ CARGO_HOME_DIR=${CARGO_HOME:-$HOME/.cargo}
 rm -rf "$CARGO_HOME_DIR"/registry/src/-*/overlay-* "$CARGO_HOME_DIR"/registry/cache/-*/overlay-*
 # --allow-dirty: CI checks out a clean tree; a developer's edits are what
 # they want checked.
-cargo publish --dry-run --workspace --locked --allow-dirty
+CARGO_TARGET_DIR=$VERIFY cargo publish --dry-run --workspace --locked --allow-dirty
 
 # --- 3. Tests build from the packages ----------------------------------------
 if [[ "${PUBLISH_TESTS:-1}" != 0 ]]; then
@@ -79,8 +86,8 @@ if [[ "${PUBLISH_TESTS:-1}" != 0 ]]; then
     for crate in "${crates[@]}"; do
         version=$(jq -r --arg n "$crate" '.packages[] | select(.name == $n) | .version' <<<"$meta")
         # A dry run leaves the .crate files in package/tmp-crate/.
-        file=$TARGET/package/tmp-crate/$crate-$version.crate
-        [[ -e "$file" ]] || file=$TARGET/package/$crate-$version.crate
+        file=$VERIFY/package/tmp-crate/$crate-$version.crate
+        [[ -e "$file" ]] || file=$VERIFY/package/$crate-$version.crate
         tar -xzf "$file" -C "$scratch"
         patches+=(--config "patch.crates-io.$crate.path=\"$scratch/$crate-$version\"")
     done
